@@ -1,0 +1,122 @@
+"""SS2D: the VMamba 2D selective scan with four cross-scan directions, shared by both models."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.ssm import selective_scan
+
+K_DIRECTIONS = 4
+
+
+def cross_scan(x: torch.Tensor) -> torch.Tensor:
+    """(B, D, H, W) -> (B, 4, D, H*W): row-major, column-major, and the reverse of each."""
+    rows = x.flatten(2)
+    cols = x.transpose(2, 3).flatten(2)
+    forward = torch.stack([rows, cols], dim=1)
+    return torch.cat([forward, forward.flip(-1)], dim=1)
+
+
+def cross_merge(y: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(B, 4, D, H*W) -> (B, D, H, W): undo reversal and transpose, sum the four directions."""
+    batch, _, dim, _ = y.shape
+    y = y[:, :2] + y[:, 2:].flip(-1)
+    rows = y[:, 0].view(batch, dim, height, width)
+    cols = y[:, 1].view(batch, dim, width, height).transpose(2, 3)
+    return rows + cols
+
+
+class SS2D(nn.Module):
+    """2D selective scan block on (B, H, W, C) tokens (MODELS.md "Shared: SS2D").
+
+    ``pre_conv`` runs on the x branch (B, Di, H, W) before the depthwise conv (HybriMamba's
+    FWM); ``post_scan`` runs on the merged scan output (B, Di, H, W) before the LayerNorm
+    (HybriMamba's symmetry enhancement). Both default to nothing.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 16,
+        d_conv: int = 3,
+        expand: float = 2.0,
+        dt_rank: int | str = "auto",
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        dt_init_floor: float = 1e-4,
+        pre_conv: nn.Module | None = None,
+        post_scan: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.d_model = d_model
+        self.d_inner = int(expand * d_model)
+        self.d_state = d_state
+        self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
+        di, n, r, k = self.d_inner, d_state, self.dt_rank, K_DIRECTIONS
+
+        self.in_proj = nn.Linear(d_model, 2 * di, bias=False)
+        self.pre_conv = pre_conv
+        self.conv2d = nn.Conv2d(di, di, d_conv, padding=(d_conv - 1) // 2, groups=di, bias=True)
+        self.x_proj_weight = nn.Parameter(torch.empty(k, r + 2 * n, di))
+        self.dt_projs_weight = nn.Parameter(torch.empty(k, di, r))
+        self.dt_projs_bias = nn.Parameter(torch.empty(k, di))
+        self.A_logs = nn.Parameter(torch.empty(k * di, n))
+        self.Ds = nn.Parameter(torch.empty(k * di))
+        self.post_scan = post_scan
+        self.out_norm = nn.LayerNorm(di)
+        self.out_proj = nn.Linear(di, d_model, bias=False)
+        self._init_ssm(dt_min, dt_max, dt_init_floor)
+
+    def _init_ssm(self, dt_min: float, dt_max: float, dt_init_floor: float) -> None:
+        """Mamba's initialisation of the scan parameters."""
+        di, n = self.d_inner, self.d_state
+        bound = 1.0 / math.sqrt(di)
+        nn.init.uniform_(self.x_proj_weight, -bound, bound)
+        nn.init.uniform_(self.dt_projs_weight, -(self.dt_rank**-0.5), self.dt_rank**-0.5)
+        with torch.no_grad():
+            dt = torch.exp(
+                torch.rand(K_DIRECTIONS, di) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+            ).clamp(min=dt_init_floor)
+            self.dt_projs_bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+            self.A_logs.copy_(torch.log(torch.arange(1, n + 1, dtype=torch.float32)).repeat(K_DIRECTIONS * di, 1))
+            self.Ds.fill_(1.0)
+        self.A_logs._no_weight_decay = True
+        self.Ds._no_weight_decay = True
+
+    def forward_core(self, x: torch.Tensor) -> torch.Tensor:
+        """Cross-scan, selective scan of the 4 sequences, cross-merge: (B, Di, H, W) -> same."""
+        batch, di, height, width = x.shape
+        length = height * width
+        xs = cross_scan(x)  # (B, K, Di, L)
+        x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight)
+        dts, Bs, Cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=2)
+        dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight)
+        y = selective_scan(
+            xs.reshape(batch, -1, length),
+            dts.reshape(batch, -1, length),
+            -torch.exp(self.A_logs.float()),
+            Bs.contiguous(),
+            Cs.contiguous(),
+            D=self.Ds.float(),
+            delta_bias=self.dt_projs_bias.float().view(-1),
+            delta_softplus=True,
+        )
+        return cross_merge(y.view(batch, K_DIRECTIONS, di, length), height, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, C) -> (B, H, W, C)."""
+        xz = self.in_proj(x)
+        x, z = xz.chunk(2, dim=-1)
+        x = x.permute(0, 3, 1, 2).contiguous()
+        if self.pre_conv is not None:
+            x = self.pre_conv(x)
+        x = F.silu(self.conv2d(x))
+        y = self.forward_core(x)
+        if self.post_scan is not None:
+            y = self.post_scan(y)
+        y = self.out_norm(y.permute(0, 2, 3, 1))
+        return self.out_proj(y * F.silu(z))

@@ -1,0 +1,139 @@
+"""The Mamba-1 selective scan behind one function with interchangeable backends.
+
+``selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,
+backend)`` follows mamba_ssm's ``selective_scan_fn``. Backends: ``reference`` (time loop, the
+test oracle), ``torch`` (fast pure PyTorch, the CPU default), ``mamba_ssm`` (its CUDA kernel,
+imported lazily), ``triton`` (project kernel, CUDA) and ``auto``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+
+import torch
+
+from model.ssm.reference import selective_scan_reference
+from model.ssm.torch_scan import selective_scan_torch
+
+BACKENDS = ("auto", "mamba_ssm", "triton", "torch", "reference")
+logger = logging.getLogger(__name__)
+
+_default_backend = "auto"
+_logged: set[str] = set()
+_flop_records: list[list[int]] = []
+
+
+def set_default_backend(name: str) -> None:
+    """Set the backend used when ``selective_scan`` gets ``backend=None`` (config ``ssm.backend``)."""
+    global _default_backend
+    if name not in BACKENDS:
+        raise ValueError(f"ssm.backend must be one of {', '.join(BACKENDS)}, got {name!r}")
+    _default_backend = name
+
+
+def get_default_backend() -> str:
+    return _default_backend
+
+
+def _mamba_ssm_fn() -> Callable | None:
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+    except Exception:  # ImportError, or a selective_scan_cuda built for another torch
+        return None
+    return selective_scan_fn
+
+
+def _triton_fn() -> Callable | None:
+    try:
+        from model.ssm.triton_scan import selective_scan_triton
+    except Exception:
+        return None
+    return selective_scan_triton
+
+
+def resolve_backend(name: str, device: torch.device) -> tuple[str, Callable]:
+    """Map a backend name (``auto`` included) to the function that runs on ``device``."""
+    if name not in BACKENDS:
+        raise ValueError(f"ssm.backend must be one of {', '.join(BACKENDS)}, got {name!r}")
+    cuda = device.type == "cuda"
+    if name in ("auto", "mamba_ssm") and cuda:
+        fn = _mamba_ssm_fn()
+        if fn is not None:
+            return "mamba_ssm", fn
+        if name == "mamba_ssm":
+            raise RuntimeError("ssm.backend=mamba_ssm but mamba_ssm does not import (see requirements-cuda.txt)")
+    if name == "mamba_ssm":
+        raise RuntimeError("ssm.backend=mamba_ssm needs CUDA tensors")
+    if name in ("auto", "triton") and cuda:
+        fn = _triton_fn()
+        if fn is not None:
+            return "triton", fn
+        if name == "triton":
+            raise RuntimeError("ssm.backend=triton but the Triton kernel is not available")
+    if name == "triton":
+        raise RuntimeError("ssm.backend=triton needs CUDA tensors")
+    if name == "reference":
+        return "reference", selective_scan_reference
+    return "torch", selective_scan_torch
+
+
+def scan_flops(batch: int, d: int, length: int, d_state: int, has_d: bool, has_z: bool) -> int:
+    """FLOPs of one selective scan: about 9 per (batch, channel, step, state) plus D and z terms."""
+    flops = 9 * batch * d * length * d_state
+    if has_d:
+        flops += 2 * batch * d * length
+    if has_z:
+        flops += 5 * batch * d * length
+    return flops
+
+
+@contextlib.contextmanager
+def count_scan_flops() -> Iterator[list[int]]:
+    """Inside the block every scan adds its FLOPs to the yielded one-element list."""
+    record = [0]
+    _flop_records.append(record)
+    try:
+        yield record
+    finally:
+        _flop_records.remove(record)
+
+
+def selective_scan(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+    backend: str | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Selective scan over u, delta, z: (batch, d, L); A: (d, N); B, C: (batch, [G,] N, L)."""
+    name, fn = resolve_backend(backend or _default_backend, u.device)
+    if name not in _logged:
+        _logged.add(name)
+        logger.info("selective scan backend: %s", name)
+    if _flop_records:
+        batch, d, length = u.shape
+        flops = scan_flops(batch, d, length, A.shape[1], D is not None, z is not None)
+        for record in _flop_records:
+            record[0] += flops
+    return fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+
+
+__all__ = [
+    "BACKENDS",
+    "count_scan_flops",
+    "get_default_backend",
+    "resolve_backend",
+    "scan_flops",
+    "selective_scan",
+    "selective_scan_reference",
+    "selective_scan_torch",
+    "set_default_backend",
+]

@@ -1,0 +1,43 @@
+"""One-level 2D discrete wavelet transform and its inverse (pytorch_wavelets), size-preserving."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", UserWarning)  # pytorch_wavelets imports pkg_resources
+    from pytorch_wavelets import DWTForward, DWTInverse
+
+
+class DWT2d(nn.Module):
+    """(B, C, H, W) -> LL (B, C, H/2, W/2) and highs (B, C, 3, H/2, W/2) in order LH, HL, HH.
+
+    ``mode="periodization"`` makes every band exactly half size for any wavelet length, so
+    the inverse returns exactly (H, W). H and W must be even.
+    """
+
+    def __init__(self, wavelet: str = "haar") -> None:
+        super().__init__()
+        self.wavelet = wavelet
+        self.dwt = DWTForward(J=1, wave=wavelet, mode="periodization")
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if x.shape[-1] % 2 or x.shape[-2] % 2:
+            raise ValueError(f"DWT2d needs even H and W, got {tuple(x.shape[-2:])}")
+        low, highs = self.dwt(x)
+        return low, highs[0]
+
+
+class IDWT2d(nn.Module):
+    """Inverse of ``DWT2d``: LL (B, C, h, w) and highs (B, C, 3, h, w) -> (B, C, 2h, 2w)."""
+
+    def __init__(self, wavelet: str = "haar") -> None:
+        super().__init__()
+        self.wavelet = wavelet
+        self.idwt = DWTInverse(wave=wavelet, mode="periodization")
+
+    def forward(self, low: torch.Tensor, highs: torch.Tensor) -> torch.Tensor:
+        return self.idwt((low, [highs]))

@@ -1,0 +1,1 @@
+"""Framework utilities: configuration, logging, checkpoints."""

@@ -1,0 +1,233 @@
+"""Experiment configuration: one YAML per experiment, dotted overrides, strict validation.
+
+The schema below lists every accepted key with its default, type and allowed values. A key
+that is not in the schema, or a value of the wrong type or outside its choices, is an error
+that names the dotted key and what is allowed. ``model`` keys beyond ``name`` are checked
+against the registered network's constructor.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file, key or value that is not accepted."""
+
+
+@dataclass(frozen=True)
+class Opt:
+    """One leaf of the schema: default value, accepted types, optional closed set of values."""
+
+    default: Any
+    types: tuple[type, ...]
+    choices: tuple[Any, ...] | None = None
+    nullable: bool = False
+
+
+def _o(default: Any, *types: type, choices: tuple[Any, ...] | None = None, nullable: bool = False) -> Opt:
+    return Opt(default, types or (type(default),), choices, nullable or default is None)
+
+
+NUM = (int, float)
+
+SCHEMA: dict[str, Any] = {
+    "name": _o("experiment", str),
+    "seed": _o(0, int),
+    "scale": _o(8, int, choices=(2, 4, 8, 16)),
+    "model": _o({"name": "bicubic"}, dict),
+    "ssm": {"backend": _o("auto", str, choices=("auto", "mamba_ssm", "triton", "torch", "reference"))},
+    "data": {
+        "train": {
+            "type": _o("hr_folder", str, choices=("hr_folder", "paired", "sample")),
+            "hr_dir": _o(None, str),
+            "lr_dir": _o(None, str),
+            "hr_size": _o(128, int),
+            "fit": _o("center_crop", str, choices=("center_crop", "resize")),
+            "resize_kernel": _o("pil", str, choices=("pil", "matlab")),
+            "flip": _o(True, bool),
+            "random_scale": _o(True, bool),
+            "scale_range": _o([1.0, 1.3], list),
+            "skip_bad": _o(False, bool),
+            "num_workers": _o(2, int),
+            "repeat": _o(1, int),
+        },
+        "val": {
+            "type": _o("sample", str, choices=("hr_folder", "paired", "sample", "none")),
+            "hr_dir": _o(None, str),
+            "lr_dir": _o(None, str),
+            "hr_size": _o(128, int),
+            "fit": _o("center_crop", str, choices=("center_crop", "resize")),
+            "resize_kernel": _o("pil", str, choices=("pil", "matlab")),
+            "skip_bad": _o(False, bool),
+            "max_images": _o(None, int),
+        },
+    },
+    "train": {
+        "batch_size": _o(4, int),
+        "iterations": _o(None, int),
+        "epochs": _o(None, int),
+        "optimizer": {
+            "type": _o("adamw", str, choices=("adam", "adamw")),
+            "lr": _o(4e-4, *NUM),
+            "betas": _o([0.9, 0.999], list),
+            "weight_decay": _o(0.0, *NUM),
+        },
+        "scheduler": {
+            "type": _o("multistep", str, choices=("multistep", "cosine", "constant")),
+            "unit": _o("epoch", str, choices=("epoch", "iter")),
+            "milestones": _o([], list),
+            "gamma": _o(0.5, *NUM),
+            "warmup": _o(0, int),
+            "min_lr": _o(0.0, *NUM),
+        },
+        "losses": _o([{"type": "l1", "weight": 1.0}], list),
+        "amp": _o("none", str, choices=("none", "bf16", "fp16")),
+        "ema": _o(0.0, *NUM),
+        "grad_clip": _o(0.0, *NUM),
+    },
+    "logging": {
+        "print_every": _o(10, int),
+        "val_every": _o(500, int),
+        "save_every": _o(500, int),
+        "keep_iter_checkpoints": _o(True, bool),
+        "sample_every": _o(500, int),
+        "tensorboard": _o(True, bool),
+        "progress_bar": _o(True, bool),
+    },
+    "paths": {
+        "experiments_root": _o("experiments", str),
+        "resume": _o(None, str),
+    },
+}
+
+
+def _defaults(schema: dict[str, Any]) -> dict[str, Any]:
+    return {k: _defaults(v) if isinstance(v, dict) else copy.deepcopy(v.default) for k, v in schema.items()}
+
+
+def default_config() -> dict[str, Any]:
+    """The full config with every default filled in."""
+    return _defaults(SCHEMA)
+
+
+def _check_leaf(key: str, opt: Opt, value: Any) -> None:
+    if value is None:
+        if not opt.nullable:
+            raise ConfigError(f"config key {key!r} may not be null; expected {_typename(opt)}")
+        return
+    ok = isinstance(value, opt.types) and not (isinstance(value, bool) and bool not in opt.types)
+    if not ok:
+        raise ConfigError(f"config key {key!r} expects {_typename(opt)}, got {type(value).__name__} {value!r}")
+    if opt.choices is not None and value not in opt.choices:
+        raise ConfigError(f"config key {key!r} must be one of {list(opt.choices)}, got {value!r}")
+
+
+def _typename(opt: Opt) -> str:
+    return " or ".join(t.__name__ for t in opt.types)
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any], schema: dict[str, Any], prefix: str) -> None:
+    for key, value in update.items():
+        dotted = f"{prefix}{key}"
+        if key not in schema:
+            raise ConfigError(
+                f"unknown config key {dotted!r}; allowed under {prefix[:-1] or 'top level'}: {', '.join(schema)}"
+            )
+        spec = schema[key]
+        if isinstance(spec, dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key {dotted!r} is a section; expected a mapping, got {value!r}")
+            _merge(base[key], value, spec, dotted + ".")
+        else:
+            _check_leaf(dotted, spec, value)
+            base[key] = copy.deepcopy(value)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` -> (["a", "b", "c"], YAML-parsed value)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like key.sub=value")
+    key, raw = item.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else None
+
+
+def _nested(path: list[str], value: Any) -> dict[str, Any]:
+    for part in reversed(path):
+        value = {part: value}
+    return value
+
+
+def resolve_config(user: dict[str, Any] | None, overrides: list[str] = ()) -> dict[str, Any]:
+    """Defaults <- user mapping <- dotted overrides, validated; model kwargs checked too."""
+    cfg = default_config()
+    if user:
+        if not isinstance(user, dict):
+            raise ConfigError(f"a config must be a mapping at top level, got {type(user).__name__}")
+        user = dict(user)
+        model = user.pop("model", None)
+        _merge(cfg, user, SCHEMA, "")
+        if model is not None:
+            _set_model(cfg, model)
+    for item in overrides:
+        path, value = parse_override(item)
+        if path[0] == "model":
+            model = copy.deepcopy(cfg["model"])
+            if len(path) == 1:
+                model = value
+            else:
+                model.update(_nested(path[1:], value))
+            _set_model(cfg, model)
+        else:
+            _merge(cfg, _nested(path, value), SCHEMA, "")
+    _check_model(cfg["model"])
+    return cfg
+
+
+def _set_model(cfg: dict[str, Any], model: Any) -> None:
+    if not isinstance(model, dict) or not isinstance(model.get("name"), str):
+        raise ConfigError(f"config key 'model' must be a mapping with a 'name' string, got {model!r}")
+    cfg["model"] = copy.deepcopy(model)
+
+
+def _check_model(model: dict[str, Any]) -> None:
+    import model as _registered  # noqa: F401  (fills the registry)
+    from model.registry import list_models, model_kwargs
+
+    name = model["name"]
+    if name not in list_models():
+        raise ConfigError(f"config key 'model.name': unknown model {name!r}; registered: {', '.join(list_models())}")
+    allowed = model_kwargs(name)
+    unknown = sorted(set(model) - set(allowed) - {"name"})
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {', '.join('model.' + k for k in unknown)} for model {name!r}; "
+            f"allowed: {', '.join(sorted(allowed))}"
+        )
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict[str, Any]:
+    """Read a YAML experiment file (or only defaults when ``path`` is None) and apply overrides."""
+    user = None
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        try:
+            user = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from err
+    try:
+        return resolve_config(user, overrides)
+    except ConfigError as err:
+        where = f" (in {path})" if path is not None else ""
+        raise ConfigError(f"{err}{where}") from None
+
+
+def save_config(cfg: dict[str, Any], path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg, sort_keys=False))
