@@ -1,0 +1,100 @@
+"""Plain 1-D Mamba (Mamba-1) mixer on raster-flattened image tokens: the baseline both papers argue against.
+
+The image is flattened row by row into one sequence, passed through a causal depthwise conv1d
+and a single forward selective scan. causal_conv1d's CUDA kernel is used when the package
+imports and the tensors are on CUDA; otherwise an equivalent PyTorch conv1d.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.ssm import selective_scan
+
+
+def _causal_conv1d_cuda() -> Callable | None:
+    try:
+        from causal_conv1d import causal_conv1d_fn
+    except Exception:
+        return None
+    return causal_conv1d_fn
+
+
+def causal_conv1d_torch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """Depthwise causal conv over (B, D, L) with weight (D, K): y_t depends on x_{t-K+1..t}; then SiLU."""
+    width = weight.shape[1]
+    y = F.conv1d(F.pad(x, (width - 1, 0)), weight.unsqueeze(1), bias, groups=x.shape[1])
+    return F.silu(y)
+
+
+def causal_conv1d(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, use_cuda_kernel: bool = True
+) -> torch.Tensor:
+    """SiLU(causal depthwise conv1d), through causal_conv1d's kernel when available on CUDA."""
+    if use_cuda_kernel and x.is_cuda:
+        fn = _causal_conv1d_cuda()
+        if fn is not None:
+            return fn(x, weight, bias, activation="silu")
+    return causal_conv1d_torch(x, weight, bias)
+
+
+class Mamba1D(nn.Module):
+    """Standard Mamba block on (B, H, W, C) tokens: one raster-order scan direction."""
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: float = 2.0,
+        dt_rank: int | str = "auto",
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        dt_init_floor: float = 1e-4,
+    ) -> None:
+        super().__init__()
+        self.d_inner = di = int(expand * d_model)
+        self.d_state = d_state
+        self.dt_rank = r = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
+        self.in_proj = nn.Linear(d_model, 2 * di, bias=False)
+        self.conv_weight = nn.Parameter(torch.empty(di, d_conv))
+        self.conv_bias = nn.Parameter(torch.zeros(di))
+        self.x_proj = nn.Linear(di, r + 2 * d_state, bias=False)
+        self.dt_proj = nn.Linear(r, di, bias=True)
+        self.A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(di, 1))
+        self.D = nn.Parameter(torch.ones(di))
+        self.out_proj = nn.Linear(di, d_model, bias=False)
+        nn.init.uniform_(self.conv_weight, -1 / math.sqrt(d_conv), 1 / math.sqrt(d_conv))
+        nn.init.uniform_(self.dt_proj.weight, -(r**-0.5), r**-0.5)
+        with torch.no_grad():
+            dt = torch.exp(torch.rand(di) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+            dt = dt.clamp(min=dt_init_floor)
+            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+        self.A_log._no_weight_decay = True
+        self.D._no_weight_decay = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, C) -> (B, H, W, C)."""
+        batch, height, width, channels = x.shape
+        xz = self.in_proj(x.reshape(batch, height * width, channels)).transpose(1, 2)  # (B, 2Di, L)
+        u, z = xz.chunk(2, dim=1)
+        u = causal_conv1d(u.contiguous(), self.conv_weight, self.conv_bias)
+        dt, B, C = torch.split(self.x_proj(u.transpose(1, 2)), [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = (dt @ self.dt_proj.weight.t()).transpose(1, 2)
+        y = selective_scan(
+            u,
+            delta.contiguous(),
+            -torch.exp(self.A_log.float()),
+            B.transpose(1, 2).contiguous(),
+            C.transpose(1, 2).contiguous(),
+            D=self.D.float(),
+            z=z.contiguous(),
+            delta_bias=self.dt_proj.bias.float(),
+            delta_softplus=True,
+        )
+        return self.out_proj(y.transpose(1, 2)).view(batch, height, width, channels)
