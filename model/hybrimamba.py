@@ -1,0 +1,294 @@
+"""HybriMamba: Mamba face super-resolution with Image-SSM, FWM and LEM (MODELS.md "HybriMamba").
+
+Read top-down next to the figures in ``shared/seeds``: ``hybrimamba_mambablock_fwm_imagessm.png``
+(FWM, symmetry enhancement, MambaBlock), ``hybrimamba_lem.png`` (LEM) and
+``hybrimamba_architecture.png`` (stages, U-shape). Between stages the features are tokens
+(B, H, W, C); the convolutions see them as (B, C, H, W) channels-last views, so the stream is
+not copied back and forth. Where the authors' released code differs from the figure, a
+constructor switch selects it; the defaults follow the figure.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.registry import register_model
+from model.ss2d import SS2D
+from model.wavelet import DWT2d, IDWT2d
+
+
+def _channels_first(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, C) tokens -> (B, C, H, W) view (channels-last memory, no copy)."""
+    return x.permute(0, 3, 1, 2)
+
+
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, H, W, C) view."""
+    return x.permute(0, 2, 3, 1)
+
+
+class FWM(nn.Module):
+    """Fourier-Wavelet Transform Module on (B, C, H, W): x + Fourier(x) + Wavelet(x)."""
+
+    def __init__(self, dim: int, extra_residual: bool = False) -> None:
+        super().__init__()
+        self.magnitude = nn.Sequential(nn.Conv2d(dim, dim, 1), nn.GELU(), nn.Conv2d(dim, dim, 1))
+        self.dwt = DWT2d("haar")
+        self.idwt = IDWT2d("haar")
+        self.high_conv = nn.Conv2d(dim, dim, 3, padding=1)
+        self.extra_residual = extra_residual
+
+    def fourier(self, x: torch.Tensor) -> torch.Tensor:
+        """Modulate the rfft2 magnitude with Conv1x1-GELU-Conv1x1, keep the phase, invert."""
+        spectrum = torch.fft.rfft2(x.float(), norm="ortho")  # cuFFT has no bf16: FFT in fp32
+        magnitude = self.magnitude(spectrum.abs().to(x.dtype)).float()
+        out = torch.fft.irfft2(torch.polar(magnitude, spectrum.angle()), s=x.shape[-2:], norm="ortho")
+        return out.to(x.dtype)
+
+    def wavelet(self, x: torch.Tensor) -> torch.Tensor:
+        """One-level Haar DWT; the same Conv3x3 on LH, HL and HH; LL unchanged; inverse DWT."""
+        low, highs = self.dwt(x)  # highs (B, C, 3, h, w): a (1, 3, 3) conv3d is the shared conv2d
+        weight = self.high_conv.weight.unsqueeze(2)
+        highs = F.conv3d(highs, weight, self.high_conv.bias, padding=(0, 1, 1))
+        return self.idwt(low, highs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = x + self.fourier(x) + self.wavelet(x)
+        return out + x if self.extra_residual else out  # authors' code adds x once more
+
+
+class SymmetryEnhancement(nn.Module):
+    """Image-SSM symmetry enhancement of the merged scan y: y + g * ((1 - a) y + a (y + flip_W y) / 2)."""
+
+    def __init__(self, gain: float = 0.2, init: float = 0.3) -> None:
+        super().__init__()
+        self.gain = gain
+        self.weight = nn.Parameter(torch.tensor(float(init)))  # a = sigmoid(weight)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        a = torch.sigmoid(self.weight).to(y.dtype)
+        symmetric = 0.5 * (y + y.flip(-1))
+        return y + self.gain * ((1 - a) * y + a * symmetric)
+
+
+class MambaBlock(SS2D):
+    """Figure (a): SS2D with FWM on the x branch and Image-SSM (4-way scan + symmetry enhancement)."""
+
+    def __init__(
+        self,
+        dim: int,
+        expand: float = 1.5,
+        d_state: int = 8,
+        d_conv: int = 3,
+        dt_rank: int | str = "auto",
+        use_fwm: bool = True,
+        fwm_extra_residual: bool = False,
+        use_symmetry: bool = True,
+        sym_gain: float = 0.2,
+        sym_init: float = 0.3,
+    ) -> None:
+        d_inner = int(expand * dim)
+        super().__init__(
+            dim,
+            d_state=d_state,
+            d_conv=d_conv,
+            expand=expand,
+            dt_rank=dt_rank,
+            pre_conv=FWM(d_inner, fwm_extra_residual) if use_fwm else None,
+            post_scan=SymmetryEnhancement(sym_gain, sym_init) if use_symmetry else None,
+        )
+
+
+class MambaStack(nn.Module):
+    """``n_layers`` residual MambaBlocks, each x + MambaBlock(RMSNorm(x)), on (B, H, W, d)."""
+
+    def __init__(self, dim: int, n_layers: int, **block_kwargs) -> None:
+        super().__init__()
+        self.norms = nn.ModuleList(nn.RMSNorm(dim, eps=1e-5) for _ in range(n_layers))
+        self.blocks = nn.ModuleList(MambaBlock(dim, **block_kwargs) for _ in range(n_layers))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for norm, block in zip(self.norms, self.blocks):
+            x = x + block(norm(x))
+        return x
+
+
+class ChannelAttention(nn.Module):
+    """Channel attention: x * sigmoid(Conv1x1(ReLU(Conv1x1(GAP(x))))), squeeze d -> d/reduction."""
+
+    def __init__(self, dim: int, reduction: int = 16) -> None:
+        super().__init__()
+        hidden = max(1, dim // reduction)
+        self.squeeze = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(dim, hidden, 1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, dim, 1),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.squeeze(x)
+
+
+class LEM(nn.Module):
+    """Local Enhancement Module on (B, H, W, d): Conv1x1(Cr * Wg), Cr channel attention, Wg pixel-wise gate."""
+
+    def __init__(self, dim: int, gate_ratio: int = 2, reduction: int = 16, use_gate: bool = True) -> None:
+        super().__init__()
+        self.expand = nn.Conv2d(dim, 2 * dim if use_gate else dim, 1)
+        self.dwconv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.attention = ChannelAttention(dim, reduction)
+        self.gate = (
+            nn.Sequential(
+                nn.LayerNorm(dim),
+                nn.Linear(dim, gate_ratio * dim),
+                nn.GELU(),
+                nn.Linear(gate_ratio * dim, dim),
+            )
+            if use_gate
+            else None
+        )
+        self.proj = nn.Conv2d(dim, dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.expand(_channels_first(x))
+        if self.gate is None:  # ablation: no pixel-wise gate, out = Conv1x1(Cr)
+            return _channels_last(self.proj(self.attention(self.dwconv(f))))
+        f1, f2 = f.chunk(2, dim=1)
+        cr = self.attention(self.dwconv(f1))
+        wg = _channels_first(self.gate(_channels_last(f2)))
+        return _channels_last(self.proj(cr * wg))
+
+
+class HybriMambaStage(nn.Module):
+    """"HybriMamba Blocks" (figure (b)): depth x [x + MambaStack(LN(x)); x + LEM(LN(x))] on (B, H, W, d)."""
+
+    def __init__(
+        self, dim: int, depth: int = 2, n_layers: int = 2, use_lem_gate: bool = True, **block_kwargs
+    ) -> None:
+        super().__init__()
+        self.mamba_norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(depth))
+        self.mambas = nn.ModuleList(MambaStack(dim, n_layers, **block_kwargs) for _ in range(depth))
+        self.lem_norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(depth))
+        self.lems = nn.ModuleList(LEM(dim, use_gate=use_lem_gate) for _ in range(depth))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for mamba_norm, mamba, lem_norm, lem in zip(self.mamba_norms, self.mambas, self.lem_norms, self.lems):
+            x = x + mamba(mamba_norm(x))
+            x = x + lem(lem_norm(x))
+        return x
+
+
+class Downsample(nn.Module):
+    """Halve H and W on (B, H, W, c_in) tokens: depthwise Conv4x4 stride 2 + pointwise Conv1x1 (no bias)."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv2d(in_channels, in_channels, 4, stride=2, padding=1, groups=in_channels, bias=False)
+        self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _channels_last(self.pointwise(self.depthwise(_channels_first(x))))
+
+
+class Upsample(nn.Module):
+    """Double H and W on (B, H, W, c_in) tokens: depthwise Conv3x3 + Conv1x1 to 4*c_out + PixelShuffle(2)."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv2d(in_channels, in_channels, 3, padding=1, groups=in_channels, bias=False)
+        self.pointwise = nn.Conv2d(in_channels, 4 * out_channels, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _channels_last(F.pixel_shuffle(self.pointwise(self.depthwise(_channels_first(x))), 2))
+
+
+@register_model("hybrimamba")
+class HybriMamba(nn.Module):
+    """HybriMamba (figure (a)): 3-level U-shape of HybriMamba stages with skips and a global residual.
+
+    Switches for the authors' released code: ``top_decoder=False`` skips the H x W decoder stage,
+    ``fwm_extra_residual=True`` adds x once more after the FWM. ``sym_gain`` is g in y + g * S(y)
+    (0.2 in the authors' code). Ablations: ``use_fwm``, ``use_symmetry``, ``use_lem_gate``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        embed_dim: int = 32,
+        depth: int = 2,
+        n_layers: int = 2,
+        expand: float = 1.5,
+        d_state: int = 8,
+        d_conv: int = 3,
+        dt_rank: int | str = "auto",
+        top_decoder: bool = True,
+        sym_gain: float = 0.2,
+        sym_init: float = 0.3,
+        fwm_extra_residual: bool = False,
+        use_fwm: bool = True,
+        use_symmetry: bool = True,
+        use_lem_gate: bool = True,
+    ) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        c = embed_dim
+        stage = functools.partial(
+            HybriMambaStage,
+            depth=depth,
+            n_layers=n_layers,
+            use_lem_gate=use_lem_gate,
+            expand=expand,
+            d_state=d_state,
+            d_conv=d_conv,
+            dt_rank=dt_rank,
+            use_fwm=use_fwm,
+            fwm_extra_residual=fwm_extra_residual,
+            use_symmetry=use_symmetry,
+            sym_gain=sym_gain,
+            sym_init=sym_init,
+        )
+        self.head = nn.Conv2d(in_channels, c, 3, padding=1)
+        self.encoder0 = stage(c)
+        self.down0 = Downsample(c, 2 * c)
+        self.encoder1 = stage(2 * c)
+        self.down1 = Downsample(2 * c, 4 * c)
+        self.encoder2 = stage(4 * c)
+        self.transformation = stage(4 * c)
+        self.decoder1 = stage(8 * c)
+        self.up1 = Upsample(8 * c, 2 * c)
+        self.decoder2 = stage(4 * c)
+        self.up2 = Upsample(4 * c, c)
+        self.decoder3 = stage(2 * c) if top_decoder else None
+        self.tail = nn.Conv2d(2 * c, in_channels, 3, padding=1)
+        self.apply(self._init_linear)
+
+    @staticmethod
+    def _init_linear(module: nn.Module) -> None:
+        """The authors' initialisation: Linear weights truncated normal (std 0.02), biases 0."""
+        if isinstance(module, nn.Linear):
+            nn.init.trunc_normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, H, W) bicubic-upsampled LR, H and W divisible by 4 -> SR of the same shape."""
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"HybriMamba expects (B, {self.in_channels}, H, W) input, got {tuple(x.shape)}")
+        if x.shape[-2] % 4 or x.shape[-1] % 4:
+            raise ValueError(f"HybriMamba needs H and W divisible by 4 (two 2x downsamplings), got {tuple(x.shape[-2:])}")
+        feat = F.leaky_relu(self.head(x.contiguous(memory_format=torch.channels_last)))
+        e0 = self.encoder0(_channels_last(feat))
+        e1 = self.encoder1(self.down0(e0))
+        e2 = self.encoder2(self.down1(e1))
+        d = self.decoder1(torch.cat([self.transformation(e2), e2], dim=-1))
+        d = self.decoder2(torch.cat([self.up1(d), e1], dim=-1))
+        d = torch.cat([self.up2(d), e0], dim=-1)
+        if self.decoder3 is not None:
+            d = self.decoder3(d)
+        return F.leaky_relu(self.tail(_channels_first(d))) + x
