@@ -1,0 +1,156 @@
+"""PSNR and SSIM on the Y channel in the two conventions of face SR papers.
+
+``fsr`` (default, the SPARNet-lineage scripts behind the published FSR tables):
+Y = 16 + RGB . [65.481, 128.553, 24.966] / 255 computed in float64 on 0..255 RGB and then
+TRUNCATED to uint8; no border crop; PSNR with peak 255; SSIM is skimage's
+``structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+data_range=255)`` on that Y.
+
+``basicsr`` (BasicSR ``calculate_psnr/ssim`` with ``test_y_channel=True``): the same Y formula
+kept in float (here float64; BasicSR computes it in float32), ``crop_border`` pixels removed
+on each side, PSNR with peak 255, MATLAB-style SSIM (11x11 Gaussian window, sigma 1.5,
+'valid' filtering, C1 = (0.01*255)^2, C2 = (0.03*255)^2).
+
+Identical images give PSNR = inf; folder means leave inf out and count it (``metrics.io.finite_mean``).
+
+Script: ``python -m metrics.psnr_ssim --pred_dir P --gt_dir G [--convention fsr|basicsr] [--crop_border N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.ndimage import correlate1d
+from skimage.metrics import structural_similarity
+
+from metrics.io import score_folders, summarize, write_csv
+
+CONVENTIONS = ("fsr", "basicsr")
+Y_WEIGHTS = np.array([65.481, 128.553, 24.966], dtype=np.float64)
+CONVENTION_TEXT = {
+    "fsr": "fsr: Y = 16 + RGB.[65.481,128.553,24.966]/255 truncated to uint8, no crop, "
+    "skimage SSIM (gaussian sigma 1.5, population covariance, data_range 255)",
+    "basicsr": "basicsr: float Y = 16 + RGB.[65.481,128.553,24.966]/255, crop_border={crop}, "
+    "MATLAB SSIM (11x11 gaussian sigma 1.5, valid)",
+}
+
+
+def tensor_to_uint8(t: torch.Tensor) -> np.ndarray:
+    """(3, H, W) float in [0, 1] -> HxWx3 uint8 (clamp, x255, round); (B, 3, H, W) -> (B, H, W, 3)."""
+    if t.dim() not in (3, 4) or t.shape[-3] != 3:
+        raise ValueError(f"tensor_to_uint8 expects (3, H, W) or (B, 3, H, W), got shape {tuple(t.shape)}")
+    out = (t.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8)
+    return out.movedim(-3, -1).cpu().numpy()
+
+
+def _check(pred: np.ndarray, gt: np.ndarray, convention: str, crop_border: int) -> None:
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {', '.join(CONVENTIONS)}, got {convention!r}")
+    for name, img in (("pred", pred), ("gt", gt)):
+        if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+            desc = f"{img.dtype} {img.shape}" if isinstance(img, np.ndarray) else type(img).__name__
+            raise ValueError(f"{name} must be an HxWx3 uint8 RGB array, got {desc}")
+    if pred.shape != gt.shape:
+        raise ValueError(f"pred and gt sizes differ: {pred.shape} vs {gt.shape}")
+    if crop_border < 0 or 2 * crop_border >= min(pred.shape[:2]):
+        raise ValueError(f"crop_border={crop_border} does not fit an image of size {pred.shape[1]}x{pred.shape[0]}")
+
+
+def rgb_to_y(img: np.ndarray, convention: str = "fsr") -> np.ndarray:
+    """Y of an HxWx3 uint8 RGB image: uint8 truncated (``fsr``) or float64 (``basicsr``)."""
+    y = 16.0 + img.astype(np.float64) @ Y_WEIGHTS / 255.0
+    return y.astype(np.uint8) if convention == "fsr" else y
+
+
+def _y_pair(pred: np.ndarray, gt: np.ndarray, convention: str, crop_border: int) -> tuple[np.ndarray, np.ndarray]:
+    _check(pred, gt, convention, crop_border)
+    if crop_border:
+        pred = pred[crop_border:-crop_border, crop_border:-crop_border]
+        gt = gt[crop_border:-crop_border, crop_border:-crop_border]
+    return rgb_to_y(pred, convention), rgb_to_y(gt, convention)
+
+
+def calculate_psnr(pred: np.ndarray, gt: np.ndarray, convention: str = "fsr", crop_border: int = 0) -> float:
+    """PSNR (dB, peak 255) on Y of two HxWx3 uint8 RGB images; inf when the Y channels are equal."""
+    y_pred, y_gt = _y_pair(pred, gt, convention, crop_border)
+    mse = np.mean((y_pred.astype(np.float64) - y_gt.astype(np.float64)) ** 2)
+    return math.inf if mse == 0 else float(10.0 * np.log10(255.0**2 / mse))
+
+
+def _gaussian_1d(size: int = 11, sigma: float = 1.5) -> np.ndarray:
+    x = np.arange(size, dtype=np.float64) - (size - 1) / 2
+    k = np.exp(-(x**2) / (2 * sigma**2))
+    return k / k.sum()
+
+
+def _filter_valid(img: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Separable 2D correlation with a symmetric kernel, keeping only the 'valid' region."""
+    out = correlate1d(correlate1d(img, kernel, axis=0), kernel, axis=1)
+    r = len(kernel) // 2
+    return out[r:-r, r:-r]
+
+
+def ssim_matlab(y_pred: np.ndarray, y_gt: np.ndarray) -> float:
+    """MATLAB/BasicSR SSIM of two float images in [0, 255]: 11x11 Gaussian (sigma 1.5), 'valid' map mean."""
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    k = _gaussian_1d()
+    mu1, mu2 = _filter_valid(y_pred, k), _filter_valid(y_gt, k)
+    s11 = _filter_valid(y_pred * y_pred, k) - mu1**2
+    s22 = _filter_valid(y_gt * y_gt, k) - mu2**2
+    s12 = _filter_valid(y_pred * y_gt, k) - mu1 * mu2
+    ssim_map = ((2 * mu1 * mu2 + c1) * (2 * s12 + c2)) / ((mu1**2 + mu2**2 + c1) * (s11 + s22 + c2))
+    return float(ssim_map.mean())
+
+
+def calculate_ssim(pred: np.ndarray, gt: np.ndarray, convention: str = "fsr", crop_border: int = 0) -> float:
+    """SSIM on Y of two HxWx3 uint8 RGB images in the given convention (see module docstring)."""
+    y_pred, y_gt = _y_pair(pred, gt, convention, crop_border)
+    if convention == "fsr":
+        return float(
+            structural_similarity(
+                y_pred, y_gt, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255
+            )
+        )
+    return ssim_matlab(y_pred, y_gt)
+
+
+def describe(convention: str, crop_border: int = 0) -> str:
+    """One line saying how the numbers were computed (printed next to every result)."""
+    return CONVENTION_TEXT[convention].format(crop=crop_border)
+
+
+def main(argv: list[str] | None = None) -> dict[str, object]:
+    parser = argparse.ArgumentParser(description="PSNR / SSIM on Y between two image folders paired by file name")
+    parser.add_argument("--pred_dir", required=True)
+    parser.add_argument("--gt_dir", required=True)
+    parser.add_argument("--convention", choices=CONVENTIONS, default="fsr")
+    parser.add_argument("--crop_border", type=int, default=0)
+    parser.add_argument("--csv", default=None, help="per-image CSV (default: <pred_dir>/psnr_ssim_<convention>.csv)")
+    args = parser.parse_args(argv)
+
+    def psnr(p: np.ndarray, g: np.ndarray) -> float:
+        return calculate_psnr(p, g, args.convention, args.crop_border)
+
+    def ssim(p: np.ndarray, g: np.ndarray) -> float:
+        return calculate_ssim(p, g, args.convention, args.crop_border)
+
+    rows = score_folders(args.pred_dir, args.gt_dir, {"psnr": psnr, "ssim": ssim})
+    csv_path = Path(args.csv or Path(args.pred_dir) / f"psnr_ssim_{args.convention}.csv")
+    write_csv(csv_path, rows)
+    summary = {**summarize(rows, ["psnr", "ssim"]), "convention": describe(args.convention, args.crop_border)}
+    print(f"convention: {summary['convention']}")
+    if "psnr_inf_count" in summary:
+        print(f"{summary['psnr_inf_count']} identical image(s) have PSNR=inf and are left out of the PSNR mean")
+    print(f"images: {summary['count']}  PSNR: {summary['psnr']:.4f} dB  SSIM: {summary['ssim']:.4f}")
+    print(f"per-image CSV: {csv_path}")
+    print(json.dumps(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
