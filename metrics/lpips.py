@@ -1,0 +1,139 @@
+"""LPIPS (v0.1) with AlexNet (default, the FSR tables) or VGG (RHMC), backbone weights read offline.
+
+The ``lpips`` package ships its linear calibration layers but takes the ImageNet backbone from
+torchvision, which downloads it. Here the backbone is built untrained and its weights are read
+from the torch hub cache (``<torch.hub.get_dir()>/checkpoints/<file>``) or an explicit path;
+nothing is ever downloaded. Inputs are RGB scaled to [-1, 1] (uint8 images: x / 127.5 - 1).
+
+Script: ``python -m metrics.lpips --pred_dir P --gt_dir G [--net alex|vgg] [--weights FILE]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import warnings
+from pathlib import Path
+
+import lpips as lpips_pkg
+import numpy as np
+import torch
+
+from metrics.io import score_folders, summarize, write_csv
+
+BACKBONES = {
+    "alex": ("alexnet-owt-7be5be79.pth", "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"),
+    "vgg": ("vgg16-397923af.pth", "https://download.pytorch.org/models/vgg16-397923af.pth"),
+}
+
+
+def backbone_weights_path(net: str = "alex", weights: str | Path | None = None) -> Path:
+    """The torchvision ImageNet weights file for ``net``: ``weights`` if given, else the hub cache one."""
+    if net not in BACKBONES:
+        raise ValueError(f"LPIPS net must be one of {', '.join(BACKBONES)}, got {net!r}")
+    filename, url = BACKBONES[net]
+    path = Path(weights) if weights is not None else Path(torch.hub.get_dir()) / "checkpoints" / filename
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"LPIPS-{net} needs the torchvision ImageNet backbone weights file {filename!r}, not found at {str(path)!r}. "
+            f"Download {url} on a machine with internet and copy it to "
+            f"{Path(torch.hub.get_dir()) / 'checkpoints' / filename} (the torch hub cache), "
+            f"or pass its path with --weights / weights=."
+        )
+    return path
+
+
+def load_backbone(model: lpips_pkg.LPIPS, path: str | Path) -> None:
+    """Copy torchvision ``features.<i>.*`` tensors into the LPIPS trunk (its ``slice<k>.<i>.*``)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    target = model.net.state_dict()
+    mapped = {}
+    for key in target:
+        source = "features." + key.split(".", 1)[1]
+        if source not in state:
+            raise KeyError(
+                f"backbone weights file {str(path)!r} has no tensor {source!r} (needed for {model.pnet_type})"
+            )
+        if state[source].shape != target[key].shape:
+            raise ValueError(
+                f"backbone weights file {str(path)!r}: {source!r} has shape {tuple(state[source].shape)}, "
+                f"expected {tuple(target[key].shape)} for {model.pnet_type}"
+            )
+        mapped[key] = state[source]
+    model.net.load_state_dict(mapped)
+
+
+def build_lpips(
+    net: str = "alex",
+    weights: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    random_backbone: bool = False,
+) -> lpips_pkg.LPIPS:
+    """LPIPS v0.1 in eval mode with calibrated linear layers; ``random_backbone`` only for plumbing tests."""
+    path = None if random_backbone else backbone_weights_path(net, weights)
+    with warnings.catch_warnings():  # torchvision's 'pretrained' deprecation inside lpips
+        warnings.simplefilter("ignore", UserWarning)
+        model = lpips_pkg.LPIPS(pretrained=True, net=net, version="0.1", pnet_rand=True, verbose=False)
+    if path is not None:
+        load_backbone(model, path)
+    return model.eval().requires_grad_(False).to(device)
+
+
+@torch.no_grad()
+def lpips_tensors(model: lpips_pkg.LPIPS, pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """Per-image LPIPS (B,) of (B, 3, H, W) images in [0, 1]."""
+    return model(pred * 2 - 1, gt * 2 - 1).flatten()
+
+
+@functools.lru_cache(maxsize=4)
+def _cached(net: str, weights: str | None, device: str) -> lpips_pkg.LPIPS:
+    return build_lpips(net, weights, device)
+
+
+def _to_tensor(img: np.ndarray, device: str) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].to(device, torch.float32) / 127.5 - 1
+
+
+@torch.no_grad()
+def calculate_lpips(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    net: str = "alex",
+    weights: str | Path | None = None,
+    device: str = "cpu",
+    model: lpips_pkg.LPIPS | None = None,
+) -> float:
+    """LPIPS of two HxWx3 uint8 RGB images; ``model`` or one built once per net/weights/device."""
+    if model is None:
+        model = _cached(net, None if weights is None else str(weights), str(device))
+    return float(model(_to_tensor(pred, device), _to_tensor(gt, device)).item())
+
+
+def main(argv: list[str] | None = None) -> dict[str, object]:
+    parser = argparse.ArgumentParser(description="LPIPS v0.1 between two image folders paired by file name")
+    parser.add_argument("--pred_dir", required=True)
+    parser.add_argument("--gt_dir", required=True)
+    parser.add_argument("--net", choices=tuple(BACKBONES), default="alex")
+    parser.add_argument("--weights", default=None, help="torchvision backbone weights file (default: torch hub cache)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--csv", default=None, help="per-image CSV (default: <pred_dir>/lpips_<net>.csv)")
+    args = parser.parse_args(argv)
+    backbone_weights_path(args.net, args.weights)  # fail before reading any image
+
+    def score(p: np.ndarray, g: np.ndarray) -> float:
+        return calculate_lpips(p, g, args.net, args.weights, args.device)
+
+    rows = score_folders(args.pred_dir, args.gt_dir, {"lpips": score})
+    csv_path = Path(args.csv or Path(args.pred_dir) / f"lpips_{args.net}.csv")
+    write_csv(csv_path, rows)
+    summary = {**summarize(rows, ["lpips"]), "convention": f"LPIPS v0.1 {args.net}, RGB in [-1, 1] from uint8"}
+    print(f"convention: {summary['convention']}")
+    print(f"images: {summary['count']}  LPIPS: {summary['lpips']:.4f}")
+    print(f"per-image CSV: {csv_path}")
+    print(json.dumps(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
