@@ -82,13 +82,13 @@ def calculate_psnr(pred: np.ndarray, gt: np.ndarray, convention: str = "fsr", cr
     return math.inf if mse == 0 else float(10.0 * np.log10(255.0**2 / mse))
 
 
-def _gaussian_1d(size: int = 11, sigma: float = 1.5) -> np.ndarray:
+def gaussian_1d(size: int = 11, sigma: float = 1.5) -> np.ndarray:
     x = np.arange(size, dtype=np.float64) - (size - 1) / 2
     k = np.exp(-(x**2) / (2 * sigma**2))
     return k / k.sum()
 
 
-def _filter_valid(img: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+def filter_valid(img: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """Separable 2D correlation with a symmetric kernel, keeping only the 'valid' region."""
     out = correlate1d(correlate1d(img, kernel, axis=0), kernel, axis=1)
     r = len(kernel) // 2
@@ -98,11 +98,11 @@ def _filter_valid(img: np.ndarray, kernel: np.ndarray) -> np.ndarray:
 def ssim_matlab(y_pred: np.ndarray, y_gt: np.ndarray) -> float:
     """MATLAB/BasicSR SSIM of two float images in [0, 255]: 11x11 Gaussian (sigma 1.5), 'valid' map mean."""
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    k = _gaussian_1d()
-    mu1, mu2 = _filter_valid(y_pred, k), _filter_valid(y_gt, k)
-    s11 = _filter_valid(y_pred * y_pred, k) - mu1**2
-    s22 = _filter_valid(y_gt * y_gt, k) - mu2**2
-    s12 = _filter_valid(y_pred * y_gt, k) - mu1 * mu2
+    k = gaussian_1d()
+    mu1, mu2 = filter_valid(y_pred, k), filter_valid(y_gt, k)
+    s11 = filter_valid(y_pred * y_pred, k) - mu1**2
+    s22 = filter_valid(y_gt * y_gt, k) - mu2**2
+    s12 = filter_valid(y_pred * y_gt, k) - mu1 * mu2
     ssim_map = ((2 * mu1 * mu2 + c1) * (2 * s12 + c2)) / ((mu1**2 + mu2**2 + c1) * (s11 + s22 + c2))
     return float(ssim_map.mean())
 
