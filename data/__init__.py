@@ -1,0 +1,106 @@
+"""Datasets, degradation and augmentation for x8 face SR (CelebA / Helen folders, demo set).
+
+``build_dataset(section, scale, train)`` turns a ``data.train`` / ``data.val`` config section
+into a Dataset (or ``None`` for ``type: none``):
+
+- ``hr_folder``: HR photos in ``hr_dir``, fitted to ``hr_size``; LR made on the fly (bicubic
+  down by ``scale`` and back up); with ``train=True``, random flip / random scale per section.
+- ``paired``: ``lr_dir`` (+ ``hr_dir``) paired by file stem; LR small or pre-upsampled.
+- ``sample``: the built-in public-domain demo set (16 train / 4 val astronaut face crops).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from data.augment import HRAugment, check_scale_range
+from data.datasets import HRFolderDataset, PairedDataset, SampleDataset
+from data.degrade import KERNELS, degrade, fit_hr, to_tensor
+from data.imresize import imresize
+from data.io import DataError, read_rgb
+
+log = logging.getLogger(__name__)
+
+TYPES = ("hr_folder", "paired", "sample", "none")
+
+
+def _section(section: dict[str, Any], train: bool) -> tuple[dict[str, Any], str]:
+    from utils.config import default_config
+
+    key = "data.train" if train else "data.val"
+    defaults = default_config()["data"]
+    allowed = set(defaults["train"]) | set(defaults["val"])
+    unknown = sorted(set(section) - allowed)
+    if unknown:
+        raise DataError(
+            f"unknown key(s) {', '.join(f'{key}.{k}' for k in unknown)}; allowed: {', '.join(sorted(allowed))}"
+        )
+    merged = {**defaults["train" if train else "val"], **section}
+    merged.setdefault("flip", False)
+    merged.setdefault("random_scale", False)
+    merged.setdefault("repeat", 1)
+    merged.setdefault("max_images", None)
+    return merged, key
+
+
+def _require(cfg: dict[str, Any], key: str, name: str, kind: str) -> str:
+    if not cfg.get(name):
+        raise DataError(f"{key}.{name} is required for {key}.type={kind!r}")
+    return cfg[name]
+
+
+def build_dataset(section: dict[str, Any], scale: int, train: bool) -> Dataset | None:
+    """Dataset for a ``data.train`` (``train=True``) or ``data.val`` section; ``None`` for type none.
+
+    Augmentation (``flip``, ``random_scale`` in ``scale_range``) is applied only with ``train=True``.
+    """
+    cfg, key = _section(section, train)
+    kind, hr_size, kernel = cfg["type"], cfg["hr_size"], cfg["resize_kernel"]
+    if kind not in TYPES:
+        raise DataError(f"{key}.type must be one of {list(TYPES)}, got {kind!r}")
+    if kind == "none":
+        return None
+    if kernel not in KERNELS:
+        raise DataError(f"{key}.resize_kernel must be one of {list(KERNELS)}, got {kernel!r}")
+    if hr_size < 1 or hr_size % scale:
+        raise DataError(f"{key}.hr_size={hr_size} must be a positive multiple of the scale {scale}")
+    max_images = cfg["max_images"]
+    if max_images is not None and max_images < 1:
+        raise DataError(f"{key}.max_images must be >= 1 or null, got {max_images}")
+    augment = None
+    if train and (cfg["flip"] or cfg["random_scale"]):
+        try:
+            augment = HRAugment(cfg["flip"], cfg["random_scale"], cfg.get("scale_range", (1.0, 1.0)))
+        except ValueError as err:
+            raise DataError(f"{key}.{err}") from None
+    if kind == "sample":
+        dataset = SampleDataset(hr_size, scale, train, kernel, augment, cfg["repeat"], max_images, key)
+    elif kind == "hr_folder":
+        hr_dir = _require(cfg, key, "hr_dir", kind)
+        dataset = HRFolderDataset(
+            hr_dir, hr_size, scale, cfg["fit"], kernel, augment, cfg["skip_bad"], cfg["repeat"], max_images, key
+        )
+    else:
+        lr_dir = _require(cfg, key, "lr_dir", kind)
+        dataset = PairedDataset(lr_dir, cfg.get("hr_dir"), scale, kernel, cfg["skip_bad"], max_images, key)
+    log.info("%s: %s with %d item(s), x%d, %s kernel, augment=%s", key, kind, len(dataset), scale, kernel, augment)
+    return dataset
+
+
+__all__ = [
+    "DataError",
+    "HRAugment",
+    "HRFolderDataset",
+    "PairedDataset",
+    "SampleDataset",
+    "build_dataset",
+    "check_scale_range",
+    "degrade",
+    "fit_hr",
+    "imresize",
+    "read_rgb",
+    "to_tensor",
+]

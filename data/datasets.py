@@ -1,0 +1,203 @@
+"""Face SR datasets. Items: {"lr": (3, H, W) bicubic-upsampled LR, "lr_small": (3, H/s, W/s)
+when known, "hr": (3, H, W) when known, "name": file stem}, float tensors in [0, 1].
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from torch.utils.data import Dataset
+
+from data.augment import HRAugment
+from data.degrade import degrade, fit_hr, resize, to_tensor
+from data.io import DataError, list_images, open_header, pair_by_stem, read_rgb, scan
+from data.sample import face_crops
+
+log = logging.getLogger(__name__)
+
+
+class _FaceDataset(Dataset):
+    """Shared item logic: ``len = sources * repeat``; with ``skip_bad`` an undecodable file is
+    replaced by the next readable one (logged), otherwise its DataError propagates."""
+
+    def __init__(self, count: int, repeat: int, skip_bad: bool, key: str):
+        if repeat < 1:
+            raise DataError(f"{key}.repeat must be >= 1, got {repeat}")
+        self.count, self.repeat, self.skip_bad, self.key = count, repeat, skip_bad, key
+
+    def __len__(self) -> int:
+        return self.count * self.repeat
+
+    def _load(self, index: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for a dataset of {len(self)} items")
+        index %= self.count
+        for attempt in range(self.count):
+            try:
+                return self._load((index + attempt) % self.count)
+            except DataError as err:
+                if not self.skip_bad:
+                    raise DataError(f"{err} (set {self.key}.skip_bad=true to skip bad files)") from None
+                log.warning("skipping bad file: %s", err)
+        raise DataError(f"{self.key}: no readable image left in the dataset")
+
+
+def _lr_hr_item(hr: Image.Image, scale: int, kernel: str, name: str) -> dict[str, Any]:
+    small, lr = degrade(hr, scale, kernel)
+    return {"lr": to_tensor(lr), "lr_small": to_tensor(small), "hr": to_tensor(hr), "name": name}
+
+
+class HRFolderDataset(_FaceDataset):
+    """A folder of HR face photos: fit to ``hr_size``, optional augmentation, LR made on the fly."""
+
+    def __init__(
+        self,
+        hr_dir: str | Path,
+        hr_size: int = 128,
+        scale: int = 8,
+        fit: str = "center_crop",
+        kernel: str = "pil",
+        augment: HRAugment | None = None,
+        skip_bad: bool = False,
+        repeat: int = 1,
+        max_images: int | None = None,
+        key: str = "data.train",
+    ):
+        files = list_images(hr_dir, f"{key}.hr_dir")
+        self.files, _ = scan(
+            files,
+            (hr_size, hr_size),
+            f"{key}.hr_size",
+            skip_bad,
+            f"set {key}.skip_bad=true",
+            f"{key}.hr_dir {str(hr_dir)!r}",
+            max_images,
+        )
+        super().__init__(len(self.files), repeat, skip_bad, key)
+        self.hr_size, self.scale, self.fit, self.kernel, self.augment = hr_size, scale, fit, kernel, augment
+
+    def _load(self, index: int) -> dict[str, Any]:
+        path = self.files[index]
+        hr = fit_hr(read_rgb(path), self.hr_size, self.fit)
+        if self.augment is not None:
+            hr = self.augment(hr)
+        return _lr_hr_item(hr, self.scale, self.kernel, path.stem)
+
+
+class PairedDataset(_FaceDataset):
+    """LR folder (+ optional HR folder) paired by file stem, extension-insensitive.
+
+    LR images either ``scale`` times smaller than HR (bicubic-upsampled here, ``lr_small`` kept)
+    or already upsampled to the HR size (used as is, no ``lr_small``); one kind per folder.
+    Without ``hr_dir`` the LR images are taken as small and items have no ``hr``.
+    """
+
+    def __init__(
+        self,
+        lr_dir: str | Path,
+        hr_dir: str | Path | None = None,
+        scale: int = 8,
+        kernel: str = "pil",
+        skip_bad: bool = False,
+        max_images: int | None = None,
+        key: str = "data.val",
+    ):
+        hint = f"set {key}.skip_bad=true"
+        lr_files = list_images(lr_dir, f"{key}.lr_dir")
+        if hr_dir is None:
+            lr_kept, _ = scan(lr_files, None, "", skip_bad, hint, f"{key}.lr_dir {str(lr_dir)!r}", max_images)
+            self.pairs: list[tuple[Path, Path | None]] = [(p, None) for p in lr_kept]
+            self.upsampled = False
+        else:
+            hr_files = list_images(hr_dir, f"{key}.hr_dir")
+            pairs = pair_by_stem(lr_files, hr_files, str(lr_dir), str(hr_dir))
+            self.pairs, self.upsampled = self._check_pairs(pairs, scale, skip_bad, hint, key, max_images)
+        super().__init__(len(self.pairs), 1, skip_bad, key)
+        self.scale, self.kernel = scale, kernel
+
+    @staticmethod
+    def _check_pairs(
+        pairs: list[tuple[Path, Path]], scale: int, skip_bad: bool, hint: str, key: str, limit: int | None
+    ) -> tuple[list[tuple[Path, Path]], bool]:
+        kept, kinds, bad = [], {}, []
+        for lr_path, hr_path in pairs:
+            if limit is not None and len(kept) >= limit:
+                break
+            try:
+                (lw, lh), (hw, hh) = open_header(lr_path), open_header(hr_path)
+                if (lw, lh) == (hw, hh):
+                    kind = "upsampled"
+                elif (lw * scale, lh * scale) == (hw, hh):
+                    kind = "small"
+                else:
+                    raise DataError(
+                        f"LR image {str(lr_path)!r} is {lw}x{lh} but its HR {str(hr_path)!r} is {hw}x{hh}; "
+                        f"expected LR {hw // scale}x{hh // scale} (HR / scale {scale}) or {hw}x{hh} (pre-upsampled)"
+                    )
+            except DataError as err:
+                if not skip_bad:
+                    raise DataError(f"{err} ({hint} to skip bad files)") from None
+                bad.append(str(err))
+                continue
+            kinds.setdefault(kind, lr_path)
+            kept.append((lr_path, hr_path))
+        if bad:
+            log.warning("skipped %d bad pair(s) in %s: %s", len(bad), key, "; ".join(bad[:10]))
+        if not kept:
+            raise DataError(f"{key}: no usable LR/HR pair")
+        if len(kinds) > 1:
+            raise DataError(
+                f"{key}.lr_dir mixes LR images of HR size (e.g. {kinds['upsampled'].name}) and HR/{scale} size "
+                f"(e.g. {kinds['small'].name}); use one kind per folder"
+            )
+        return kept, "upsampled" in kinds
+
+    def _load(self, index: int) -> dict[str, Any]:
+        lr_path, hr_path = self.pairs[index]
+        lr_img = read_rgb(lr_path)
+        item: dict[str, Any] = {"name": lr_path.stem}
+        if self.upsampled:
+            item["lr"] = to_tensor(lr_img)
+        else:
+            w, h = lr_img.size
+            item["lr"] = to_tensor(resize(lr_img, (w * self.scale, h * self.scale), self.kernel))
+            item["lr_small"] = to_tensor(lr_img)
+        if hr_path is not None:
+            item["hr"] = to_tensor(read_rgb(hr_path))
+        return item
+
+
+class SampleDataset(_FaceDataset):
+    """Built-in demo set (:mod:`data.sample`): 16 train / 4 val astronaut face crops by default."""
+
+    def __init__(
+        self,
+        hr_size: int = 128,
+        scale: int = 8,
+        train: bool = True,
+        kernel: str = "pil",
+        augment: HRAugment | None = None,
+        repeat: int = 1,
+        count: int | None = None,
+        key: str = "data.train",
+    ):
+        split = "train" if train else "val"
+        count = (16 if train else 4) if count is None else count
+        if count < 1:
+            raise DataError(f"{key}.max_images must be >= 1 for the sample set, got {count}")
+        self.images = [fit_hr(c, hr_size, "resize") for c in face_crops(count, split)]
+        self.names = [f"astronaut_{split}_{i:02d}" for i in range(count)]
+        super().__init__(count, repeat, False, key)
+        self.scale, self.kernel, self.augment = scale, kernel, augment
+
+    def _load(self, index: int) -> dict[str, Any]:
+        hr = self.images[index]
+        if self.augment is not None:
+            hr = self.augment(hr)
+        return _lr_hr_item(hr, self.scale, self.kernel, self.names[index])
