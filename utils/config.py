@@ -56,6 +56,7 @@ SCHEMA: dict[str, Any] = {
             "skip_bad": _o(False, bool),
             "num_workers": _o(2, int),
             "repeat": _o(1, int),
+            "max_images": _o(None, int),
         },
         "val": {
             "type": _o("sample", str, choices=("hr_folder", "paired", "sample", "none")),
