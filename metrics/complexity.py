@@ -1,0 +1,139 @@
+"""Model complexity: parameters, FLOPs / MACs at an input size, and latency per image.
+
+FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` (convolutions, matmuls, einsum,
+attention; like thop it ignores elementwise ops) plus the selective scan, which runs outside
+any counted op and is added through ``model.ssm.count_scan_flops()``. (An einsum whose
+contraction has size 1, e.g. SS2D's dt projection with dt_rank 1, is lowered to a broadcast
+multiply and not counted; it is a negligible 2 * K * Di * L.) One multiply-add is two
+FLOPs; MACs = FLOPs / 2 (the "FLOPs" of thop-based FSR tables are usually these MACs).
+The input size is the network input, i.e. the bicubic-upsampled LR (128x128 for x8 faces).
+
+Script: ``python -m metrics.complexity --model NAME [--config CFG] [--size 128 128] [--device cpu cuda]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from model.ssm import count_scan_flops
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (trainable or not, shared ones once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def count_flops(model: nn.Module, size: tuple[int, int] = (128, 128), batch: int = 1) -> dict[str, int]:
+    """FLOPs of one forward pass on a (batch, 3, H, W) input: counted ops, scan, total and MACs."""
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    x = torch.rand(batch, 3, *size, device=device)
+    model.eval()
+    with FlopCounterMode(display=False) as counter, count_scan_flops() as scan:
+        model(x)
+    counted = int(counter.get_total_flops())
+    total = counted + int(scan[0])
+    return {"op_flops": counted, "scan_flops": int(scan[0]), "flops": total, "macs": total // 2}
+
+
+@torch.no_grad()
+def measure_latency(
+    model: nn.Module,
+    size: tuple[int, int] = (128, 128),
+    device: str | torch.device = "cpu",
+    batch: int = 1,
+    warmup: int = 5,
+    repeats: int = 20,
+) -> dict[str, float]:
+    """Milliseconds per image (median and mean over ``repeats`` timed forwards after ``warmup``)."""
+    device = torch.device(device)
+    model = model.to(device).eval()
+    x = torch.rand(batch, 3, *size, device=device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        model(x)
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model(x)
+        sync()
+        times.append((time.perf_counter() - start) * 1000 / batch)
+    return {"median_ms": statistics.median(times), "mean_ms": statistics.fmean(times)}
+
+
+def model_config(name: str | None, config: str | None) -> dict[str, Any]:
+    """The ``model`` section to build: from ``config`` (its name must match ``name``) or ``{name: name}``."""
+    if config is None:
+        if name is None:
+            raise ValueError("give --model NAME or --config CFG")
+        return {"name": name}
+    from utils.config import load_config
+
+    cfg = load_config(config)
+    if name is not None and cfg["model"]["name"] != name:
+        raise ValueError(f"--model {name!r} but config {config!r} builds model {cfg['model']['name']!r}")
+    from model.ssm import set_default_backend
+
+    set_default_backend(cfg["ssm"]["backend"])
+    return cfg["model"]
+
+
+def profile(
+    model_cfg: dict[str, Any],
+    size: tuple[int, int] = (128, 128),
+    devices: tuple[str, ...] = ("cpu",),
+    warmup: int = 5,
+    repeats: int = 20,
+) -> dict[str, Any]:
+    """Build the model and report parameters, FLOPs / MACs and latency on each device."""
+    from model import build_model
+
+    model = build_model(model_cfg)
+    report: dict[str, Any] = {"model": model_cfg["name"], "size": list(size), "params": count_parameters(model)}
+    report.update(count_flops(model, size))
+    for device in devices:
+        if device == "cuda" and not torch.cuda.is_available():
+            continue
+        report[f"latency_{device}"] = measure_latency(model, size, device, warmup=warmup, repeats=repeats)
+    return report
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description="Parameters, FLOPs / MACs and latency of a registered model")
+    parser.add_argument("--model", default=None, help="registered model name")
+    parser.add_argument("--config", default=None, help="experiment YAML whose model section is built")
+    parser.add_argument("--size", type=int, nargs=2, default=(128, 128), metavar=("H", "W"), help="network input")
+    parser.add_argument("--device", nargs="+", choices=("cpu", "cuda"), default=("cpu", "cuda"))
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=20)
+    args = parser.parse_args(argv)
+    report = profile(
+        model_config(args.model, args.config), tuple(args.size), tuple(args.device), args.warmup, args.repeats
+    )
+    h, w = report["size"]
+    print(f"model: {report['model']}  input: 1x3x{h}x{w}")
+    print(f"params: {report['params'] / 1e6:.3f} M")
+    print(
+        f"FLOPs: {report['flops'] / 1e9:.3f} G (ops {report['op_flops'] / 1e9:.3f} G + selective scan "
+        f"{report['scan_flops'] / 1e9:.3f} G)   MACs: {report['macs'] / 1e9:.3f} G (= FLOPs / 2, thop-style)"
+    )
+    for device in args.device:
+        if f"latency_{device}" in report:
+            lat = report[f"latency_{device}"]
+            print(f"latency {device}: {lat['median_ms']:.2f} ms/image median ({lat['mean_ms']:.2f} mean)")
+    print(json.dumps(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()
