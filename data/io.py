@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -188,8 +187,3 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def relpath(path: Path, start: Path) -> str:
-    """``path`` relative to ``start`` with forward slashes (for manifests)."""
-    return os.path.relpath(path, start).replace(os.sep, "/")

@@ -1,0 +1,174 @@
+"""Turn a folder of raw face photos into an SR test/train folder with a checksummed manifest.
+
+    python -m data.prepare --src RAW_DIR --out OUT_DIR [--size 128] [--scale 8]
+        [--fit center_crop|resize] [--kernel pil|matlab] [--skip_bad] [--workers N] [--overwrite]
+
+Writes OUT_DIR/HR (size x size PNG), OUT_DIR/LR (size/scale PNG), OUT_DIR/LR_up (bicubic back
+up to size, PNG), each named ``<source stem>.png``, and OUT_DIR/manifest.json (settings, one
+record per image with the SHA-256 of its source and of the three written files, skipped files
+with the reason). Images go through the same decoding policy (:mod:`data.io`) and degradation
+(:mod:`data.degrade`) as the on-the-fly datasets, so ``paired`` on LR/HR and ``hr_folder`` on HR
+give the same tensors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from multiprocessing import Pool
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from data.degrade import FITS, KERNELS, degrade, fit_hr
+from data.io import DataError, check_min_size, file_sha256, index_by_stem, list_images, read_rgb, scan
+
+log = logging.getLogger("data.prepare")
+
+SUBDIRS = ("HR", "LR", "LR_up")
+MANIFEST = "manifest.json"
+
+
+def _prepare_one(job: tuple[Path, Path, int, int, str, str, bool]) -> dict[str, Any]:
+    src, out, size, scale, fit, kernel, skip_bad = job
+    try:
+        img = read_rgb(src)
+        check_min_size(src, img.size, (size, size), "--size")
+    except DataError as err:
+        if skip_bad:
+            return {"skipped": str(err)}
+        raise DataError(f"{err} (use --skip_bad to skip bad files)") from None
+    hr = fit_hr(img, size, fit)
+    small, up = degrade(hr, scale, kernel)
+    record: dict[str, Any] = {"name": src.stem, "source": src.name, "source_sha256": file_sha256(src)}
+    for sub, image in zip(SUBDIRS, (hr, small, up)):
+        path = out / sub / f"{src.stem}.png"
+        image.save(path, format="PNG")
+        record[sub] = f"{sub}/{path.name}"
+        record[f"{sub}_sha256"] = file_sha256(path)
+    return record
+
+
+def _prepare_outdir(out: Path, overwrite: bool) -> None:
+    used = [p for p in (out / d for d in (*SUBDIRS, MANIFEST)) if p.is_file() or (p.is_dir() and any(p.iterdir()))]
+    if used and not overwrite:
+        raise DataError(
+            f"output folder {str(out)!r} already has {', '.join(p.name for p in used)}; "
+            "use --overwrite to replace them or choose another --out"
+        )
+    for path in used:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    for sub in SUBDIRS:
+        (out / sub).mkdir(parents=True, exist_ok=True)
+
+
+def prepare(
+    src: str | Path,
+    out: str | Path,
+    size: int = 128,
+    scale: int = 8,
+    fit: str = "center_crop",
+    kernel: str = "pil",
+    skip_bad: bool = False,
+    workers: int = 1,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Build OUT/HR, OUT/LR, OUT/LR_up and OUT/manifest.json from the images in ``src``; returns the manifest."""
+    src, out = Path(src), Path(out)
+    if size < 1 or scale < 1 or size % scale:
+        raise DataError(f"--size {size} must be a positive multiple of --scale {scale}")
+    if fit not in FITS or kernel not in KERNELS:
+        raise DataError(f"--fit must be one of {list(FITS)} and --kernel one of {list(KERNELS)}")
+    files = list_images(src, "--src folder")
+    index_by_stem(files, f"--src folder {str(src)!r}")
+    if not skip_bad:  # fail on unreadable headers / small images before writing anything
+        scan(files, (size, size), "--size", False, "use --skip_bad", f"--src folder {str(src)!r}")
+    _prepare_outdir(out, overwrite)
+    jobs = [(f, out, size, scale, fit, kernel, skip_bad) for f in files]
+    records, skipped = [], []
+    try:
+        with Pool(workers) if workers > 1 else _Inline() as pool:
+            results = pool.imap(_prepare_one, jobs, chunksize=8)
+            for job, result in zip(jobs, tqdm(results, total=len(jobs), desc="prepare", disable=None)):
+                if "skipped" in result:
+                    skipped.append({"source": job[0].name, "reason": result["skipped"]})
+                else:
+                    records.append(result)
+    except BaseException:
+        for sub in SUBDIRS:  # no half-written output: these folders were empty or replaced
+            shutil.rmtree(out / sub, ignore_errors=True)
+        raise
+    if skipped:
+        log.warning("skipped %d bad file(s) of %d in %s", len(skipped), len(files), src)
+        for item in skipped:
+            log.warning("  %s: %s", item["source"], item["reason"])
+    if not records:
+        raise DataError(f"--src folder {str(src)!r}: no usable image among {len(files)} file(s)")
+    manifest = {
+        "source_dir": str(src.resolve()),
+        "size": size,
+        "scale": scale,
+        "lr_size": size // scale,
+        "fit": fit,
+        "kernel": kernel,
+        "count": len(records),
+        "files": records,
+        "skipped": skipped,
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    log.info("wrote %d image(s) x3 to %s (%d skipped)", len(records), out, len(skipped))
+    return manifest
+
+
+class _Inline:
+    """Single-process stand-in for ``multiprocessing.Pool`` (same ``imap`` interface)."""
+
+    def __enter__(self) -> _Inline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    @staticmethod
+    def imap(fn: Callable[[Any], Any], items: Iterable[Any], chunksize: int = 1) -> Iterator[Any]:
+        return map(fn, items)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m data.prepare", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--src", required=True, help="folder of raw face photos (not recursive)")
+    parser.add_argument("--out", required=True, help="output folder (HR/, LR/, LR_up/, manifest.json)")
+    parser.add_argument("--size", type=int, default=128, help="HR side in pixels (default 128)")
+    parser.add_argument("--scale", type=int, default=8, help="downscaling factor (default 8)")
+    parser.add_argument("--fit", choices=FITS, default="center_crop", help="square crop then resize, or resize")
+    parser.add_argument("--kernel", choices=KERNELS, default="pil", help="bicubic of PIL (default) or MATLAB")
+    parser.add_argument("--skip_bad", action="store_true", help="skip unreadable / too small images (logged)")
+    parser.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing HR/LR/LR_up/manifest in --out")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        prepare(
+            args.src,
+            args.out,
+            args.size,
+            args.scale,
+            args.fit,
+            args.kernel,
+            args.skip_bad,
+            args.workers,
+            args.overwrite,
+        )
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
