@@ -1,0 +1,243 @@
+"""Super-resolve a folder with a trained checkpoint, save PNGs under the same names, then score them.
+
+    python test.py --checkpoint CKPT --lr_dir DIR [--hr_dir DIR] --out_dir DIR [--degrade]
+                   [--config CFG] [--batch_size N] [--device cpu|cuda] [--no_ema]
+                   [--convention fsr|basicsr] [--crop_border N] [--lpips [--lpips_net alex|vgg]] [--vif]
+
+Inputs (per image, network input = bicubic-upsampled LR, like training):
+- LR of size HR/scale (16x16 for 128x128 x8): upsampled by ``scale`` with PIL bicubic;
+- LR already upsampled (same size as the HR): used as is;
+- ``--degrade``: ``--lr_dir`` holds HR images, degraded on the fly (PIL bicubic down by
+  ``scale`` then up); they are also the ground truth unless ``--hr_dir`` is given.
+The expected HR size is each HR image's size when ``--hr_dir`` is given, else ``--hr_size``
+(default: the config's ``data.val.hr_size``). Outputs: ``<out_dir>/<stem>.png`` (uint8), and
+with ground truth ``results.csv`` (per image) and ``summary.json`` (means, convention, count,
+milliseconds per image).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from tqdm import tqdm
+
+from data.degrade import KERNELS, degrade, resize, to_tensor
+from data.io import DataError, list_images, pair_by_stem, read_rgb
+from metrics.io import summarize, write_csv
+from metrics.psnr_ssim import CONVENTIONS, calculate_psnr, calculate_ssim, describe, tensor_to_uint8
+from utils.checkpoint import CheckpointError, check_model_name, load_checkpoint
+from utils.config import load_config, resolve_config
+
+log = logging.getLogger("test")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Face SR inference and scoring with a trained checkpoint")
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--config", default=None, help="YAML to build the model from (default: the checkpoint's)")
+    parser.add_argument("--lr_dir", required=True, help="LR images (or HR images with --degrade)")
+    parser.add_argument("--hr_dir", default=None, help="ground truth, paired by file name")
+    parser.add_argument("--out_dir", required=True)
+    parser.add_argument("--degrade", action="store_true", help="--lr_dir holds HR images: bicubic down x scale then up")
+    parser.add_argument("--hr_size", type=int, default=None, help="expected HR side without --hr_dir")
+    parser.add_argument("--kernel", choices=KERNELS, default="pil", help="bicubic kernel for upsampling / --degrade")
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--no_ema", action="store_true", help="use the raw weights even when EMA weights exist")
+    parser.add_argument("--convention", choices=CONVENTIONS, default="fsr")
+    parser.add_argument("--crop_border", type=int, default=0)
+    parser.add_argument("--lpips", action="store_true")
+    parser.add_argument("--lpips_net", choices=("alex", "vgg"), default="alex")
+    parser.add_argument("--lpips_weights", default=None, help="torchvision backbone file (default: torch hub cache)")
+    parser.add_argument("--vif", action="store_true")
+    parser.add_argument("--no_progress", action="store_true")
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda but no CUDA device is available")
+    return args
+
+
+def load_model(
+    checkpoint: str | Path, config: str | None, use_ema: bool, device: str
+) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+    """Model built from the config (``config`` or the checkpoint's) with its EMA (default) or raw weights."""
+    state = load_checkpoint(checkpoint, map_location="cpu")
+    cfg = load_config(config) if config is not None else resolve_config(state["config"])
+    check_model_name(state, cfg["model"]["name"], checkpoint)
+    from model import build_model
+    from model.ssm import set_default_backend
+
+    set_default_backend(cfg["ssm"]["backend"])
+    net = build_model(cfg["model"])
+    which = "ema" if use_ema and state.get("ema") is not None else "model"
+    weights = state[which]
+    try:
+        result = net.load_state_dict(weights, strict=False)
+    except RuntimeError as err:  # shape mismatches
+        raise CheckpointError(
+            f"checkpoint {str(checkpoint)!r} ({which} weights) does not fit model {cfg['model']!r}: {err}"
+        ) from None
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(
+            f"checkpoint {str(checkpoint)!r} ({which} weights) does not fit model {cfg['model']!r}: "
+            f"missing keys {result.missing_keys or 'none'}; unexpected keys {result.unexpected_keys or 'none'} "
+            "(was it trained with other model.* settings? pass the matching --config)"
+        )
+    info = {"model_name": state["model_name"], "weights": which, "iteration": state["iteration"]}
+    return net.to(device).eval(), cfg, info
+
+
+def plan(lr_dir: str, hr_dir: str | None, degrade_hr: bool) -> list[tuple[str, Path, Path | None]]:
+    """(stem, input path, ground-truth path or None) per image; LR and HR pair by file stem."""
+    inputs = list_images(lr_dir, "HR input folder (--degrade)" if degrade_hr else "LR folder")
+    if hr_dir is None:
+        return [(p.stem, p, p if degrade_hr else None) for p in inputs]
+    pairs = pair_by_stem(inputs, list_images(hr_dir, "HR folder"), lr_dir, hr_dir)
+    return [(lr.stem, lr, hr) for lr, hr in pairs]
+
+
+def network_input(
+    path: Path, hr: Image.Image | None, scale: int, hr_size: int, degrade_hr: bool, kernel: str
+) -> tuple[torch.Tensor, str]:
+    """(3, H, W) bicubic-upsampled input in [0, 1] and how it was made; a wrong size names the file."""
+    img = read_rgb(path)
+    w, h = img.size
+    if degrade_hr:
+        if w % scale or h % scale:
+            raise DataError(f"image {str(path)!r} is {w}x{h}; --degrade needs sides divisible by the scale {scale}")
+        if hr is not None and hr.size != img.size:
+            raise DataError(f"image {str(path)!r} is {w}x{h} but its HR is {hr.size[0]}x{hr.size[1]}")
+        return to_tensor(degrade(img, scale, kernel)[1]), "degraded"
+    tw, th = hr.size if hr is not None else (hr_size, hr_size)
+    if (w, h) == (tw, th):
+        return to_tensor(img), "upsampled"
+    if (w * scale, h * scale) == (tw, th):
+        return to_tensor(resize(img, (tw, th), kernel)), "small"
+    raise DataError(
+        f"LR image {str(path)!r} is {w}x{h} (WxH); expected {tw // scale}x{th // scale} (HR/{scale}) or "
+        f"{tw}x{th} (already upsampled), for HR size {tw}x{th}"
+        + ("" if hr is not None else " (set by --hr_size / data.val.hr_size)")
+    )
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Super-resolve, save and (with ground truth) score every image; returns the summary."""
+    device = torch.device(args.device)
+    lpips_model = None
+    if args.lpips:
+        from metrics.lpips import build_lpips
+
+        lpips_model = build_lpips(args.lpips_net, args.lpips_weights, device)  # fails before any inference
+    net, cfg, info = load_model(args.checkpoint, args.config, not args.no_ema, args.device)
+    scale = cfg["scale"]
+    hr_size = args.hr_size or cfg["data"]["val"]["hr_size"]
+    items = plan(args.lr_dir, args.hr_dir, args.degrade)
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scored = items[0][2] is not None
+    rows: list[dict[str, Any]] = []
+    forward_s, kinds = 0.0, set()
+    batch: list[tuple[str, torch.Tensor, np.ndarray | None]] = []
+
+    def flush() -> None:
+        nonlocal forward_s
+        x = torch.stack([t for _, t, _ in batch]).to(device)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        with torch.no_grad():
+            sr = net(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        forward_s += time.perf_counter() - start
+        sr_u8 = tensor_to_uint8(sr)
+        for (stem, _, gt), pred in zip(batch, sr_u8):
+            Image.fromarray(pred).save(out_dir / f"{stem}.png")
+            if gt is not None:
+                rows.append(score(stem, pred, gt, args, lpips_model))
+        batch.clear()
+
+    for stem, path, hr_path in tqdm(items, desc="super-resolving", disable=args.no_progress):
+        hr = read_rgb(hr_path) if hr_path is not None else None
+        x, kind = network_input(path, hr, scale, hr_size, args.degrade, args.kernel)
+        kinds.add(kind)
+        if batch and batch[-1][1].shape != x.shape:
+            flush()
+        batch.append((stem, x, None if hr is None else np.asarray(hr)))
+        if len(batch) == args.batch_size:
+            flush()
+    if batch:
+        flush()
+
+    summary: dict[str, Any] = {
+        "checkpoint": str(args.checkpoint),
+        **info,
+        "scale": scale,
+        "inputs": sorted(kinds),
+        "count": len(items),
+        "device": str(device),
+        "ms_per_image": 1000.0 * forward_s / len(items),
+    }
+    if scored:
+        metric_keys = [k for k in rows[0] if k != "name"]
+        write_csv(out_dir / "results.csv", rows)
+        summary.update({k: v for k, v in summarize(rows, metric_keys).items() if k != "count"})
+        summary["convention"] = describe(args.convention, args.crop_border)
+        if lpips_model is not None:
+            summary["lpips_convention"] = f"LPIPS v0.1 {args.lpips_net}, RGB in [-1, 1] from the saved uint8"
+        if args.vif:
+            summary["vif_convention"] = "VIFp (4 scales, sigma_nsq=2) on float Y = 16 + RGB.w/255"
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def score(stem: str, pred: np.ndarray, gt: np.ndarray, args: argparse.Namespace, lpips_model: Any) -> dict[str, Any]:
+    """Per-image metrics on the saved uint8 prediction against the uint8 ground truth."""
+    if pred.shape != gt.shape:
+        raise DataError(
+            f"output for {stem!r} is {pred.shape[1]}x{pred.shape[0]} but its HR is {gt.shape[1]}x{gt.shape[0]}"
+        )
+    row: dict[str, Any] = {
+        "name": stem,
+        "psnr": calculate_psnr(pred, gt, args.convention, args.crop_border),
+        "ssim": calculate_ssim(pred, gt, args.convention, args.crop_border),
+    }
+    if lpips_model is not None:
+        from metrics.lpips import calculate_lpips
+
+        device = str(next(lpips_model.parameters()).device)
+        row["lpips"] = calculate_lpips(pred, gt, device=device, model=lpips_model)
+    if args.vif:
+        from metrics.vif import calculate_vif
+
+        row["vif"] = calculate_vif(pred, gt)
+    return row
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = parse_args(argv)
+    summary = run(args)
+    log.info(f"{summary['count']} image(s) -> {args.out_dir} ({summary['ms_per_image']:.2f} ms/image forward)")
+    if "psnr" in summary:
+        log.info(f"convention: {summary['convention']}")
+        parts = [f"{k.upper()} {summary[k]:.4f}" for k in ("psnr", "ssim", "lpips", "vif") if k in summary]
+        log.info("  ".join(parts))
+        if "psnr_inf_count" in summary:
+            log.info(f"{summary['psnr_inf_count']} image(s) with PSNR=inf left out of the PSNR mean")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
