@@ -5,6 +5,7 @@ when known, "hr": (3, H, W) when known, "name": file stem}, float tensors in [0,
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from data.sample import face_crops
 log = logging.getLogger(__name__)
 
 
-class _FaceDataset(Dataset):
+class _FaceDataset(Dataset, ABC):
     """Shared item logic: ``len = sources * repeat``; with ``skip_bad`` an undecodable file is
     replaced by the next readable one (logged), otherwise its DataError propagates."""
 
@@ -31,8 +32,9 @@ class _FaceDataset(Dataset):
     def __len__(self) -> int:
         return self.count * self.repeat
 
+    @abstractmethod
     def _load(self, index: int) -> dict[str, Any]:
-        raise NotImplementedError
+        """The item of source ``index`` (0 <= index < count)."""
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not -len(self) <= index < len(self):
