@@ -79,6 +79,39 @@ def resolve_backend(name: str, device: torch.device) -> tuple[str, Callable]:
     return "torch", selective_scan_torch
 
 
+def check_shapes(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None,
+    z: torch.Tensor | None,
+    delta_bias: torch.Tensor | None,
+) -> None:
+    """Raise ValueError naming the argument whose shape does not fit u: (batch, d, L)."""
+    if u.dim() != 3:
+        raise ValueError(f"selective_scan: u must be (batch, d, L), got shape {tuple(u.shape)}")
+    batch, d, length = u.shape
+    if delta.shape != u.shape:
+        raise ValueError(f"selective_scan: delta must be {tuple(u.shape)} like u, got {tuple(delta.shape)}")
+    if A.dim() != 2 or A.shape[0] != d:
+        raise ValueError(f"selective_scan: A must be (d={d}, N), got {tuple(A.shape)}")
+    n = A.shape[1]
+    for name, t in (("B", B), ("C", C)):
+        if t.dim() not in (3, 4) or t.shape[0] != batch or t.shape[-2:] != (n, length):
+            raise ValueError(f"selective_scan: {name} must be ({batch}, [G,] {n}, {length}), got {tuple(t.shape)}")
+    if B.shape != C.shape:
+        raise ValueError(f"selective_scan: B and C must have the same shape, got {tuple(B.shape)}, {tuple(C.shape)}")
+    if B.dim() == 4 and d % B.shape[1]:
+        raise ValueError(f"selective_scan: d={d} must be a multiple of the B/C groups G={B.shape[1]}")
+    for name, t in (("D", D), ("delta_bias", delta_bias)):
+        if t is not None and t.shape != (d,):
+            raise ValueError(f"selective_scan: {name} must be (d={d},), got {tuple(t.shape)}")
+    if z is not None and z.shape != u.shape:
+        raise ValueError(f"selective_scan: z must be {tuple(u.shape)} like u, got {tuple(z.shape)}")
+
+
 def scan_flops(batch: int, d: int, length: int, d_state: int, has_d: bool, has_z: bool) -> int:
     """FLOPs of one selective scan: about 9 per (batch, channel, step, state) plus D and z terms."""
     flops = 9 * batch * d * length * d_state
@@ -114,6 +147,7 @@ def selective_scan(
     backend: str | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Selective scan over u, delta, z: (batch, d, L); A: (d, N); B, C: (batch, [G,] N, L)."""
+    check_shapes(u, delta, A, B, C, D, z, delta_bias)
     name, fn = resolve_backend(backend or _default_backend, u.device)
     if name not in _logged:
         _logged.add(name)

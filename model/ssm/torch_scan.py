@@ -1,16 +1,21 @@
-"""Pure-PyTorch selective scan: a two-level chunked scan, vectorised over chunks."""
+"""The ``torch`` backend: the compiled CPU kernel where it builds, else a pure-PyTorch chunked scan."""
 
 from __future__ import annotations
+
+import logging
 
 import torch
 import torch.nn.functional as F
 
+from model.ssm.cpu_kernel import kernel_available, selective_scan_compiled
 from model.ssm.reference import prepare_inputs
 
 CHUNK = 64
+logger = logging.getLogger(__name__)
+_logged: set[str] = set()
 
 
-def selective_scan_torch(
+def selective_scan_chunked(
     u: torch.Tensor,
     delta: torch.Tensor,
     A: torch.Tensor,
@@ -23,7 +28,7 @@ def selective_scan_torch(
     return_last_state: bool = False,
     chunk: int = CHUNK,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """Same contract as ``selective_scan_reference``; only exp of non-positive numbers."""
+    """Pure PyTorch, any device, autograd through a two-level chunked scan; only exp of non-positive numbers."""
     dtype_in = u.dtype
     u, delta, A, B, C = prepare_inputs(u, delta, A, B, C, delta_bias, delta_softplus)
     batch, d, length = u.shape
@@ -61,3 +66,25 @@ def selective_scan_torch(
         y = y * F.silu(z.float())
     y = y.to(dtype_in)
     return (y, carry) if return_last_state else y
+
+
+def selective_scan_torch(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Same contract as ``selective_scan_reference``: compiled kernel on CPU when available."""
+    compiled = u.device.type == "cpu" and kernel_available()
+    impl = "torch (compiled CPU kernel)" if compiled else "torch (pure PyTorch)"
+    if impl not in _logged:
+        _logged.add(impl)
+        logger.info("selective scan: %s", impl)
+    fn = selective_scan_compiled if compiled else selective_scan_chunked
+    return fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)

@@ -1,0 +1,178 @@
+"""The compiled CPU selective scan: a C++ kernel built at first use, wrapped in an autograd.Function.
+
+``selective_scan_cpu.cpp`` holds the forward and the reverse-time backward (one thread task per
+(batch, channel), ``at::parallel_for``). It is compiled with ``torch.utils.cpp_extension.load`` into
+``$TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``) the first time it is needed; the
+extension name carries a hash of the source, the flags and the CPU, so a cached build is reused only
+where it was made for. ``kernel_available()`` is False when there is no compiler or the build fails,
+and ``FSR_SSM_NO_COMPILE=1`` turns the kernel off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import threading
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+logger = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("selective_scan_cpu.cpp")
+CFLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-trapping-math", "-fno-math-errno"]
+SOFTPLUS_THRESHOLD = 20.0
+
+_lock = threading.Lock()
+_state: dict[str, object] = {}
+
+
+def _cpu_fingerprint() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return "".join(sorted({ln for ln in lines if ln.startswith(("model name", "flags"))}))
+    except OSError:
+        return platform.processor() + platform.machine()
+
+
+def _extension_name() -> str:
+    digest = hashlib.sha1()
+    for part in (
+        SOURCE.read_bytes(),
+        " ".join(CFLAGS).encode(),
+        _cpu_fingerprint().encode(),
+        torch.__version__.encode(),
+    ):
+        digest.update(part)
+    return f"fsr_selective_scan_{digest.hexdigest()[:12]}"
+
+
+def _find_ninja() -> None:
+    """Put the pip-installed ninja on PATH when the venv is used without being activated."""
+    if shutil.which("ninja"):
+        return
+    try:
+        import ninja
+    except ImportError:
+        return
+    os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+
+
+def _build() -> object | None:
+    if os.environ.get("FSR_SSM_NO_COMPILE", "") not in ("", "0"):
+        return None
+    try:
+        from torch.utils import cpp_extension
+
+        _find_ninja()
+        cpp_extension.load(
+            name=_extension_name(),
+            sources=[str(SOURCE)],
+            extra_cflags=CFLAGS,
+            is_python_module=False,
+            verbose=False,
+        )
+        return torch.ops.fsr_selective_scan
+    except Exception as exc:  # no compiler, no ninja, a failed build: the pure-PyTorch path runs
+        logger.warning("compiled CPU selective scan unavailable, using pure PyTorch (%s)", str(exc).splitlines()[0])
+        return None
+
+
+def _ops() -> object | None:
+    with _lock:
+        if "ops" not in _state:
+            _state["ops"] = _build()
+        return _state["ops"]
+
+
+def kernel_available() -> bool:
+    """Build (once per process; the build itself is cached on disk) and report whether it worked."""
+    return _ops() is not None
+
+
+def _slices(batch: int, groups: int, per_group: int) -> int:
+    """Split each group's channels so the backward has about two tasks per thread."""
+    tasks = batch * groups
+    want = -(-2 * torch.get_num_threads() // tasks)
+    return max(1, min(per_group, want))
+
+
+def _prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+    """fp32 contiguous kernel inputs; B, C time-major (b, G, L, N); returns the pre-softplus delta too."""
+    x = delta.float()
+    if delta_bias is not None:
+        x = x + delta_bias.float()[None, :, None]
+    dt = F.softplus(x, threshold=SOFTPLUS_THRESHOLD) if delta_softplus else x
+    if B.dim() == 3:
+        B, C = B.unsqueeze(1), C.unsqueeze(1)
+    Bt = B.float().transpose(-1, -2).contiguous()
+    Ct = C.float().transpose(-1, -2).contiguous()
+    Df = D.float().contiguous() if D is not None else None
+    zf = z.float().contiguous() if z is not None else None
+    return u.float().contiguous(), x, dt.contiguous(), A.float().contiguous(), Bt, Ct, Df, zf
+
+
+class CompiledSelectiveScan(torch.autograd.Function):
+    """Forward and backward both run the C++ kernel; saves only the chunk entry states."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool):
+        ops = _ops()
+        with torch.autocast("cpu", enabled=False):
+            uf, _, dt, Af, Bt, Ct, Df, zf = _prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+            y, last, ckpt = ops.fwd(uf, dt, Af, Bt, Ct, Df, zf)
+        ctx.delta_softplus = delta_softplus
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, ckpt)
+        ctx.set_materialize_grads(False)
+        return y.to(u.dtype), last
+
+    @staticmethod
+    def backward(ctx, dy, dlast):
+        u, delta, A, B, C, D, z, delta_bias, ckpt = ctx.saved_tensors
+        with torch.autocast("cpu", enabled=False):
+            uf, x, dt, Af, Bt, Ct, Df, zf = _prepare(u, delta, A, B, C, D, z, delta_bias, ctx.delta_softplus)
+            dy = torch.zeros_like(uf) if dy is None else dy.float().contiguous()
+            dlast = dlast.float().contiguous() if dlast is not None else None
+            batch, groups = Bt.shape[:2]
+            slices = _slices(batch, groups, uf.shape[1] // groups)
+            du, ddt, dA, dD, dz, dB, dC = _ops().bwd(uf, dt, Af, Bt, Ct, Df, zf, dy, dlast, ckpt, slices)
+            if ctx.delta_softplus:
+                ddt = ddt * torch.where(x > SOFTPLUS_THRESHOLD, 1.0, torch.sigmoid(x))
+            dB = dB.sum(0).transpose(-1, -2)
+            dC = dC.sum(0).transpose(-1, -2)
+            if B.dim() == 3:
+                dB, dC = dB.squeeze(1), dC.squeeze(1)
+        return (
+            du.to(u.dtype),
+            ddt.to(delta.dtype),
+            dA.sum(0).to(A.dtype),
+            dB.to(B.dtype),
+            dC.to(C.dtype),
+            dD.sum(0).to(D.dtype) if D is not None else None,
+            dz.to(z.dtype) if z is not None else None,
+            ddt.sum((0, 2)).to(delta_bias.dtype) if delta_bias is not None else None,
+            None,
+        )
+
+
+def selective_scan_compiled(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Same contract as ``selective_scan_reference``; CPU tensors only, needs ``kernel_available()``."""
+    if not kernel_available():
+        raise RuntimeError("the compiled CPU selective scan is not available (no compiler or build failed)")
+    y, last = CompiledSelectiveScan.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    return (y, last) if return_last_state else y
