@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from model.wavelet import DWT2d
+
 LOSS_REGISTRY: dict[str, type[nn.Module]] = {}
 
 
@@ -39,6 +41,31 @@ class CharbonnierLoss(nn.Module):
 
     def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
         return torch.sqrt((sr - hr).pow(2) + self.eps**2).mean()
+
+
+@register_loss("wavelet_l1")
+class WaveletL1Loss(nn.Module):
+    """L1 between the one-level DWT bands (LL, LH, HL, HH) of sr and hr, optionally band-weighted.
+
+    Returns mean_b(w_b * mean|DWT_b(sr) - DWT_b(hr)|); with unit weights this is the mean
+    absolute difference over all coefficients. The filters follow the input's device.
+    """
+
+    def __init__(self, wavelet: str = "haar", band_weights: list[float] | tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)):
+        super().__init__()
+        if len(band_weights) != 4 or any(float(w) < 0 for w in band_weights):
+            raise ValueError(
+                f"wavelet_l1.band_weights needs 4 non-negative weights for LL, LH, HL, HH, got {band_weights!r}"
+            )
+        self.dwt = DWT2d(wavelet)
+        self.register_buffer("band_weights", torch.tensor([float(w) for w in band_weights]), persistent=False)
+
+    def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        if self.band_weights.device != sr.device:
+            self.to(sr.device)
+        low, high = self.dwt(sr - hr)  # the DWT is linear: DWT(sr) - DWT(hr) = DWT(sr - hr)
+        bands = torch.cat([low.abs().mean().view(1), high.abs().mean(dim=(0, 1, 3, 4))])
+        return (bands * self.band_weights).mean()
 
 
 class WeightedLoss(nn.Module):

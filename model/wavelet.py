@@ -15,6 +15,9 @@ with warnings.catch_warnings():
 class DWT2d(nn.Module):
     """(B, C, H, W) -> LL (B, C, H/2, W/2) and highs (B, C, 3, H/2, W/2) in order LH, HL, HH.
 
+    The bands equal ``pywt.dwt2(x, wavelet, mode="periodization")`` = (cA, (cH, cV, cD)):
+    LL = cA; LH = cH (high-pass along H, low-pass along W: horizontal edges); HL = cV
+    (low-pass along H, high-pass along W: vertical edges); HH = cD (diagonal).
     ``mode="periodization"`` makes every band exactly half size for any wavelet length, so
     the inverse returns exactly (H, W). H and W must be even.
     """

@@ -1,0 +1,315 @@
+"""RHMC: Region-aware Hybrid Mamba-CNN with Symlet Transform for face super-resolution.
+
+Read next to ``rhmc_architecture.png`` and ``rhmc_hmcm_rmoe_vssm.png`` (see MODELS.md "RHMC").
+Top-down: ECA -> FAM -> RSSM -> RMoE -> HMCM -> ConvFFN -> HMCB -> HMCBlocks -> STB -> SFB -> RHMC.
+
+Layout: inside the body features are (B, H, W, C) tokens stored channels-last, as LayerNorm,
+the linear layers and SS2D want them. Convolutions run on the ``(B, C, H, W)`` view
+``x.permute(0, 3, 1, 2)``, which is ``torch.channels_last`` memory, so switching between the two
+views copies nothing.
+
+Figure vs released code (each a constructor switch, defaults = figure):
+``share_block_weights`` (released: one HMCB applied ``depth`` times; the keys are then the
+``blocks.0.*`` subset of the distinct variant's), ``in_project`` (released: no input Project),
+``wavelet`` ("sym4" paper, "haar" released). ``use_rmoe`` / ``use_fam`` are ablations.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.registry import register_model
+from model.ss2d import SS2D
+from model.wavelet import DWT2d, IDWT2d
+
+VSSM = SS2D  # the figure's VSSM (b): Linear, DWConv, SiLU, 2D-SSM, LayerNorm, gated by SiLU(Linear), Linear
+
+
+def nchw(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, C) -> (B, C, H, W) view (channels-last memory, no copy)."""
+    return x.permute(0, 3, 1, 2)
+
+
+def nhwc(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, H, W, C) view."""
+    return x.permute(0, 2, 3, 1)
+
+
+def eca_kernel_size(channels: int, gamma: int = 2, b: int = 1) -> int:
+    """ECA's adaptive kernel: t = int(|log2(C) + b| / gamma), made odd (t + 1 when even)."""
+    t = int(abs(math.log2(channels) + b) / gamma)
+    return t if t % 2 else t + 1
+
+
+class ECA(nn.Module):
+    """Efficient Channel Attention: GAP -> Conv1d across channels; returns logits (B, C, 1, 1)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        k = eca_kernel_size(channels)
+        self.conv = nn.Conv1d(1, 1, k, padding=k // 2, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels = x.shape[:2]
+        return self.conv(x.mean((2, 3)).unsqueeze(1)).view(batch, channels, 1, 1)
+
+
+def eca_gate(eca: ECA, x: torch.Tensor) -> torch.Tensor:
+    """x * sigmoid(ECA(x))."""
+    return x * torch.sigmoid(eca(x))
+
+
+class FAM(nn.Module):
+    """Feature Aggregation Module: SE channel gate, then two PW/ECA/DW paths summed (MODELS.md)."""
+
+    def __init__(self, dim: int, reduction: int = 16) -> None:
+        super().__init__()
+        hidden = max(1, dim // reduction)
+        self.channel_gate = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, dim))
+        self.dw_a = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.pw_a1 = nn.Conv2d(dim, dim, 1)
+        self.eca_a = ECA(dim)
+        self.pw_a2 = nn.Conv2d(dim, dim, 1)
+        self.pw_b1 = nn.Conv2d(dim, dim, 1)
+        self.eca_b = ECA(dim)
+        self.pw_b2 = nn.Conv2d(dim, dim, 1)
+        self.dw_b = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, d, H, W) -> (B, d, H, W)."""
+        batch, dim = x.shape[:2]
+        x = x * torch.sigmoid(self.channel_gate(x.mean((2, 3)))).view(batch, dim, 1, 1)
+        a = self.pw_a2(eca_gate(self.eca_a, self.pw_a1(self.dw_a(x) + x)))
+        b = self.pw_b2(eca_gate(self.eca_b, self.pw_b1(x)))
+        return a + self.dw_b(b) + b
+
+
+class RSSM(nn.Module):
+    """Residual SSM, the global branch: g = u*s + VSSM(LN(u)); g = g*s' + FAM(LN(g))."""
+
+    def __init__(self, dim: int, d_state: int, d_conv: int, expand: float, use_fam: bool = True) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.vssm = VSSM(dim, d_state=d_state, d_conv=d_conv, expand=expand)
+        self.scale1 = nn.Parameter(torch.ones(dim))
+        self.use_fam = use_fam
+        if use_fam:
+            self.norm2 = nn.LayerNorm(dim)
+            self.fam = FAM(dim)
+            self.scale2 = nn.Parameter(torch.ones(dim))
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, d) -> (B, H, W, d)."""
+        g = u * self.scale1 + self.vssm(self.norm1(u))
+        if self.use_fam:
+            g = g * self.scale2 + nhwc(self.fam(nchw(self.norm2(g))))
+        return g
+
+
+class RMoE(nn.Module):
+    """Region-aware Mixture of Experts: each branch weighted by the other branch's expert."""
+
+    def __init__(self, dim: int, reduction: int = 16) -> None:
+        super().__init__()
+        hidden = max(1, dim // reduction)
+        self.expert1 = nn.Sequential(  # spatial expert on the global branch -> (B, 1, H, W)
+            nn.Conv2d(dim, hidden, 1), nn.BatchNorm2d(hidden), nn.GELU(), nn.Conv2d(hidden, 1, 1)
+        )
+        self.expert2 = ECA(dim)  # channel expert on the local branch -> (B, d, 1, 1)
+
+    def gates(self, g: torch.Tensor, loc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Spatial gate sigmoid(Expert1(g)) (B, 1, H, W) and channel gate sigmoid(Expert2(loc)) (B, d, 1, 1)."""
+        return torch.sigmoid(self.expert1(nchw(g))), torch.sigmoid(self.expert2(loc))
+
+    def forward(self, g: torch.Tensor, loc: torch.Tensor) -> torch.Tensor:
+        """g (B, H, W, d) global, loc (B, d, H, W) local -> g * gate2 + loc * gate1 as (B, H, W, d)."""
+        spatial, channel = self.gates(g, loc)
+        return g * nhwc(channel) + nhwc(loc * spatial)
+
+
+class HMCM(nn.Module):
+    """Hybrid Mamba-CNN Module: Project, RSSM global and DW-Conv local branches, RMoE, Project."""
+
+    def __init__(
+        self,
+        dim: int,
+        d_state: int,
+        d_conv: int,
+        expand: float,
+        in_project: bool = True,
+        use_rmoe: bool = True,
+        use_fam: bool = True,
+    ) -> None:
+        super().__init__()
+        self.project_in = nn.Linear(dim, dim) if in_project else nn.Identity()
+        self.rssm = RSSM(dim, d_state, d_conv, expand, use_fam)
+        self.local = nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1, groups=dim), nn.BatchNorm2d(dim), nn.GELU())
+        self.rmoe = RMoE(dim) if use_rmoe else None
+        self.project_out = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, d) -> (B, H, W, d)."""
+        u = self.project_in(x)
+        g = self.rssm(u)
+        loc = self.local(nchw(u))
+        mixed = self.rmoe(g, loc) if self.rmoe is not None else g + nhwc(loc)
+        return self.project_out(mixed)
+
+
+class ConvFFN(nn.Module):
+    """Conv feed-forward network: Conv1x1(d -> 4d) -> GELU -> Conv1x1(4d -> d)."""
+
+    def __init__(self, dim: int, ratio: int = 4) -> None:
+        super().__init__()
+        self.fc1 = nn.Conv2d(dim, ratio * dim, 1)
+        self.fc2 = nn.Conv2d(ratio * dim, dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class HMCB(nn.Module):
+    """Hybrid Mamba-CNN Block: x = x*s1 + HMCM(LN(x)); x = x*s2 + ConvFFN(LN(x))."""
+
+    def __init__(self, dim: int, d_state: int, d_conv: int, expand: float, **hmcm_switches: bool) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.hmcm = HMCM(dim, d_state, d_conv, expand, **hmcm_switches)
+        self.scale1 = nn.Parameter(torch.ones(dim))
+        self.norm2 = nn.LayerNorm(dim)
+        self.ffn = ConvFFN(dim)
+        self.scale2 = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, d) -> (B, H, W, d)."""
+        x = x * self.scale1 + self.hmcm(self.norm1(x))
+        return x * self.scale2 + nhwc(self.ffn(nchw(self.norm2(x))))
+
+
+class HMCBlocks(nn.Module):
+    """``depth`` HMCBs in sequence; with ``share`` one HMCB applied ``depth`` times (released code)."""
+
+    def __init__(self, dim: int, depth: int, share: bool, **block_kwargs) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(HMCB(dim, **block_kwargs) for _ in range(1 if share else depth))
+        self.order = [0] * depth if share else list(range(depth))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i in self.order:
+            x = self.blocks[i](x)
+        return x
+
+
+class STB(nn.Module):
+    """Symlet Transformation Block: one-level DWT of an encoder map; LL, LH, HL each Conv3x3(c -> 2c)."""
+
+    def __init__(self, channels: int, wavelet: str) -> None:
+        super().__init__()
+        self.dwt = DWT2d(wavelet)
+        self.conv_ll = nn.Conv2d(channels, 2 * channels, 3, padding=1)
+        self.conv_lh = nn.Conv2d(channels, 2 * channels, 3, padding=1)
+        self.conv_hl = nn.Conv2d(channels, 2 * channels, 3, padding=1)
+
+    def forward(self, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, c, r, r) -> LL', LH', HL' each (B, 2c, r/2, r/2); HH is dropped."""
+        low, highs = self.dwt(e)
+        return self.conv_ll(low), self.conv_lh(highs[:, :, 0]), self.conv_hl(highs[:, :, 1])
+
+
+class SFB(nn.Module):
+    """Symlet Fusion Block: [SIT(LL', LH', HL', P), ConvT(Q)] -> Conv1x1, with P, Q the halves of D."""
+
+    def __init__(self, channels: int, wavelet: str) -> None:
+        super().__init__()
+        self.stb = STB(channels, wavelet)
+        self.idwt = IDWT2d(wavelet)
+        self.up = nn.ConvTranspose2d(2 * channels, 2 * channels, 2, stride=2)
+        self.fuse = nn.Conv2d(4 * channels, 2 * channels, 1)
+
+    def forward(self, d: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        """Decoder d (B, r/2, r/2, 4c) and encoder e (B, r, r, c) tokens -> (B, r, r, 2c)."""
+        p, q = nchw(d).chunk(2, dim=1)
+        low, lh, hl = self.stb(nchw(e))
+        sit = self.idwt(low, torch.stack([lh, hl, p], dim=2))  # P stands in the HH slot
+        merged = torch.cat([nhwc(sit), nhwc(self.up(q))], dim=-1)
+        return nhwc(self.fuse(nchw(merged)))
+
+
+@register_model("rhmc")
+class RHMC(nn.Module):
+    """RHMC U-Net: head, 4-level HMC encoder, Feature Aggregation Stage, SFB decoder, tail + input."""
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        embed_dim: int = 32,
+        depth: int = 2,
+        d_state: int = 16,
+        expand: float = 2.0,
+        d_conv: int = 3,
+        wavelet: str = "sym4",
+        share_block_weights: bool = False,
+        in_project: bool = True,
+        use_rmoe: bool = True,
+        use_fam: bool = True,
+    ) -> None:
+        super().__init__()
+        if embed_dim < 1 or depth < 1:
+            raise ValueError(f"model.embed_dim and model.depth must be >= 1, got {embed_dim}, {depth}")
+        c = embed_dim
+        kwargs = dict(
+            depth=depth,
+            share=share_block_weights,
+            d_state=d_state,
+            d_conv=d_conv,
+            expand=expand,
+            in_project=in_project,
+            use_rmoe=use_rmoe,
+            use_fam=use_fam,
+        )
+        self.head = nn.Sequential(nn.Conv2d(in_channels, c, 3, padding=1), nn.GELU())
+        self.encoder1 = HMCBlocks(c, **kwargs)
+        self.down1 = nn.Conv2d(c, 2 * c, 4, stride=2, padding=1)
+        self.encoder2 = HMCBlocks(2 * c, **kwargs)
+        self.down2 = nn.Conv2d(2 * c, 4 * c, 4, stride=2, padding=1)
+        self.encoder3 = HMCBlocks(4 * c, **kwargs)
+        self.down3 = nn.Conv2d(4 * c, 8 * c, 4, stride=2, padding=1)
+        self.encoder4 = HMCBlocks(8 * c, **kwargs)
+        self.aggregation = HMCBlocks(8 * c, **kwargs)
+        self.decoder4 = HMCBlocks(16 * c, **kwargs)
+        self.fusion3 = SFB(4 * c, wavelet)
+        self.decoder3 = HMCBlocks(8 * c, **kwargs)
+        self.fusion2 = SFB(2 * c, wavelet)
+        self.decoder2 = HMCBlocks(4 * c, **kwargs)
+        self.fusion1 = SFB(c, wavelet)
+        self.decoder1 = HMCBlocks(2 * c, **kwargs)
+        self.tail = nn.Sequential(nn.Conv2d(2 * c, in_channels, 3, padding=1), nn.GELU())
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        """Linear layers: truncated normal (std 0.02), zero bias (the authors' init)."""
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Bicubic-upsampled LR (B, 3, H, W), H and W divisible by 8 -> SR (B, 3, H, W)."""
+        if x.dim() != 4 or x.shape[-2] % 8 or x.shape[-1] % 8:
+            raise ValueError(f"RHMC needs a (B, C, H, W) input with H and W divisible by 8, got {tuple(x.shape)}")
+        f = nhwc(self.head(x.contiguous(memory_format=torch.channels_last)))
+        e1 = self.encoder1(f)
+        e2 = self.encoder2(nhwc(self.down1(nchw(e1))))
+        e3 = self.encoder3(nhwc(self.down2(nchw(e2))))
+        e4 = self.encoder4(nhwc(self.down3(nchw(e3))))
+        d = torch.cat([self.aggregation(e4), e4], dim=-1)
+        d = self.fusion3(self.decoder4(d), e3)
+        d = self.fusion2(self.decoder3(d), e2)
+        d = self.fusion1(self.decoder2(d), e1)
+        d = self.decoder1(d)
+        return (x + self.tail(nchw(d))).contiguous()
