@@ -25,7 +25,6 @@ logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("selective_scan_cpu.cpp")
 CFLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-trapping-math", "-fno-math-errno"]
-SOFTPLUS_THRESHOLD = 20.0
 
 _lock = threading.Lock()
 _state: dict[str, object] = {}
@@ -106,7 +105,7 @@ def _prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
     x = delta.float()
     if delta_bias is not None:
         x = x + delta_bias.float()[None, :, None]
-    dt = F.softplus(x, threshold=SOFTPLUS_THRESHOLD) if delta_softplus else x
+    dt = F.softplus(x) if delta_softplus else x
     if B.dim() == 3:
         B, C = B.unsqueeze(1), C.unsqueeze(1)
     Bt = B.float().transpose(-1, -2).contiguous()
@@ -117,44 +116,46 @@ def _prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
 
 
 class CompiledSelectiveScan(torch.autograd.Function):
-    """Forward and backward both run the C++ kernel; saves only the chunk entry states."""
+    """Forward and backward both run the C++ kernel; saves the fp32 inputs and the chunk entry states."""
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool):
-        ops = _ops()
         with torch.autocast("cpu", enabled=False):
-            uf, _, dt, Af, Bt, Ct, Df, zf = _prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-            y, last, ckpt = ops.fwd(uf, dt, Af, Bt, Ct, Df, zf)
+            uf, x, dt, Af, Bt, Ct, Df, zf = _prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+            y, last, ckpt = _ops().fwd(uf, dt, Af, Bt, Ct, Df, zf)
         ctx.delta_softplus = delta_softplus
-        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, ckpt)
+        ctx.dtypes = [t.dtype if t is not None else None for t in (u, delta, A, B, C, D, z, delta_bias)]
+        ctx.grouped = B.dim() == 4
+        ctx.save_for_backward(uf, x if delta_softplus else None, dt, Af, Bt, Ct, Df, zf, ckpt)
         ctx.set_materialize_grads(False)
         return y.to(u.dtype), last
 
     @staticmethod
     def backward(ctx, dy, dlast):
-        u, delta, A, B, C, D, z, delta_bias, ckpt = ctx.saved_tensors
+        uf, x, dt, Af, Bt, Ct, Df, zf, ckpt = ctx.saved_tensors
         with torch.autocast("cpu", enabled=False):
-            uf, x, dt, Af, Bt, Ct, Df, zf = _prepare(u, delta, A, B, C, D, z, delta_bias, ctx.delta_softplus)
             dy = torch.zeros_like(uf) if dy is None else dy.float().contiguous()
             dlast = dlast.float().contiguous() if dlast is not None else None
             batch, groups = Bt.shape[:2]
             slices = _slices(batch, groups, uf.shape[1] // groups)
             du, ddt, dA, dD, dz, dB, dC = _ops().bwd(uf, dt, Af, Bt, Ct, Df, zf, dy, dlast, ckpt, slices)
             if ctx.delta_softplus:
-                ddt = ddt * torch.where(x > SOFTPLUS_THRESHOLD, 1.0, torch.sigmoid(x))
-            dB = dB.sum(0).transpose(-1, -2)
-            dC = dC.sum(0).transpose(-1, -2)
-            if B.dim() == 3:
+                # softplus'(x) = sigmoid(x), which is 1.0 in float32 past the threshold 20 as well
+                ddt.mul_(torch.sigmoid(x))
+            dB = (dB.sum(0) if dB.shape[0] > 1 else dB[0]).transpose(-1, -2)
+            dC = (dC.sum(0) if dC.shape[0] > 1 else dC[0]).transpose(-1, -2)
+            if not ctx.grouped:
                 dB, dC = dB.squeeze(1), dC.squeeze(1)
+        t_u, t_delta, t_A, t_B, t_C, t_D, t_z, t_bias = ctx.dtypes
         return (
-            du.to(u.dtype),
-            ddt.to(delta.dtype),
-            dA.sum(0).to(A.dtype),
-            dB.to(B.dtype),
-            dC.to(C.dtype),
-            dD.sum(0).to(D.dtype) if D is not None else None,
-            dz.to(z.dtype) if z is not None else None,
-            ddt.sum((0, 2)).to(delta_bias.dtype) if delta_bias is not None else None,
+            du.to(t_u),
+            ddt.to(t_delta),
+            dA.sum(0).to(t_A),
+            dB.to(t_B),
+            dC.to(t_C),
+            dD.sum(0).to(t_D) if t_D is not None else None,
+            dz.to(t_z) if t_z is not None else None,
+            ddt.sum((0, 2)).to(t_bias) if t_bias is not None else None,
             None,
         )
 
