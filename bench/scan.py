@@ -1,0 +1,184 @@
+"""Selective scan benchmark: forward and forward+backward time and peak memory of every backend.
+
+    .venv/bin/python -m bench.scan [--lengths 1024 4096 16384] [--states 8 16] [--repeats 3] [--quick]
+
+Each (backend, N, L) case runs in its own subprocess, so that a slow or memory-hungry case is
+time-boxed (``--timeout``) and peak memory can be read per case: on CPU the growth of the
+process's max RSS (``resource.getrusage``; torch's allocations are invisible to tracemalloc) over
+the state after the inputs are built, on CUDA ``torch.cuda.max_memory_allocated`` over the inputs.
+Inputs follow SS2D's call: grouped B/C (G=4), D, z, delta_bias, delta_softplus.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+
+def _backend_fns(device: torch.device) -> dict[str, object]:
+    """Every backend that can run on ``device``: name -> function with selective_scan's signature."""
+    from model.ssm import _mamba_ssm_fn, _triton_fn
+    from model.ssm.cpu_kernel import kernel_available, selective_scan_compiled
+    from model.ssm.reference import selective_scan_reference
+    from model.ssm.torch_scan import selective_scan_chunked
+
+    fns: dict[str, object] = {"reference": selective_scan_reference, "torch-pure": selective_scan_chunked}
+    if device.type == "cpu" and kernel_available():
+        fns["torch-compiled"] = selective_scan_compiled
+    if device.type == "cuda":
+        for name, get in (("mamba_ssm", _mamba_ssm_fn), ("triton", _triton_fn)):
+            fn = get()
+            if fn is not None:
+                fns[name] = fn
+    return fns
+
+
+def _inputs(batch: int, d: int, n: int, length: int, groups: int, device: torch.device, grad: bool) -> dict:
+    g = torch.Generator().manual_seed(0)
+    tensors = {
+        "u": torch.randn(batch, d, length, generator=g),
+        "delta": torch.randn(batch, d, length, generator=g) - 2.0,
+        "A": -torch.rand(d, n, generator=g) * 4 - 0.5,
+        "B": torch.randn(batch, groups, n, length, generator=g),
+        "C": torch.randn(batch, groups, n, length, generator=g),
+        "D": torch.randn(d, generator=g),
+        "z": torch.randn(batch, d, length, generator=g),
+        "delta_bias": torch.randn(d, generator=g) * 0.1,
+    }
+    return {k: v.to(device).requires_grad_(grad) for k, v in tensors.items()}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _maxrss_bytes() -> int:
+    scale = 1 if sys.platform == "darwin" else 1024  # Linux reports KiB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def _time(run, device: torch.device, repeats: int, budget_s: float) -> float:
+    """Median wall time of up to ``repeats`` runs; stops repeating once ``budget_s`` is spent."""
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < repeats and (not times or time.perf_counter() - start < budget_s):
+        _sync(device)
+        t0 = time.perf_counter()
+        run()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def worker(args: argparse.Namespace) -> dict:
+    """One case in this process: returns fwd/fwd+bwd seconds and peak memory in MiB."""
+    device = torch.device(args.device)
+    fn = _backend_fns(device)[args.backend]
+    # Warm up (kernel build, lazy imports) on a tiny problem so the memory baseline stays low.
+    small = _inputs(1, args.groups, args.states, 64, args.groups, device, grad=True)
+    fn(**small, delta_softplus=True).sum().backward()
+    del small
+    inputs = _inputs(args.batch, args.d, args.states, args.length, args.groups, device, grad=True)
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    else:
+        base = _maxrss_bytes()
+
+    def forward() -> None:
+        with torch.no_grad():
+            fn(**inputs, delta_softplus=True)
+
+    def forward_backward() -> None:
+        for v in inputs.values():
+            v.grad = None
+        fn(**inputs, delta_softplus=True).sum().backward()
+
+    fwd = _time(forward, device, args.repeats, args.budget)
+    fwd_bwd = _time(forward_backward, device, args.repeats, args.budget)
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _maxrss_bytes()
+    return {"fwd": fwd, "fwd_bwd": fwd_bwd, "peak_mib": (peak - base) / 2**20}
+
+
+def _run_case(args: argparse.Namespace, backend: str, n: int, length: int) -> dict:
+    cmd = [sys.executable, "-m", "bench.scan", "--worker", backend, "--states", str(n), "--lengths", str(length)]
+    for key in ("batch", "d", "groups", "repeats", "budget", "device"):
+        cmd += [f"--{key}", str(getattr(args, key))]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=os.environ.copy())
+    except subprocess.TimeoutExpired:
+        return {"error": f"timeout {args.timeout:.0f}s"}
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+        return {"error": tail[:60]}
+    return json.loads(lines[-1])
+
+
+def _fmt_time(s: float) -> str:
+    return f"{s * 1e3:.1f} ms" if s < 1 else f"{s:.2f} s"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 16384])
+    parser.add_argument("--states", type=int, nargs="+", default=[8, 16], help="d_state N values")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--d", type=int, default=256, help="channels d = K * Di")
+    parser.add_argument("--groups", type=int, default=4, help="B/C groups G (K = 4 in SS2D)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per case (median)")
+    parser.add_argument("--budget", type=float, default=20.0, help="stop repeating a case after this many s")
+    parser.add_argument("--timeout", type=float, default=400.0, help="give up on a case after this many s")
+    parser.add_argument("--backends", nargs="+", default=None, help="subset of backends to run")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help="L=1024, 4096, N=16, one repeat")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        args.backend, args.length, args.states = args.worker, args.lengths[0], args.states[0]
+        print(json.dumps(worker(args)))
+        return
+    if args.quick:
+        args.lengths, args.states, args.repeats = [1024, 4096], [16], 1
+    device = torch.device(args.device)
+    available = list(_backend_fns(device))
+    backends = args.backends or available
+    unknown = sorted(set(backends) - set(available))
+    if unknown:
+        parser.error(f"backends {unknown} not available on {device}; available: {', '.join(available)}")
+    print(
+        f"selective scan on {device} ({torch.get_num_threads()} threads): batch={args.batch} d={args.d} "
+        f"G={args.groups}, D, z, delta_bias, softplus; median of <= {args.repeats} runs"
+    )
+    header = f"{'backend':<16}{'N':>4}{'L':>7}{'fwd':>12}{'x ref':>8}{'fwd+bwd':>12}{'x ref':>8}{'peak MiB':>10}"
+    print(header)
+    print("-" * len(header))
+    for n in args.states:
+        for length in args.lengths:
+            ref: dict = {}
+            for backend in backends:
+                r = _run_case(args, backend, n, length)
+                if backend == "reference":
+                    ref = r
+                if "error" in r:
+                    print(f"{backend:<16}{n:>4}{length:>7}  {r['error']}", flush=True)
+                    continue
+                cols = []
+                for key in ("fwd", "fwd_bwd"):
+                    speedup = f"{ref[key] / r[key]:.1f}x" if key in ref else "-"
+                    cols.append(f"{_fmt_time(r[key]):>12}{speedup:>8}")
+                print(f"{backend:<16}{n:>4}{length:>7}{''.join(cols)}{r['peak_mib']:>10.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
