@@ -26,9 +26,9 @@ import torch
 def _backend_fns(device: torch.device) -> dict[str, object]:
     """Every backend that can run on ``device``: name -> function with selective_scan's signature."""
     from model.ssm import _mamba_ssm_fn, _triton_fn
+    from model.ssm.chunked_scan import selective_scan_chunked
     from model.ssm.cpu_kernel import kernel_available, selective_scan_compiled
     from model.ssm.reference import selective_scan_reference
-    from model.ssm.torch_scan import selective_scan_chunked
 
     fns: dict[str, object] = {"reference": selective_scan_reference, "torch-pure": selective_scan_chunked}
     if device.type == "cpu" and kernel_available():

@@ -6,10 +6,11 @@ import pytest
 import torch
 
 import model.ssm as ssm
+import model.ssm.chunked_scan as chunked_scan
 from model.ssm import count_scan_flops, resolve_backend, scan_flops, selective_scan
+from model.ssm.chunked_scan import CHUNK, selective_scan_chunked
 from model.ssm.cpu_kernel import kernel_available, selective_scan_compiled
 from model.ssm.reference import selective_scan_reference
-from model.ssm.torch_scan import CHUNK, selective_scan_chunked
 
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
@@ -20,7 +21,17 @@ def _compiled(*args, **kwargs):
     return selective_scan_compiled(*args, **kwargs)
 
 
-IMPLS = {"chunked": selective_scan_chunked, "compiled": _compiled}
+def _segmented(*args, **kwargs):
+    """The pure-PyTorch scan with chunks of 8 and one chunk per segment: many segment hand-overs."""
+    saved = chunked_scan.SEGMENT_ELEMENTS
+    chunked_scan.SEGMENT_ELEMENTS = 1
+    try:
+        return selective_scan_chunked(*args, **kwargs, chunk=8)
+    finally:
+        chunked_scan.SEGMENT_ELEMENTS = saved
+
+
+IMPLS = {"chunked": selective_scan_chunked, "segmented": _segmented, "compiled": _compiled}
 
 
 def make_inputs(
