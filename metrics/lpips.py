@@ -92,7 +92,7 @@ def _cached(net: str, weights: str | None, device: str) -> lpips_pkg.LPIPS:
 
 
 def _to_tensor(img: np.ndarray, device: str) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].to(device, torch.float32) / 127.5 - 1
+    return torch.from_numpy(img.astype(np.float32)).permute(2, 0, 1)[None].to(device) / 127.5 - 1
 
 
 @torch.no_grad()
@@ -136,4 +136,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (OSError, ValueError, KeyError, RuntimeError) as err:  # bad input: the message, not a traceback
+        raise SystemExit(f"error: {err}") from None

@@ -153,4 +153,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (OSError, ValueError, KeyError, RuntimeError) as err:  # bad input: the message, not a traceback
+        raise SystemExit(f"error: {err}") from None

@@ -212,3 +212,23 @@ def test_shell_wrapper(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "PSNR" in proc.stderr and "convention: fsr" in proc.stderr
     assert json.loads((out / "summary.json").read_text())["count"] == 2
+
+
+def test_lpips_column_with_random_trunk(tmp_path, monkeypatch):
+    import metrics.lpips as lp
+
+    torch.manual_seed(0)
+    model = lp.build_lpips("alex", random_backbone=True)
+    monkeypatch.setattr(lp, "build_lpips", lambda *a, **k: model)
+    make_checkpoint(tmp_path / "bic.pt", {"name": "bicubic"})
+    hr = faces(tmp_path / "hr", 2, HR, seed=2)
+    out = tmp_path / "o"
+    summary = run(
+        "--checkpoint", str(tmp_path / "bic.pt"), "--lr_dir", str(tmp_path / "hr"), "--degrade", "--lpips",
+        "--out_dir", str(out),
+    )  # fmt: skip
+    rows = {r["name"]: float(r["lpips"]) for r in csv.DictReader(open(out / "results.csv"))}
+    for stem, gt in hr.items():
+        assert rows[stem] == pytest.approx(lp.calculate_lpips(read_png(out / f"{stem}.png"), gt, model=model), rel=1e-5)
+    assert summary["lpips"] == pytest.approx(np.mean(list(rows.values())), rel=1e-9)
+    assert "alex" in summary["lpips_convention"]
