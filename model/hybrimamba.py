@@ -44,17 +44,25 @@ class FWM(nn.Module):
 
     def fourier(self, x: torch.Tensor) -> torch.Tensor:
         """Modulate the rfft2 magnitude with Conv1x1-GELU-Conv1x1, keep the phase, invert."""
-        spectrum = torch.fft.rfft2(x.float(), norm="ortho")  # cuFFT has no bf16: FFT in fp32
-        magnitude = self.magnitude(spectrum.abs().to(x.dtype)).float()
+        real = torch.promote_types(x.dtype, torch.float32)  # cuFFT has no bf16: FFT in >= fp32
+        spectrum = torch.fft.rfft2(x.to(real), norm="ortho")
+        magnitude = self.magnitude(spectrum.abs().to(x.dtype)).to(real)
         out = torch.fft.irfft2(torch.polar(magnitude, spectrum.angle()), s=x.shape[-2:], norm="ortho")
         return out.to(x.dtype)
 
     def wavelet(self, x: torch.Tensor) -> torch.Tensor:
-        """One-level Haar DWT; the same Conv3x3 on LH, HL and HH; LL unchanged; inverse DWT."""
+        """One-level Haar DWT; the same Conv3x3 on LH, HL and HH; LL unchanged; inverse DWT.
+
+        An odd H or W (e.g. 20 / 4 = 5 at the lowest level) is padded by edge replication
+        and cropped back.
+        """
+        height, width = x.shape[-2:]
+        if height % 2 or width % 2:
+            x = F.pad(x, (0, width % 2, 0, height % 2), mode="replicate")
         low, highs = self.dwt(x)  # highs (B, C, 3, h, w): a (1, 3, 3) conv3d is the shared conv2d
         weight = self.high_conv.weight.unsqueeze(2)
         highs = F.conv3d(highs, weight, self.high_conv.bias, padding=(0, 1, 1))
-        return self.idwt(low, highs)
+        return self.idwt(low, highs)[..., :height, :width]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = x + self.fourier(x) + self.wavelet(x)
@@ -166,11 +174,9 @@ class LEM(nn.Module):
 
 
 class HybriMambaStage(nn.Module):
-    """"HybriMamba Blocks" (figure (b)): depth x [x + MambaStack(LN(x)); x + LEM(LN(x))] on (B, H, W, d)."""
+    """ "HybriMamba Blocks" (figure (b)): depth x [x + MambaStack(LN(x)); x + LEM(LN(x))] on (B, H, W, d)."""
 
-    def __init__(
-        self, dim: int, depth: int = 2, n_layers: int = 2, use_lem_gate: bool = True, **block_kwargs
-    ) -> None:
+    def __init__(self, dim: int, depth: int = 2, n_layers: int = 2, use_lem_gate: bool = True, **block_kwargs) -> None:
         super().__init__()
         self.mamba_norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(depth))
         self.mambas = nn.ModuleList(MambaStack(dim, n_layers, **block_kwargs) for _ in range(depth))
@@ -281,7 +287,9 @@ class HybriMamba(nn.Module):
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"HybriMamba expects (B, {self.in_channels}, H, W) input, got {tuple(x.shape)}")
         if x.shape[-2] % 4 or x.shape[-1] % 4:
-            raise ValueError(f"HybriMamba needs H and W divisible by 4 (two 2x downsamplings), got {tuple(x.shape[-2:])}")
+            raise ValueError(
+                f"HybriMamba needs H and W divisible by 4 (two 2x downsamplings), got {tuple(x.shape[-2:])}"
+            )
         feat = F.leaky_relu(self.head(x.contiguous(memory_format=torch.channels_last)))
         e0 = self.encoder0(_channels_last(feat))
         e1 = self.encoder1(self.down0(e0))
