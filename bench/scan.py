@@ -112,8 +112,9 @@ def worker(args: argparse.Namespace) -> dict:
 
 def _run_case(args: argparse.Namespace, backend: str, n: int, length: int) -> dict:
     cmd = [sys.executable, "-m", "bench.scan", "--worker", backend, "--states", str(n), "--lengths", str(length)]
-    for key in ("batch", "d", "groups", "repeats", "budget", "device"):
-        cmd += [f"--{key}", str(getattr(args, key))]
+    for key in ("batch", "d", "groups", "repeats", "budget", "device", "threads"):
+        if getattr(args, key) is not None:
+            cmd += [f"--{key}", str(getattr(args, key))]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=os.environ.copy())
     except subprocess.TimeoutExpired:
@@ -141,9 +142,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timeout", type=float, default=400.0, help="give up on a case after this many s")
     parser.add_argument("--backends", nargs="+", default=None, help="subset of backends to run")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--quick", action="store_true", help="L=1024, 4096, N=16, one repeat")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.worker:
         args.backend, args.length, args.states = args.worker, args.lengths[0], args.states[0]
         print(json.dumps(worker(args)))
