@@ -212,17 +212,43 @@ def _check_model(model: dict[str, Any]) -> None:
         )
 
 
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A YAML experiment mapping; a top-level ``base: other.yaml`` (relative to this file) is
+    read first and this file's keys are deep-merged over it."""
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping at top level, got {type(data).__name__}")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"config key 'base' in {str(path)!r} must be a file path, got {base!r}")
+    base_path = (path.parent / base).resolve()
+    if base_path in seen:
+        raise ConfigError(f"config file {str(path)!r}: 'base' chain loops back to {str(base_path)!r}")
+    return _deep_merge(_read_yaml(base_path, (*seen, path.resolve())), data)
+
+
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict[str, Any]:
     """Read a YAML experiment file (or only defaults when ``path`` is None) and apply overrides."""
-    user = None
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} does not exist")
-        try:
-            user = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from err
+    user = None if path is None else _read_yaml(Path(path))
     try:
         return resolve_config(user, overrides)
     except ConfigError as err:

@@ -1,0 +1,37 @@
+"""Config files that extend another with ``base:`` (used by configs/ablations/)."""
+
+from pathlib import Path
+
+import pytest
+
+from utils.config import ConfigError, load_config
+
+
+def test_base_is_deep_merged_under_the_file(tmp_path: Path) -> None:
+    (tmp_path / "parent.yaml").write_text(
+        "name: parent\nmodel: {name: sparnet, min_ch: 8, res_depth: 2}\ntrain: {batch_size: 2, iterations: 5}\n"
+    )
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "child.yaml").write_text("base: ../parent.yaml\nname: child\nmodel: {res_depth: 1}\n")
+    cfg = load_config(tmp_path / "sub" / "child.yaml", ["train.batch_size=3"])
+    assert cfg["name"] == "child"
+    assert cfg["model"] == {"name": "sparnet", "min_ch": 8, "res_depth": 1}
+    assert cfg["train"]["iterations"] == 5 and cfg["train"]["batch_size"] == 3
+
+
+def test_base_errors_name_the_file(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match="loops back"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("base: missing.yaml\n")
+    with pytest.raises(ConfigError, match="missing.yaml.*does not exist"):
+        load_config(tmp_path / "c.yaml")
+
+
+def test_every_shipped_config_loads() -> None:
+    configs = sorted(Path("configs").rglob("*.yaml"))
+    assert configs
+    for path in configs:
+        cfg = load_config(path)
+        assert cfg["model"]["name"], path
