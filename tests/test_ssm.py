@@ -284,6 +284,8 @@ def test_bad_shapes_raise_clear_errors() -> None:
         selective_scan(**{**inputs, "A": inputs["A"][:3]})
     with pytest.raises(ValueError, match="B must be"):
         selective_scan(**{**inputs, "B": inputs["B"][..., :5]})
+    with pytest.raises(ValueError, match="at least 1"):
+        selective_scan(**{k: v[..., :0] if v is not None and v.dim() == 3 else v for k, v in inputs.items()})
     with pytest.raises(ValueError, match="groups"):
         selective_scan(**{**inputs, "B": torch.randn(2, 3, 4, 10), "C": torch.randn(2, 3, 4, 10)})
 

@@ -93,6 +93,8 @@ def check_shapes(
     if u.dim() != 3:
         raise ValueError(f"selective_scan: u must be (batch, d, L), got shape {tuple(u.shape)}")
     batch, d, length = u.shape
+    if length == 0:
+        raise ValueError("selective_scan: the sequence length L (u.shape[2]) must be at least 1")
     if delta.shape != u.shape:
         raise ValueError(f"selective_scan: delta must be {tuple(u.shape)} like u, got {tuple(delta.shape)}")
     if A.dim() != 2 or A.shape[0] != d:

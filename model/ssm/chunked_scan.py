@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 CHUNK = 64
 SEGMENT_ELEMENTS = 1 << 22
@@ -125,6 +126,7 @@ class ChunkedSelectiveScan(torch.autograd.Function):
         return inp.channels_last_time(y).to(u.dtype), h_last.reshape(batch, groups * per_group, n)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dout, dlast):
         (entries,) = ctx.saved_tensors
         inp, seg, chunk = ctx.inp, ctx.seg, ctx.chunk

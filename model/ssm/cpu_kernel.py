@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +66,13 @@ def _build() -> object | None:
     if os.environ.get("FSR_SSM_NO_COMPILE", "") not in ("", "0"):
         return None
     try:
-        from torch.utils import cpp_extension
-
+        cpp_logger = logging.getLogger("torch.utils.cpp_extension")
+        level = cpp_logger.level
+        cpp_logger.setLevel(logging.ERROR)  # its import warns "No CUDA runtime is found" on CPU machines
+        try:
+            from torch.utils import cpp_extension
+        finally:
+            cpp_logger.setLevel(level)
         _find_ninja()
         cpp_extension.load(
             name=_extension_name(),
@@ -131,6 +137,7 @@ class CompiledSelectiveScan(torch.autograd.Function):
         return y.to(u.dtype), last
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dy, dlast):
         uf, x, dt, Af, Bt, Ct, Df, zf, ckpt = ctx.saved_tensors
         with torch.autocast("cpu", enabled=False):
