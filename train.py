@@ -26,11 +26,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from torchvision.utils import make_grid, save_image
 from tqdm import tqdm
 
 import model.ssm
+from data import build_dataset
+from data.io import DataError
 from metrics.io import finite_mean
 from metrics.psnr_ssim import calculate_psnr, calculate_ssim, tensor_to_uint8
 from model.losses import WeightedLoss
@@ -51,13 +53,6 @@ SAMPLE_IMAGES = 4
 
 class TrainingError(RuntimeError):
     """A run that cannot go on (non-finite loss, bad set-up); the message says why and where."""
-
-
-def build_dataset(section: dict[str, Any], scale: int, train: bool) -> Dataset:
-    """``data.build_dataset`` (imported here so that ``train`` imports without touching the data stack)."""
-    from data import build_dataset as build
-
-    return build(section, scale, train)
 
 
 def param_groups(net: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -114,6 +109,11 @@ class Trainer:
         self.cfg, self.info, self.stop_at = cfg, info, stop_at
         self.device = info.device
         tcfg, lcfg = cfg["train"], cfg["logging"]
+        if (tcfg["iterations"] is None) == (tcfg["epochs"] is None):
+            raise ConfigError(
+                "set exactly one of train.iterations and train.epochs "
+                f"(got iterations={tcfg['iterations']}, epochs={tcfg['epochs']})"
+            )
         self.run_dir = Path(cfg["paths"]["experiments_root"]) / cfg["name"]
         self.ckpt_dir = self.run_dir / "checkpoints"
         if info.is_main:
@@ -122,10 +122,11 @@ class Trainer:
             save_config(cfg, self.run_dir / "config.yaml")
         barrier(info)
         self.log = setup_logger(self.run_dir / "train.log", info.is_main)
-        seed_everything(cfg["seed"] + info.rank)
         model.ssm.set_default_backend(cfg["ssm"]["backend"])
 
+        seed_everything(cfg["seed"])  # the same initial weights on every rank
         self.net = build_model(cfg["model"]).to(self.device)
+        seed_everything(cfg["seed"] + info.rank)  # then per-rank streams (dropout ...)
         self.model_name = cfg["model"]["name"]
         self.ddp: nn.Module = self.net
         if info.distributed:
@@ -155,13 +156,14 @@ class Trainer:
             num_workers=cfg["data"]["train"]["num_workers"],
             drop_last=True,
             pin_memory=self.device.type == "cuda",
+            persistent_workers=cfg["data"]["train"]["num_workers"] > 0,
             generator=self.loader_gen,
         )
         self.total_iters = self._total_iterations(tcfg)
         self.scheduler = build_scheduler(self.optimizer, tcfg["scheduler"], self.iters_per_epoch, self.total_iters)
 
         val_cfg = cfg["data"]["val"]
-        self.val_set = None if val_cfg["type"] == "none" else build_dataset(val_cfg, cfg["scale"], train=False)
+        self.val_set = build_dataset(val_cfg, cfg["scale"], train=False)  # None for type none
         self.iteration = self.epoch = self.batches_done = 0
         self.best_psnr: float | None = None
         self.last_good: Path | None = None
@@ -173,10 +175,6 @@ class Trainer:
 
     def _total_iterations(self, tcfg: dict[str, Any]) -> int:
         iters, epochs = tcfg["iterations"], tcfg["epochs"]
-        if (iters is None) == (epochs is None):
-            raise ConfigError(
-                f"set exactly one of train.iterations and train.epochs (got iterations={iters}, epochs={epochs})"
-            )
         total = iters if iters is not None else epochs * self.iters_per_epoch
         if total <= 0:
             raise ConfigError(f"train.iterations / train.epochs must be positive, got {iters or epochs}")
@@ -526,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg["paths"]["resume"] = args.resume
         trainer = Trainer(cfg, info, stop_at=args.stop_at)
         return trainer.fit(resume_path(cfg, args.resume))
-    except (ConfigError, CheckpointError, TrainingError) as err:
+    except (ConfigError, CheckpointError, TrainingError, DataError) as err:
         log = logging.getLogger("train")
         if not log.handlers:
             log = setup_logger(None, info.is_main)

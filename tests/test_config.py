@@ -1,0 +1,98 @@
+"""utils.config: defaults, dotted overrides, strict keys/types/choices, model kwargs, file errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from utils.config import ConfigError, default_config, load_config, resolve_config, save_config
+
+
+def write(tmp_path: Path, cfg: object, name: str = "exp.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_file_then_overrides_apply_in_order(tmp_path: Path) -> None:
+    path = write(tmp_path, {"name": "a", "train": {"batch_size": 2, "optimizer": {"lr": 1e-3}}})
+    cfg = load_config(path, ["train.batch_size=8", "train.scheduler.milestones=[10, 20]", "data.val.type=none"])
+    assert cfg["name"] == "a"
+    assert cfg["train"]["batch_size"] == 8
+    assert cfg["train"]["optimizer"]["lr"] == 1e-3
+    assert cfg["train"]["scheduler"]["milestones"] == [10, 20]
+    assert cfg["data"]["val"]["type"] == "none"
+    assert cfg["train"]["optimizer"]["betas"] == default_config()["train"]["optimizer"]["betas"]  # defaults stay
+
+
+def test_model_overrides_and_replacement() -> None:
+    cfg = resolve_config({"model": {"name": "bicubic"}}, ["model.scale=4"])
+    assert cfg["model"] == {"name": "bicubic", "scale": 4}
+    cfg = resolve_config(None, ["model={name: bicubic}"])
+    assert cfg["model"] == {"name": "bicubic"}
+
+
+def test_unknown_key_names_key_and_allowed() -> None:
+    with pytest.raises(ConfigError, match=r"unknown config key 'train\.batchsize'; allowed under train: batch_size"):
+        resolve_config({"train": {"batchsize": 4}})
+    with pytest.raises(ConfigError, match=r"unknown config key 'logging\.val_evry'"):
+        resolve_config(None, ["logging.val_evry=5"])
+
+
+def test_bad_type_and_choice_are_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"'train\.batch_size' expects int, got str 'four'"):
+        resolve_config(None, ["train.batch_size=four"])
+    with pytest.raises(ConfigError, match=r"'logging\.tensorboard' expects bool, got int 1"):
+        resolve_config({"logging": {"tensorboard": 1}})
+    with pytest.raises(ConfigError, match=r"'train\.amp' must be one of \['none', 'bf16', 'fp16'\], got 'fp8'"):
+        resolve_config(None, ["train.amp=fp8"])
+    with pytest.raises(ConfigError, match=r"'train\.optimizer' is a section; expected a mapping"):
+        resolve_config(None, ["train.optimizer=adam"])
+    with pytest.raises(ConfigError, match=r"'seed' may not be null"):
+        resolve_config({"seed": None})
+    path = write(tmp_path, {"train": {"ema": "yes"}})
+    with pytest.raises(ConfigError, match=r"'train\.ema' expects int or float.*\(in .*exp\.yaml\)"):
+        load_config(path)
+
+
+def test_bool_is_not_an_int() -> None:
+    with pytest.raises(ConfigError, match=r"'train\.batch_size' expects int, got bool True"):
+        resolve_config(None, ["train.batch_size=true"])
+
+
+def test_model_kwargs_checked_against_constructor() -> None:
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\) model\.widht for model 'bicubic'; allowed: scale"):
+        resolve_config({"model": {"name": "bicubic", "widht": 3}})
+    with pytest.raises(ConfigError, match=r"model\.name': unknown model 'nonet'; registered: .*bicubic"):
+        resolve_config(None, ["model.name=nonet"])
+    with pytest.raises(ConfigError, match=r"'model' must be a mapping with a 'name' string"):
+        resolve_config({"model": "bicubic"})
+
+
+def test_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"missing\.yaml' does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml' is not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="must be a mapping at top level"):
+        load_config(write(tmp_path, [1, 2], "list.yaml"))
+    with pytest.raises(ConfigError, match=r"override 'train\.batch_size' must look like key\.sub=value"):
+        load_config(None, ["train.batch_size"])
+
+
+def test_saved_config_loads_back_identically(tmp_path: Path) -> None:
+    cfg = resolve_config({"name": "x", "model": {"name": "bicubic", "scale": 8}}, ["train.iterations=7"])
+    save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == cfg
+
+
+def test_repo_configs_resolve() -> None:
+    configs = sorted(Path(__file__).resolve().parents[1].glob("configs/*.yaml"))
+    assert any(p.name == "demo.yaml" for p in configs)
+    for path in configs:
+        cfg = load_config(path)
+        assert (cfg["train"]["iterations"] is None) != (cfg["train"]["epochs"] is None), path
