@@ -74,6 +74,7 @@ def _build() -> object | None:
         finally:
             cpp_logger.setLevel(level)
         _find_ninja()
+        logger.info("loading the compiled CPU selective scan (built once on first use, then cached)")
         cpp_extension.load(
             name=_extension_name(),
             sources=[str(SOURCE)],
