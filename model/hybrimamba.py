@@ -59,10 +59,14 @@ class FWM(nn.Module):
         height, width = x.shape[-2:]
         if height % 2 or width % 2:
             x = F.pad(x, (0, width % 2, 0, height % 2), mode="replicate")
-        low, highs = self.dwt(x)  # highs (B, C, 3, h, w): a (1, 3, 3) conv3d is the shared conv2d
-        weight = self.high_conv.weight.unsqueeze(2)
-        highs = F.conv3d(highs, weight, self.high_conv.bias, padding=(0, 1, 1))
-        return self.idwt(low, highs)[..., :height, :width]
+        real = torch.promote_types(x.dtype, torch.float32)
+        with torch.autocast(x.device.type, enabled=False):  # pytorch_wavelets' backward breaks under autocast
+            low, highs = self.dwt(x.to(real))
+        # highs (B, C, 3, h, w): a (1, 3, 3) conv3d is the shared Conv3x3 applied to each band
+        highs = F.conv3d(highs, self.high_conv.weight.unsqueeze(2), self.high_conv.bias, padding=(0, 1, 1))
+        with torch.autocast(x.device.type, enabled=False):
+            out = self.idwt(low, highs.to(real))
+        return out[..., :height, :width].to(x.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = x + self.fourier(x) + self.wavelet(x)
@@ -299,4 +303,4 @@ class HybriMamba(nn.Module):
         d = torch.cat([self.up2(d), e0], dim=-1)
         if self.decoder3 is not None:
             d = self.decoder3(d)
-        return F.leaky_relu(self.tail(_channels_first(d))) + x
+        return x + F.leaky_relu(self.tail(_channels_first(d)))  # x first: the sum keeps x's layout

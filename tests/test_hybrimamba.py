@@ -49,7 +49,18 @@ def block_mean(x: torch.Tensor) -> torch.Tensor:
 def test_forward_shape(size, top_decoder):
     x = torch.rand(2, 3, *size)
     y = tiny(top_decoder=top_decoder)(x)
-    assert y.shape == x.shape and torch.isfinite(y).all()
+    assert y.shape == x.shape and torch.isfinite(y).all() and y.is_contiguous()
+
+
+@pytest.mark.filterwarnings("ignore:Mismatch dtype between input and weight")  # CPU rms_norm: unfused path
+def test_bf16_autocast_forward_and_backward():
+    model = tiny()
+    x = torch.rand(1, 3, 16, 20)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = model(x)
+    assert y.dtype == torch.float32 and torch.isfinite(y).all()
+    y.mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
 
 
 def test_bad_input_is_a_clear_error():
