@@ -46,8 +46,10 @@ class FWM(nn.Module):
         """Modulate the rfft2 magnitude with Conv1x1-GELU-Conv1x1, keep the phase, invert."""
         real = torch.promote_types(x.dtype, torch.float32)  # cuFFT has no bf16: FFT in >= fp32
         spectrum = torch.fft.rfft2(x.to(real), norm="ortho")
-        magnitude = self.magnitude(spectrum.abs().to(x.dtype)).to(real)
-        out = torch.fft.irfft2(torch.polar(magnitude, spectrum.angle()), s=x.shape[-2:], norm="ortho")
+        magnitude = self.magnitude(spectrum.abs().to(x.dtype)).to(real)  # may be negative, as in the paper
+        phase = spectrum.angle()
+        spectrum = torch.complex(magnitude * torch.cos(phase), magnitude * torch.sin(phase))
+        out = torch.fft.irfft2(spectrum, s=x.shape[-2:], norm="ortho")
         return out.to(x.dtype)
 
     def wavelet(self, x: torch.Tensor) -> torch.Tensor:
