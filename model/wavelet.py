@@ -19,7 +19,8 @@ class DWT2d(nn.Module):
     LL = cA; LH = cH (high-pass along H, low-pass along W: horizontal edges); HL = cV
     (low-pass along H, high-pass along W: vertical edges); HH = cD (diagonal).
     ``mode="periodization"`` makes every band exactly half size for any wavelet length, so
-    the inverse returns exactly (H, W). H and W must be even.
+    the inverse returns exactly (H, W). H and W must be even. Computed in the filters' dtype
+    with autocast off, returned in the input's dtype.
     """
 
     def __init__(self, wavelet: str = "haar") -> None:
@@ -30,8 +31,10 @@ class DWT2d(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if x.shape[-1] % 2 or x.shape[-2] % 2:
             raise ValueError(f"DWT2d needs even H and W, got {tuple(x.shape[-2:])}")
-        low, highs = self.dwt(x)
-        return low, highs[0]
+        filt = self.dwt.h0_col.dtype
+        with torch.autocast(x.device.type, enabled=False):  # pytorch_wavelets' backward is not autocast-safe
+            low, highs = self.dwt(x.to(filt))
+        return low.to(x.dtype), highs[0].to(x.dtype)
 
 
 class IDWT2d(nn.Module):
@@ -43,4 +46,6 @@ class IDWT2d(nn.Module):
         self.idwt = DWTInverse(wave=wavelet, mode="periodization")
 
     def forward(self, low: torch.Tensor, highs: torch.Tensor) -> torch.Tensor:
-        return self.idwt((low, [highs]))
+        filt = self.idwt.g0_col.dtype
+        with torch.autocast(low.device.type, enabled=False):  # pytorch_wavelets' backward is not autocast-safe
+            return self.idwt((low.to(filt), [highs.to(filt)])).to(low.dtype)

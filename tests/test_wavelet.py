@@ -85,3 +85,13 @@ def test_wavelet_l1_in_weighted_loss_and_bad_weights():
     assert total.item() == pytest.approx(1.0 + 0.25)
     with pytest.raises(ValueError, match="band_weights"):
         WeightedLoss([{"type": "wavelet_l1", "band_weights": [1.0, 1.0]}])
+
+
+def test_autocast_bf16_forward_and_backward():
+    x = torch.randn(1, 2, 8, 8, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low, highs = DWT2d("sym4")(x)
+        y = IDWT2d("sym4")(low, highs)
+    assert y.dtype == x.dtype
+    y.square().sum().backward()
+    torch.testing.assert_close(x.grad, 2 * x.detach(), atol=1e-4, rtol=1e-4)  # orthogonal: d|IDWT(DWT x)|^2 = 2x
