@@ -214,7 +214,13 @@ class Trainer:
     def resume(self, path: Path) -> None:
         state = load_checkpoint(path, map_location="cpu")
         check_model_name(state, self.model_name, path)
-        self.net.load_state_dict(state["model"])
+        try:
+            self.net.load_state_dict(state["model"])
+        except RuntimeError as err:
+            raise CheckpointError(
+                f"checkpoint {path} does not fit model {self.model_name} as configured (different model.* "
+                f"settings?): {str(err).splitlines()[0]}"
+            ) from err
         if self.ema is not None:
             if state["ema"] is None:
                 self.log.warning(f"{path} has no EMA weights; EMA restarts from the current weights")
@@ -336,6 +342,9 @@ class Trainer:
             self.resume(resume)
         elif self.cfg["paths"]["resume"] == "auto":
             self.log.info(f"--resume auto: no checkpoint in {self.ckpt_dir}, starting from scratch")
+        if self.iteration >= self.total_iters:
+            self.log.info(f"already trained {self.iteration} of {self.total_iters} iterations; nothing to do")
+            return 0
         tcfg, lcfg = self.cfg["train"], self.cfg["logging"]
         bs, ws = tcfg["batch_size"], self.info.world_size
         n_params = sum(p.numel() for p in self.net.parameters())

@@ -78,7 +78,7 @@ def test_file_errors(tmp_path: Path) -> None:
     bad.write_text("train: [unclosed\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml' is not valid YAML"):
         load_config(bad)
-    with pytest.raises(ConfigError, match="must be a mapping at top level"):
+    with pytest.raises(ConfigError, match="must hold a mapping at top level"):
         load_config(write(tmp_path, [1, 2], "list.yaml"))
     with pytest.raises(ConfigError, match=r"override 'train\.batch_size' must look like key\.sub=value"):
         load_config(None, ["train.batch_size"])

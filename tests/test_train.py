@@ -144,6 +144,9 @@ def test_resume_mid_epoch_is_bit_identical(tmp_path: Path) -> None:
     assert "effective batch size 3" in log and "world size 1" in log
     assert log.count("validation iter") == 4  # 3, 6, 9 and the final 10
     assert "resumed from" in run_log(tmp_path / "split") and "stopped by --stop-at 7" in run_log(tmp_path / "split")
+    assert train.main(["--config", str(split), "--resume"]) == 0  # a finished run resumes to nothing
+    assert "already trained 10 of 10 iterations" in run_log(tmp_path / "split")
+    tensors_equal(b["model"], load_checkpoint(tmp_path / "split" / "run" / "checkpoints" / "latest.pt")["model"])
 
 
 def test_crash_while_saving_keeps_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -191,6 +194,33 @@ def test_overrides_reach_optimizer_and_weight_decay_groups(tmp_path: Path) -> No
     assert (decay["weight_decay"], no_decay["weight_decay"]) == (0.05, 0.0)
     assert (len(decay["params"]), len(no_decay["params"])) == (2, 4)  # conv weights vs biases and BN
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train"]["optimizer"]["lr"] == 0.0123
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_mixed_precision_steps(tmp_path: Path, amp: str) -> None:
+    cfg = write_config(tmp_path, logging={"val_every": 2})
+    assert train.main(["--config", str(cfg), "--stop-at", "2", "--set", f"train.amp={amp}"]) == 0
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")
+    assert all(torch.isfinite(t).all() for t in state["model"].values())
+    assert bool(state["scaler"]) == (amp == "fp16")  # GradScaler only for fp16
+    assert "validation iter 2" in run_log(tmp_path)
+
+
+def test_epochs_mode_and_resume_auto_without_checkpoint(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, logging={"val_every": 100, "save_every": 100})
+    sets = [
+        "train.iterations=null",
+        "train.epochs=2",
+        "train.scheduler={type: multistep, unit: epoch, milestones: [1]}",
+    ]
+    assert train.main(["--config", str(cfg), "--resume", "auto", "--set", *sets]) == 0
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")
+    assert (state["iteration"], state["epoch"]) == (10, 2)  # 2 epochs x 5 iterations
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-3)  # 2e-3 halved after epoch 1
+    assert "no checkpoint in" in run_log(tmp_path)
+    both = ["train.iterations=4", "train.epochs=2"]
+    assert train.main(["--config", str(cfg), "--set", *both]) == 1
+    assert "set exactly one of train.iterations and train.epochs" in run_log(tmp_path)
 
 
 def test_param_groups_exempt_ssm_and_flagged_parameters() -> None:
