@@ -11,6 +11,7 @@ constructor switch selects it; the defaults follow the figure.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -117,13 +118,17 @@ class MambaBlock(SS2D):
         )
 
 
-class MambaStack(nn.Module):
-    """``n_layers`` residual MambaBlocks, each x + MambaBlock(RMSNorm(x)), on (B, H, W, d)."""
+Mixer = Callable[[int], nn.Module]
+"""Builds the token mixer of a Mamba stack for a width: (B, H, W, d) -> (B, H, W, d)."""
 
-    def __init__(self, dim: int, n_layers: int, **block_kwargs) -> None:
+
+class MambaStack(nn.Module):
+    """``n_layers`` residual mixers, each x + mixer(RMSNorm(x)), on (B, H, W, d); mixer = MambaBlock."""
+
+    def __init__(self, dim: int, n_layers: int, mixer: Mixer) -> None:
         super().__init__()
         self.norms = nn.ModuleList(nn.RMSNorm(dim, eps=1e-5) for _ in range(n_layers))
-        self.blocks = nn.ModuleList(MambaBlock(dim, **block_kwargs) for _ in range(n_layers))
+        self.blocks = nn.ModuleList(mixer(dim) for _ in range(n_layers))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for norm, block in zip(self.norms, self.blocks):
@@ -182,10 +187,10 @@ class LEM(nn.Module):
 class HybriMambaStage(nn.Module):
     """ "HybriMamba Blocks" (figure (b)): depth x [x + MambaStack(LN(x)); x + LEM(LN(x))] on (B, H, W, d)."""
 
-    def __init__(self, dim: int, depth: int = 2, n_layers: int = 2, use_lem_gate: bool = True, **block_kwargs) -> None:
+    def __init__(self, dim: int, mixer: Mixer, depth: int = 2, n_layers: int = 2, use_lem_gate: bool = True) -> None:
         super().__init__()
         self.mamba_norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(depth))
-        self.mambas = nn.ModuleList(MambaStack(dim, n_layers, **block_kwargs) for _ in range(depth))
+        self.mambas = nn.ModuleList(MambaStack(dim, n_layers, mixer) for _ in range(depth))
         self.lem_norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(depth))
         self.lems = nn.ModuleList(LEM(dim, use_gate=use_lem_gate) for _ in range(depth))
 
@@ -220,50 +225,27 @@ class Upsample(nn.Module):
         return _channels_last(F.pixel_shuffle(self.pointwise(self.depthwise(_channels_first(x))), 2))
 
 
-@register_model("hybrimamba")
-class HybriMamba(nn.Module):
-    """HybriMamba (figure (a)): 3-level U-shape of HybriMamba stages with skips and a global residual.
+class HybriMambaUNet(nn.Module):
+    """Figure (a)'s 3-level U-shape of HybriMamba stages with skips and a global residual, any mixer.
 
-    Switches for the authors' released code: ``top_decoder=False`` skips the H x W decoder stage,
-    ``fwm_extra_residual=True`` adds x once more after the FWM. ``sym_gain`` is g in y + g * S(y)
-    (0.2 in the authors' code). Ablations: ``use_fwm``, ``use_symmetry``, ``use_lem_gate``.
+    ``top_decoder=False`` skips the H x W decoder stage (the authors' released code).
     """
 
     def __init__(
         self,
+        mixer: Mixer,
         in_channels: int = 3,
         embed_dim: int = 32,
         depth: int = 2,
         n_layers: int = 2,
-        expand: float = 1.5,
-        d_state: int = 8,
-        d_conv: int = 3,
-        dt_rank: int | str = "auto",
         top_decoder: bool = True,
-        sym_gain: float = 0.2,
-        sym_init: float = 0.3,
-        fwm_extra_residual: bool = False,
-        use_fwm: bool = True,
-        use_symmetry: bool = True,
         use_lem_gate: bool = True,
     ) -> None:
         super().__init__()
         self.in_channels = in_channels
         c = embed_dim
         stage = functools.partial(
-            HybriMambaStage,
-            depth=depth,
-            n_layers=n_layers,
-            use_lem_gate=use_lem_gate,
-            expand=expand,
-            d_state=d_state,
-            d_conv=d_conv,
-            dt_rank=dt_rank,
-            use_fwm=use_fwm,
-            fwm_extra_residual=fwm_extra_residual,
-            use_symmetry=use_symmetry,
-            sym_gain=sym_gain,
-            sym_init=sym_init,
+            HybriMambaStage, mixer=mixer, depth=depth, n_layers=n_layers, use_lem_gate=use_lem_gate
         )
         self.head = nn.Conv2d(in_channels, c, 3, padding=1)
         self.encoder0 = stage(c)
@@ -290,12 +272,11 @@ class HybriMamba(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C_in, H, W) bicubic-upsampled LR, H and W divisible by 4 -> SR of the same shape."""
+        name = type(self).__name__
         if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"HybriMamba expects (B, {self.in_channels}, H, W) input, got {tuple(x.shape)}")
+            raise ValueError(f"{name} expects (B, {self.in_channels}, H, W) input, got {tuple(x.shape)}")
         if x.shape[-2] % 4 or x.shape[-1] % 4:
-            raise ValueError(
-                f"HybriMamba needs H and W divisible by 4 (two 2x downsamplings), got {tuple(x.shape[-2:])}"
-            )
+            raise ValueError(f"{name} needs H and W divisible by 4 (two 2x downsamplings), got {tuple(x.shape[-2:])}")
         feat = F.leaky_relu(self.head(x.contiguous(memory_format=torch.channels_last)))
         e0 = self.encoder0(_channels_last(feat))
         e1 = self.encoder1(self.down0(e0))
@@ -306,3 +287,45 @@ class HybriMamba(nn.Module):
         if self.decoder3 is not None:
             d = self.decoder3(d)
         return x + F.leaky_relu(self.tail(_channels_first(d)))  # x first: the sum keeps x's layout
+
+
+@register_model("hybrimamba")
+class HybriMamba(HybriMambaUNet):
+    """HybriMamba (figure (a)): the U-shape with MambaBlocks (FWM + Image-SSM) as mixers.
+
+    Switches for the authors' released code: ``top_decoder=False`` skips the H x W decoder stage,
+    ``fwm_extra_residual=True`` adds x once more after the FWM. ``sym_gain`` is g in y + g * S(y)
+    (0.2 in the authors' code). Ablations: ``use_fwm``, ``use_symmetry``, ``use_lem_gate``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        embed_dim: int = 32,
+        depth: int = 2,
+        n_layers: int = 2,
+        expand: float = 1.5,
+        d_state: int = 8,
+        d_conv: int = 3,
+        dt_rank: int | str = "auto",
+        top_decoder: bool = True,
+        sym_gain: float = 0.2,
+        sym_init: float = 0.3,
+        fwm_extra_residual: bool = False,
+        use_fwm: bool = True,
+        use_symmetry: bool = True,
+        use_lem_gate: bool = True,
+    ) -> None:
+        mixer = functools.partial(
+            MambaBlock,
+            expand=expand,
+            d_state=d_state,
+            d_conv=d_conv,
+            dt_rank=dt_rank,
+            use_fwm=use_fwm,
+            fwm_extra_residual=fwm_extra_residual,
+            use_symmetry=use_symmetry,
+            sym_gain=sym_gain,
+            sym_init=sym_init,
+        )
+        super().__init__(mixer, in_channels, embed_dim, depth, n_layers, top_decoder, use_lem_gate)

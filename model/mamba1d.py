@@ -1,12 +1,14 @@
-"""Plain 1-D Mamba (Mamba-1) mixer on raster-flattened image tokens: the baseline both papers argue against.
+"""Plain 1-D Mamba (Mamba-1) on raster-flattened image tokens: the baseline both papers argue against.
 
-The image is flattened row by row into one sequence, passed through a causal depthwise conv1d
+``mamba1d`` is HybriMamba's U-shape (stages, LEM, Down/Up, skips) with every MambaBlock replaced
+by a standard Mamba block. The image is flattened row by row into one sequence, passed through a causal depthwise conv1d
 and a single forward selective scan. causal_conv1d's CUDA kernel is used when the package
 imports and the tensors are on CUDA; otherwise an equivalent PyTorch conv1d.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -14,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.hybrimamba import HybriMambaUNet
+from model.registry import register_model
 from model.ssm import selective_scan
 
 
@@ -65,16 +69,17 @@ class Mamba1D(nn.Module):
         self.conv_weight = nn.Parameter(torch.empty(di, d_conv))
         self.conv_bias = nn.Parameter(torch.zeros(di))
         self.x_proj = nn.Linear(di, r + 2 * d_state, bias=False)
-        self.dt_proj = nn.Linear(r, di, bias=True)
+        self.dt_proj_weight = nn.Parameter(torch.empty(di, r))  # raw parameters: Linear re-inits leave them alone
+        self.dt_proj_bias = nn.Parameter(torch.empty(di))
         self.A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(di, 1))
         self.D = nn.Parameter(torch.ones(di))
         self.out_proj = nn.Linear(di, d_model, bias=False)
         nn.init.uniform_(self.conv_weight, -1 / math.sqrt(d_conv), 1 / math.sqrt(d_conv))
-        nn.init.uniform_(self.dt_proj.weight, -(r**-0.5), r**-0.5)
+        nn.init.uniform_(self.dt_proj_weight, -(r**-0.5), r**-0.5)
         with torch.no_grad():
             dt = torch.exp(torch.rand(di) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
             dt = dt.clamp(min=dt_init_floor)
-            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+            self.dt_proj_bias.copy_(dt + torch.log(-torch.expm1(-dt)))
         self.A_log._no_weight_decay = True
         self.D._no_weight_decay = True
 
@@ -85,7 +90,7 @@ class Mamba1D(nn.Module):
         u, z = xz.chunk(2, dim=1)
         u = causal_conv1d(u.contiguous(), self.conv_weight, self.conv_bias)
         dt, B, C = torch.split(self.x_proj(u.transpose(1, 2)), [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = (dt @ self.dt_proj.weight.t()).transpose(1, 2)
+        delta = (dt @ self.dt_proj_weight.t()).transpose(1, 2)
         y = selective_scan(
             u,
             delta.contiguous(),
@@ -94,7 +99,28 @@ class Mamba1D(nn.Module):
             C.transpose(1, 2).contiguous(),
             D=self.D.float(),
             z=z.contiguous(),
-            delta_bias=self.dt_proj.bias.float(),
+            delta_bias=self.dt_proj_bias.float(),
             delta_softplus=True,
         )
         return self.out_proj(y.transpose(1, 2)).view(batch, height, width, channels)
+
+
+@register_model("mamba1d")
+class Mamba1DUNet(HybriMambaUNet):
+    """HybriMamba's U-shape with standard 1-D Mamba blocks (no FWM, one raster scan, no symmetry)."""
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        embed_dim: int = 32,
+        depth: int = 2,
+        n_layers: int = 2,
+        expand: float = 2.0,
+        d_state: int = 16,
+        d_conv: int = 4,
+        dt_rank: int | str = "auto",
+        top_decoder: bool = True,
+        use_lem_gate: bool = True,
+    ) -> None:
+        mixer = functools.partial(Mamba1D, d_state=d_state, d_conv=d_conv, expand=expand, dt_rank=dt_rank)
+        super().__init__(mixer, in_channels, embed_dim, depth, n_layers, top_decoder, use_lem_gate)

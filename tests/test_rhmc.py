@@ -11,6 +11,7 @@ from skimage import data as skdata
 
 from model import build_model
 from model.rhmc import ECA, RHMC, SFB, RMoE, eca_kernel_size
+from tests.ablation import assert_switch_changes_output
 from utils.config import load_config
 
 TINY = dict(embed_dim=4, depth=1, d_state=4)
@@ -126,6 +127,17 @@ def test_ablation_switches_drop_their_parameters(switches):
     name = {"use_rmoe": ".rmoe.", "use_fam": ".fam.", "in_project": ".project_in."}[next(iter(switches))]
     assert not any(name in k for k in model.state_dict()) and any(name in k for k in full.state_dict())
     assert model(torch.rand(1, 3, 16, 16)).shape == (1, 3, 16, 16)
+
+
+@pytest.mark.parametrize(
+    "switches", [dict(use_rmoe=False), dict(use_fam=False), dict(wavelet="haar"), dict(share_block_weights=True)]
+)
+def test_ablation_switches_change_the_computation(switches):
+    full = tiny(depth=2)
+    kept = assert_switch_changes_output(tiny(depth=2, **switches), full, torch.rand(1, 3, 16, 16))
+    if "wavelet" in switches:  # only the fixed filter buffers differ (8 sym4 taps vs 2 haar taps)
+        kept = {k for k in kept if not k.split(".")[-1].startswith(("h0_", "h1_", "g0_", "g1_"))}
+    assert kept == set()  # ablated models run on the full model's weights: only the computation differs
 
 
 def test_tiny_config_builds_and_overfits_four_face_crops():
