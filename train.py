@@ -134,7 +134,10 @@ class Trainer:
                 self.net, device_ids=[self.device] if self.device.type == "cuda" else None
             )
         self.ema = ModelEMA(self.net, float(tcfg["ema"])) if tcfg["ema"] else None
-        self.criterion = WeightedLoss(tcfg["losses"])
+        try:
+            self.criterion = WeightedLoss(tcfg["losses"])
+        except ValueError as err:  # a bad train.losses entry: a config error, named by the loss module
+            raise ConfigError(str(err)) from err
         self.optimizer = build_optimizer(self.net, tcfg["optimizer"])
         self.amp = tcfg["amp"]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")

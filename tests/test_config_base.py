@@ -19,6 +19,15 @@ def test_base_is_deep_merged_under_the_file(tmp_path: Path) -> None:
     assert cfg["train"]["iterations"] == 5 and cfg["train"]["batch_size"] == 3
 
 
+def test_model_section_naming_another_network_replaces_the_base_one(tmp_path: Path) -> None:
+    (tmp_path / "parent.yaml").write_text("model: {name: sparnet, min_ch: 8}\ntrain: {batch_size: 2}\n")
+    (tmp_path / "child.yaml").write_text("base: parent.yaml\nmodel: {name: bicubic}\n")
+    cfg = load_config(tmp_path / "child.yaml")
+    assert cfg["model"] == {"name": "bicubic"} and cfg["train"]["batch_size"] == 2
+    (tmp_path / "same.yaml").write_text("base: parent.yaml\nmodel: {name: sparnet, res_depth: 1}\n")
+    assert load_config(tmp_path / "same.yaml")["model"] == {"name": "sparnet", "min_ch": 8, "res_depth": 1}
+
+
 def test_base_errors_name_the_file(tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text("base: b.yaml\n")
     (tmp_path / "b.yaml").write_text("base: a.yaml\n")

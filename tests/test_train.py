@@ -243,6 +243,12 @@ def test_checkpoint_of_other_model_is_refused(tmp_path: Path) -> None:
     assert "trained with model 'bicubic', but the config builds model 'tiny_test_net'" in run_log(tmp_path)
 
 
+def test_bad_loss_entry_is_a_config_error(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, logging={"val_every": 100})
+    assert train.main(["--config", str(cfg), "--set", "train.losses=[{type: nope, weight: 1.0}]"]) == 1
+    assert "train.losses[0]" in run_log(tmp_path) and "nope" in run_log(tmp_path)
+
+
 def test_lr_schedules() -> None:
     multi = {"type": "multistep", "warmup": 2, "milestones": [4, 6], "gamma": 0.5, "min_lr": 0.0}
     assert [lr_factor(t, multi, 10, 1.0) for t in range(8)] == [0.5, 1.0, 1.0, 1.0, 0.5, 0.5, 0.25, 0.25]

@@ -214,7 +214,8 @@ def _check_model(model: dict[str, Any]) -> None:
 
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A YAML experiment mapping; a top-level ``base: other.yaml`` (relative to this file) is
-    read first and this file's keys are deep-merged over it."""
+    read first and this file's keys are deep-merged over it, except that a ``model`` section naming
+    another network replaces the base's ``model`` section."""
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     try:
@@ -233,7 +234,13 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     base_path = (path.parent / base).resolve()
     if base_path in seen:
         raise ConfigError(f"config file {str(path)!r}: 'base' chain loops back to {str(base_path)!r}")
-    return _deep_merge(_read_yaml(base_path, (*seen, path.resolve())), data)
+    parent = _read_yaml(base_path, (*seen, path.resolve()))
+    merged = _deep_merge(parent, data)
+    own_model, parent_model = data.get("model"), parent.get("model")
+    if isinstance(own_model, dict) and isinstance(parent_model, dict):
+        if "name" in own_model and own_model["name"] != parent_model.get("name"):
+            merged["model"] = copy.deepcopy(own_model)  # another network: the base's model.* do not apply
+    return merged
 
 
 def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
