@@ -2,8 +2,11 @@
 
 ``selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,
 backend)`` follows mamba_ssm's ``selective_scan_fn``. Backends: ``reference`` (time loop, the
-test oracle), ``torch`` (fast pure PyTorch, the CPU default), ``mamba_ssm`` (its CUDA kernel,
-imported lazily), ``triton`` (project kernel, CUDA) and ``auto``.
+test oracle), ``torch`` (a compiled C++ CPU kernel where it builds, else a
+chunked pure-PyTorch scan on any device), ``mamba_ssm`` (its CUDA kernel,
+imported lazily), ``triton`` (reserved for a project kernel on CUDA: not written yet, it needs a
+GPU to build and test; selecting it is an error) and ``auto`` (mamba_ssm on CUDA when it imports,
+else torch).
 """
 
 from __future__ import annotations
@@ -45,14 +48,6 @@ def _mamba_ssm_fn() -> Callable | None:
     return selective_scan_fn
 
 
-def _triton_fn() -> Callable | None:
-    try:
-        from model.ssm.triton_scan import selective_scan_triton
-    except Exception:
-        return None
-    return selective_scan_triton
-
-
 def resolve_backend(name: str, device: torch.device) -> tuple[str, Callable]:
     """Map a backend name (``auto`` included) to the function that runs on ``device``."""
     if name not in BACKENDS:
@@ -66,14 +61,11 @@ def resolve_backend(name: str, device: torch.device) -> tuple[str, Callable]:
             raise RuntimeError("ssm.backend=mamba_ssm but mamba_ssm does not import (see requirements-cuda.txt)")
     if name == "mamba_ssm":
         raise RuntimeError("ssm.backend=mamba_ssm needs CUDA tensors")
-    if name in ("auto", "triton") and cuda:
-        fn = _triton_fn()
-        if fn is not None:
-            return "triton", fn
-        if name == "triton":
-            raise RuntimeError("ssm.backend=triton but the Triton kernel is not available")
     if name == "triton":
-        raise RuntimeError("ssm.backend=triton needs CUDA tensors")
+        raise RuntimeError(
+            "ssm.backend=triton (CUDA only) has no kernel in this version yet; use mamba_ssm (requirements-cuda.txt) "
+            "or torch"
+        )
     if name == "reference":
         return "reference", selective_scan_reference
     return "torch", selective_scan_torch
