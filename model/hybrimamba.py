@@ -65,8 +65,9 @@ class FWM(nn.Module):
         real = torch.promote_types(x.dtype, torch.float32)
         with torch.autocast(x.device.type, enabled=False):  # pytorch_wavelets' backward breaks under autocast
             low, highs = self.dwt(x.to(real))
-        # highs (B, C, 3, h, w): a (1, 3, 3) conv3d is the shared Conv3x3 applied to each band
-        highs = F.conv3d(highs, self.high_conv.weight.unsqueeze(2), self.high_conv.bias, padding=(0, 1, 1))
+        batch, channels, bands, h, w = highs.shape  # the shared Conv3x3 on each band: bands folded into batch
+        highs = self.high_conv(highs.transpose(1, 2).reshape(batch * bands, channels, h, w))
+        highs = highs.view(batch, bands, channels, h, w).transpose(1, 2)
         with torch.autocast(x.device.type, enabled=False):
             out = self.idwt(low, highs.to(real))
         return out[..., :height, :width].to(x.dtype)
