@@ -92,9 +92,11 @@ class SS2D(nn.Module):
         batch, di, height, width = x.shape
         length = height * width
         xs = cross_scan(x)  # (B, K, Di, L)
-        x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight)
+        # Per-direction projections as broadcast matmuls (K, c, d) @ (B, K, d, L): unlike einsum, no
+        # transposed copies of the (B, K, Di, L) sequences in the forward or the backward.
+        x_dbl = torch.matmul(self.x_proj_weight, xs)
         dts, Bs, Cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=2)
-        dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight)
+        dts = torch.matmul(self.dt_projs_weight, dts)
         y = selective_scan(
             xs.reshape(batch, -1, length),
             dts.reshape(batch, -1, length),
