@@ -35,6 +35,7 @@ from data.io import DataError, list_images, pair_by_stem, read_rgb
 from metrics.io import summarize, write_csv
 from metrics.psnr_ssim import CONVENTIONS, calculate_psnr, calculate_ssim, describe, tensor_to_uint8
 from utils.checkpoint import CheckpointError, check_model_name, load_checkpoint
+from utils.cli import run_cli
 from utils.config import load_config, resolve_config
 
 log = logging.getLogger("test")
@@ -240,7 +241,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (OSError, ValueError, KeyError, RuntimeError) as err:  # bad input: the message, not a traceback
-        raise SystemExit(f"error: {err}") from None
+    run_cli(main)

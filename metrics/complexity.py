@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from model.ssm import count_scan_flops
+from utils.cli import run_cli
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -136,7 +137,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (OSError, ValueError, KeyError, RuntimeError) as err:  # bad input: the message, not a traceback
-        raise SystemExit(f"error: {err}") from None
+    run_cli(main)

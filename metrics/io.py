@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -129,4 +130,21 @@ def summarize(rows: list[dict[str, object]], keys: Sequence[str]) -> dict[str, o
         summary[key] = mean
         if skipped:
             summary[f"{key}_inf_count"] = skipped
+    return summary
+
+
+def score_and_report(
+    pred_dir: str | Path, gt_dir: str | Path, metrics: dict[str, Callable], csv_path: str | Path, convention: str
+) -> dict[str, object]:
+    """Standalone scripts: score paired folders, write the per-image CSV, print the means; returns the summary."""
+    rows = score_folders(pred_dir, gt_dir, metrics)
+    write_csv(csv_path, rows)
+    summary = {**summarize(rows, list(metrics)), "convention": convention}
+    print(f"convention: {convention}")
+    for key in metrics:
+        if f"{key}_inf_count" in summary:
+            print(f"{summary[f'{key}_inf_count']} identical image(s) have {key.upper()}=inf, left out of the mean")
+    print(f"images: {summary['count']}  " + "  ".join(f"{key.upper()}: {summary[key]:.4f}" for key in metrics))
+    print(f"per-image CSV: {csv_path}")
+    print(json.dumps(summary))
     return summary

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import warnings
 from pathlib import Path
 
@@ -20,7 +19,8 @@ import lpips as lpips_pkg
 import numpy as np
 import torch
 
-from metrics.io import score_folders, summarize, write_csv
+from metrics.io import score_and_report
+from utils.cli import run_cli
 
 BACKBONES = {
     "alex": ("alexnet-owt-7be5be79.pth", "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"),
@@ -124,19 +124,10 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     def score(p: np.ndarray, g: np.ndarray) -> float:
         return calculate_lpips(p, g, args.net, args.weights, args.device)
 
-    rows = score_folders(args.pred_dir, args.gt_dir, {"lpips": score})
     csv_path = Path(args.csv or Path(args.pred_dir) / f"lpips_{args.net}.csv")
-    write_csv(csv_path, rows)
-    summary = {**summarize(rows, ["lpips"]), "convention": f"LPIPS v0.1 {args.net}, RGB in [-1, 1] from uint8"}
-    print(f"convention: {summary['convention']}")
-    print(f"images: {summary['count']}  LPIPS: {summary['lpips']:.4f}")
-    print(f"per-image CSV: {csv_path}")
-    print(json.dumps(summary))
-    return summary
+    convention = f"LPIPS v0.1 {args.net}, RGB in [-1, 1] from uint8"
+    return score_and_report(args.pred_dir, args.gt_dir, {"lpips": score}, csv_path, convention)
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (OSError, ValueError, KeyError, RuntimeError) as err:  # bad input: the message, not a traceback
-        raise SystemExit(f"error: {err}") from None
+    run_cli(main)

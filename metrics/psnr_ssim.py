@@ -19,7 +19,6 @@ Script: ``python -m metrics.psnr_ssim --pred_dir P --gt_dir G [--convention fsr|
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 
@@ -28,7 +27,8 @@ import torch
 from scipy.ndimage import correlate1d
 from skimage.metrics import structural_similarity
 
-from metrics.io import score_folders, summarize, write_csv
+from metrics.io import score_and_report
+from utils.cli import run_cli
 
 CONVENTIONS = ("fsr", "basicsr")
 Y_WEIGHTS = np.array([65.481, 128.553, 24.966], dtype=np.float64)
@@ -139,21 +139,10 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     def ssim(p: np.ndarray, g: np.ndarray) -> float:
         return calculate_ssim(p, g, args.convention, args.crop_border)
 
-    rows = score_folders(args.pred_dir, args.gt_dir, {"psnr": psnr, "ssim": ssim})
     csv_path = Path(args.csv or Path(args.pred_dir) / f"psnr_ssim_{args.convention}.csv")
-    write_csv(csv_path, rows)
-    summary = {**summarize(rows, ["psnr", "ssim"]), "convention": describe(args.convention, args.crop_border)}
-    print(f"convention: {summary['convention']}")
-    if "psnr_inf_count" in summary:
-        print(f"{summary['psnr_inf_count']} identical image(s) have PSNR=inf and are left out of the PSNR mean")
-    print(f"images: {summary['count']}  PSNR: {summary['psnr']:.4f} dB  SSIM: {summary['ssim']:.4f}")
-    print(f"per-image CSV: {csv_path}")
-    print(json.dumps(summary))
-    return summary
+    convention = describe(args.convention, args.crop_border)
+    return score_and_report(args.pred_dir, args.gt_dir, {"psnr": psnr, "ssim": ssim}, csv_path, convention)
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (OSError, ValueError, KeyError, RuntimeError) as err:  # bad input: the message, not a traceback
-        raise SystemExit(f"error: {err}") from None
+    run_cli(main)

@@ -19,13 +19,13 @@ Script: ``python -m metrics.vif --pred_dir P --gt_dir G``.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
-from metrics.io import score_folders, summarize, write_csv
+from metrics.io import score_and_report
 from metrics.psnr_ssim import filter_valid, gaussian_1d, rgb_to_y
+from utils.cli import run_cli
 
 MIN_SIZE = 41
 EPS = 1e-10
@@ -79,19 +79,10 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--gt_dir", required=True)
     parser.add_argument("--csv", default=None, help="per-image CSV (default: <pred_dir>/vif.csv)")
     args = parser.parse_args(argv)
-    rows = score_folders(args.pred_dir, args.gt_dir, {"vif": calculate_vif})
     csv_path = Path(args.csv or Path(args.pred_dir) / "vif.csv")
-    write_csv(csv_path, rows)
-    summary = {**summarize(rows, ["vif"]), "convention": "VIFp (4 scales, sigma_nsq=2) on float Y = 16 + RGB.w/255"}
-    print(f"convention: {summary['convention']}")
-    print(f"images: {summary['count']}  VIF: {summary['vif']:.4f}")
-    print(f"per-image CSV: {csv_path}")
-    print(json.dumps(summary))
-    return summary
+    convention = "VIFp (4 scales, sigma_nsq=2) on float Y = 16 + RGB.w/255"
+    return score_and_report(args.pred_dir, args.gt_dir, {"vif": calculate_vif}, csv_path, convention)
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (OSError, ValueError, KeyError, RuntimeError) as err:  # bad input: the message, not a traceback
-        raise SystemExit(f"error: {err}") from None
+    run_cli(main)
