@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.registry import register_model
-from model.ss2d import SS2D
+from model.ss2d import SS2D, init_linear_vmamba
 from model.wavelet import DWT2d, IDWT2d
 
 
@@ -261,15 +261,7 @@ class HybriMambaUNet(nn.Module):
         self.up2 = Upsample(4 * c, c)
         self.decoder3 = stage(2 * c) if top_decoder else None
         self.tail = nn.Conv2d(2 * c, in_channels, 3, padding=1)
-        self.apply(self._init_linear)
-
-    @staticmethod
-    def _init_linear(module: nn.Module) -> None:
-        """The authors' initialisation: Linear weights truncated normal (std 0.02), biases 0."""
-        if isinstance(module, nn.Linear):
-            nn.init.trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
+        self.apply(init_linear_vmamba)  # the authors' initialisation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C_in, H, W) bicubic-upsampled LR, H and W divisible by 4 -> SR of the same shape."""

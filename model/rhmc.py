@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.registry import register_model
-from model.ss2d import SS2D
+from model.ss2d import SS2D, init_linear_vmamba
 from model.wavelet import DWT2d, IDWT2d
 
 VSSM = SS2D  # the figure's VSSM (b): Linear, DWConv, SiLU, 2D-SSM, LayerNorm, gated by SiLU(Linear), Linear
@@ -288,15 +288,7 @@ class RHMC(nn.Module):
         self.fusion1 = SFB(c, wavelet)
         self.decoder1 = HMCBlocks(2 * c, **kwargs)
         self.tail = nn.Sequential(nn.Conv2d(2 * c, in_channels, 3, padding=1), nn.GELU())
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        """Linear layers: truncated normal (std 0.02), zero bias (the authors' init)."""
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+        self.apply(init_linear_vmamba)  # the authors' initialisation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Bicubic-upsampled LR (B, 3, H, W), H and W divisible by 8 -> SR (B, 3, H, W)."""

@@ -30,6 +30,14 @@ def cross_merge(y: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return rows + cols
 
 
+def init_linear_vmamba(module: nn.Module) -> None:
+    """VMamba-style init used by both papers' code, for ``net.apply``: Linear weights trunc-normal (std 0.02), bias 0."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
 class SS2D(nn.Module):
     """2D selective scan block on (B, H, W, C) tokens (MODELS.md "Shared: SS2D").
 

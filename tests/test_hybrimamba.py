@@ -27,13 +27,7 @@ from utils.config import load_config
 TINY = dict(embed_dim=8, depth=1, n_layers=1, d_state=4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids oversubscription stalls on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def tiny(**kwargs) -> HybriMamba:

@@ -17,13 +17,7 @@ from utils.config import load_config
 TINY = dict(embed_dim=4, depth=1, d_state=4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """One intra-op thread: on a loaded 2-core machine OpenMP spinning makes tiny nets 50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def tiny(**kwargs) -> RHMC:
