@@ -99,6 +99,7 @@ class SPARNet(nn.Module):
         bottleneck_size: int = 4,
     ) -> None:
         super().__init__()
+        self.in_size = in_size
 
         def clip(c: int) -> int:
             return max(min_ch, min(c, max_ch))
@@ -123,8 +124,14 @@ class SPARNet(nn.Module):
         self.decoder = nn.Sequential(*decoder)
         self.tail = conv_layer(clip(ch), in_channels, norm=False, act=False)
         self.min_size = 2**steps
+        self.min_input = 2 * in_size // bottleneck_size  # the hourglass bottoms need at least 2x2 maps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] % self.min_size or x.shape[-2] % self.min_size:
             raise ValueError(f"SPARNet needs H and W divisible by {self.min_size}, got {tuple(x.shape[-2:])}")
+        if min(x.shape[-2:]) < self.min_input:
+            raise ValueError(
+                f"SPARNet built for in_size {self.in_size} needs H and W >= {self.min_input} (its attention "
+                f"hourglasses halve the map down to 2x2), got {tuple(x.shape[-2:])}; set model.in_size for small inputs"
+            )
         return self.tail(self.decoder(self.body(self.encoder(x))))

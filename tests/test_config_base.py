@@ -3,7 +3,9 @@
 from pathlib import Path
 
 import pytest
+import torch
 
+from model import build_model
 from utils.config import ConfigError, load_config
 
 
@@ -44,3 +46,13 @@ def test_every_shipped_config_loads() -> None:
     for path in configs:
         cfg = load_config(path)
         assert cfg["model"]["name"], path
+
+
+@pytest.mark.parametrize("path", sorted(Path("configs").rglob("*.yaml")), ids=str)
+def test_every_shipped_config_builds_a_working_model(path: Path, single_thread: None) -> None:
+    torch.manual_seed(0)
+    net = build_model(load_config(path)["model"]).eval()
+    x = torch.rand(1, 3, 64, 64)  # the smallest size every shipped model takes (SPARNet's hourglasses)
+    with torch.no_grad():
+        y = net(x)
+    assert y.shape == x.shape and torch.isfinite(y).all(), path

@@ -49,3 +49,6 @@ def test_state_dict_round_trip_and_size_error() -> None:
     assert torch.equal(a(x), b(x))
     with pytest.raises(ValueError, match="divisible by 4"):
         a(torch.rand(1, 3, 30, 32))
+    with pytest.raises(ValueError, match=r"in_size 32 needs H and W >= 16.*\(8, 16\)"):
+        a(torch.rand(1, 3, 8, 16))
+    assert a(torch.rand(1, 3, 16, 16)).shape == (1, 3, 16, 16)  # the smallest size: 2x2 hourglass bottoms
