@@ -321,3 +321,11 @@ def test_mamba_ssm_matches_reference(groups: int | None) -> None:
     fn = lambda **kw: selective_scan(**kw, backend="mamba_ssm")  # noqa: E731
     y, last, grads = run_with_grads(fn, cuda_inputs, True)
     assert_matches((y.cpu(), last.cpu(), {k: v.cpu() for k, v in grads.items()}), want, rtol=6e-4, atol=2e-3)
+
+
+def test_segment_length_keeps_gpu_scans_from_degenerating_to_one_chunk() -> None:
+    per_step = 32 * 192 * 8  # batch 32, K*Di 192, N 8: HybriMamba's top level at the paper's batch size
+    assert chunked_scan._segment_length(per_step, 16384, 64, torch.device("cpu")) == 64  # cache-sized on CPU
+    gpu = chunked_scan._segment_length(per_step, 16384, 64, torch.device("cuda"))
+    assert gpu == (1 << 26) // per_step // 64 * 64 == 1344  # 13 segments of 21 chunks instead of 256 of 1
+    assert chunked_scan._segment_length(8, 1000, 64, torch.device("cuda")) == 1000  # never past the length

@@ -1,7 +1,9 @@
 """Pure-PyTorch selective scan (any device) with a hand-written reverse-time backward.
 
 The sequence is cut into segments of S steps (S a multiple of the chunk T, sized so that one
-(batch, d, N, S) tensor stays near ``SEGMENT_ELEMENTS``), processed one after another with the
+(batch, d, N, S) tensor stays near ``SEGMENT_ELEMENTS`` on the CPU, cache-sized, and near
+``ACCELERATOR_SEGMENT_ELEMENTS`` on a GPU, where a segment of a single chunk would make the scan one
+long run of tiny kernel launches at large batch), processed one after another with the
 state carried between them. Inside a segment the linear recurrence h_t = a_t h_{t-1} + b_t runs
 as a two-level chunked scan: T vectorised steps inside all chunks at once from a zero state, then
 L/T steps carrying the state across chunks with the chunk's total decay, then each chunk's
@@ -21,6 +23,7 @@ from torch.autograd.function import once_differentiable
 
 CHUNK = 64
 SEGMENT_ELEMENTS = 1 << 22
+ACCELERATOR_SEGMENT_ELEMENTS = 1 << 26
 
 
 def linear_scan(log_decay: torch.Tensor, drive: torch.Tensor, h0: torch.Tensor, chunk: int) -> torch.Tensor:
@@ -44,8 +47,9 @@ def linear_scan(log_decay: torch.Tensor, drive: torch.Tensor, h0: torch.Tensor, 
     return h.reshape(length, *lead)
 
 
-def _segment_length(elements_per_step: int, length: int, chunk: int) -> int:
-    steps = max(chunk, SEGMENT_ELEMENTS // max(1, elements_per_step) // chunk * chunk)
+def _segment_length(elements_per_step: int, length: int, chunk: int, device: torch.device) -> int:
+    budget = SEGMENT_ELEMENTS if device.type == "cpu" else ACCELERATOR_SEGMENT_ELEMENTS
+    steps = max(chunk, budget // max(1, elements_per_step) // chunk * chunk)
     return min(steps, length)
 
 
@@ -103,7 +107,7 @@ class ChunkedSelectiveScan(torch.autograd.Function):
             inp = _Inputs(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk)
             padded, batch, groups, per_group = inp.u.shape
             n = A.shape[1]
-            seg = _segment_length(batch * groups * per_group * n, padded, chunk)
+            seg = _segment_length(batch * groups * per_group * n, padded, chunk, u.device)
             y = torch.empty_like(inp.u)
             h_last = inp.u.new_zeros(batch, groups, per_group, n)
             entries = []
