@@ -18,6 +18,7 @@ from torch import nn
 
 from model.hybrimamba import HybriMambaUNet
 from model.registry import register_model
+from model.ss2d import mamba_a_log, mamba_dt_bias
 from model.ssm import selective_scan
 
 
@@ -71,15 +72,13 @@ class Mamba1D(nn.Module):
         self.x_proj = nn.Linear(di, r + 2 * d_state, bias=False)
         self.dt_proj_weight = nn.Parameter(torch.empty(di, r))  # raw parameters: Linear re-inits leave them alone
         self.dt_proj_bias = nn.Parameter(torch.empty(di))
-        self.A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(di, 1))
+        self.A_log = nn.Parameter(mamba_a_log(di, d_state))
         self.D = nn.Parameter(torch.ones(di))
         self.out_proj = nn.Linear(di, d_model, bias=False)
         nn.init.uniform_(self.conv_weight, -1 / math.sqrt(d_conv), 1 / math.sqrt(d_conv))
         nn.init.uniform_(self.dt_proj_weight, -(r**-0.5), r**-0.5)
         with torch.no_grad():
-            dt = torch.exp(torch.rand(di) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-            dt = dt.clamp(min=dt_init_floor)
-            self.dt_proj_bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+            self.dt_proj_bias.copy_(mamba_dt_bias((di,), dt_min, dt_max, dt_init_floor))
         self.A_log._no_weight_decay = True
         self.D._no_weight_decay = True
 

@@ -38,6 +38,17 @@ def init_linear_vmamba(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
+def mamba_dt_bias(shape: tuple[int, ...], dt_min: float, dt_max: float, dt_floor: float) -> torch.Tensor:
+    """Mamba's dt bias: dt log-uniform in [dt_min, dt_max] (at least dt_floor), stored as softplus^-1(dt)."""
+    dt = torch.exp(torch.rand(shape) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=dt_floor)
+    return dt + torch.log(-torch.expm1(-dt))
+
+
+def mamba_a_log(rows: int, d_state: int) -> torch.Tensor:
+    """Mamba's (S4D-real) A init, as log: every row is log(1 .. d_state)."""
+    return torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(rows, 1)
+
+
 class SS2D(nn.Module):
     """2D selective scan block on (B, H, W, C) tokens (MODELS.md "Shared: SS2D").
 
@@ -86,11 +97,8 @@ class SS2D(nn.Module):
         nn.init.uniform_(self.x_proj_weight, -bound, bound)
         nn.init.uniform_(self.dt_projs_weight, -(self.dt_rank**-0.5), self.dt_rank**-0.5)
         with torch.no_grad():
-            dt = torch.exp(
-                torch.rand(K_DIRECTIONS, di) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
-            ).clamp(min=dt_init_floor)
-            self.dt_projs_bias.copy_(dt + torch.log(-torch.expm1(-dt)))
-            self.A_logs.copy_(torch.log(torch.arange(1, n + 1, dtype=torch.float32)).repeat(K_DIRECTIONS * di, 1))
+            self.dt_projs_bias.copy_(mamba_dt_bias((K_DIRECTIONS, di), dt_min, dt_max, dt_init_floor))
+            self.A_logs.copy_(mamba_a_log(K_DIRECTIONS * di, n))
             self.Ds.fill_(1.0)
         self.A_logs._no_weight_decay = True
         self.Ds._no_weight_decay = True
