@@ -6,7 +6,6 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from skimage import data as skdata
 from torch import nn
 
 from model import build_model
@@ -22,6 +21,7 @@ from model.hybrimamba import (
     Upsample,
 )
 from tests.ablation import assert_switch_changes_output
+from tests.faces import four_face_crops
 from utils.config import load_config
 
 TINY = dict(embed_dim=8, depth=1, n_layers=1, d_state=4)
@@ -256,11 +256,7 @@ def test_tiny_config_overfits_four_face_crops():
     cfg = load_config("configs/hybrimamba_tiny.yaml")
     torch.manual_seed(0)
     model = build_model(cfg["model"])
-    face = torch.from_numpy(skdata.astronaut()[40:200, 148:308]).permute(2, 0, 1).float().div(255).unsqueeze(0)
-    face = F.interpolate(face, size=(64, 64), mode="bicubic", antialias=True, align_corners=False)
-    hr = torch.cat([face[..., i : i + 32, j : j + 32] for i in (0, 32) for j in (0, 32)]).clamp(0, 1)
-    lr = F.interpolate(hr, scale_factor=1 / 8, mode="bicubic", antialias=True, align_corners=False)
-    lr_up = F.interpolate(lr, size=(32, 32), mode="bicubic", align_corners=False).clamp(0, 1)
+    lr_up, hr = four_face_crops(slice(40, 200), slice(148, 308))
     bicubic = F.l1_loss(lr_up, hr).item()
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     losses = []

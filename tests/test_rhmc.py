@@ -7,11 +7,11 @@ import pytest
 import pywt
 import torch
 import torch.nn.functional as F
-from skimage import data as skdata
 
 from model import build_model
 from model.rhmc import ECA, RHMC, SFB, RMoE, eca_kernel_size
 from tests.ablation import assert_switch_changes_output
+from tests.faces import four_face_crops
 from utils.config import load_config
 
 TINY = dict(embed_dim=4, depth=1, d_state=4)
@@ -139,11 +139,7 @@ def test_tiny_config_builds_and_overfits_four_face_crops():
     torch.manual_seed(0)
     model = build_model(cfg["model"])
     assert isinstance(model, RHMC)
-    face = torch.from_numpy(skdata.astronaut()[56:184, 164:292]).permute(2, 0, 1).float().div(255).unsqueeze(0)
-    face = F.interpolate(face, size=(64, 64), mode="bicubic", antialias=True, align_corners=False)
-    hr = torch.cat([face[..., i : i + 32, j : j + 32] for i in (0, 32) for j in (0, 32)]).clamp(0, 1)
-    lr = F.interpolate(hr, scale_factor=1 / 8, mode="bicubic", antialias=True, align_corners=False)
-    lr_up = F.interpolate(lr, size=(32, 32), mode="bicubic", align_corners=False).clamp(0, 1)
+    lr_up, hr = four_face_crops(slice(56, 184), slice(164, 292))
     bicubic_l1 = F.l1_loss(lr_up, hr).item()
     opt = torch.optim.Adam(model.parameters(), lr=cfg["train"]["optimizer"]["lr"])
     losses = []
