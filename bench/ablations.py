@@ -33,6 +33,8 @@ from typing import Any
 
 import torch
 
+from utils.cli import run_cli
+
 REPO = Path(__file__).resolve().parents[1]
 UNTRAINED_MODELS = ("bicubic",)
 NEVER = 10**9  # a logging period that never fires within the budget
@@ -373,7 +375,4 @@ def main(argv: list[str] | None = None) -> list[Row]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (OSError, ValueError) as err:
-        raise SystemExit(f"error: {err}") from None
+    run_cli(main)
