@@ -1,8 +1,9 @@
 """Super-resolve a folder with a trained checkpoint, save PNGs under the same names, then score them.
 
     python test.py --checkpoint CKPT --lr_dir DIR [--hr_dir DIR] --out_dir DIR [--degrade]
-                   [--config CFG] [--batch_size N] [--device cpu|cuda] [--no_ema]
-                   [--convention fsr|basicsr] [--crop_border N] [--lpips [--lpips_net alex|vgg]] [--vif]
+                   [--config CFG] [--batch_size N] [--device cpu|cuda] [--no_ema] [--quantize truncate|round]
+                   [--convention fsr|basicsr] [--crop_border N] [--lpips [--lpips_net alex|vgg]]
+                   [--vif [--vif_channel gray|y]]
 
 Inputs (per image, network input = bicubic-upsampled LR, like training):
 - LR of size HR/scale (16x16 for 128x128 x8): upsampled by ``scale`` with PIL bicubic;
@@ -10,9 +11,14 @@ Inputs (per image, network input = bicubic-upsampled LR, like training):
 - ``--degrade``: ``--lr_dir`` holds HR images, degraded on the fly (PIL bicubic down by
   ``scale`` then up); they are also the ground truth unless ``--hr_dir`` is given.
 The expected HR size is each HR image's size when ``--hr_dir`` is given, else ``--hr_size``
-(default: the config's ``data.val.hr_size``). Outputs: ``<out_dir>/<stem>.png`` (uint8), and
-with ground truth ``results.csv`` (per image) and ``summary.json`` (means, convention, count,
-milliseconds per image).
+(default: the config's ``data.val.hr_size``).
+
+Outputs: ``<out_dir>/images/<stem>.png`` (uint8; the folder holds only the predictions, so it can
+be handed to any folder-scoring script, the papers' own included), and with ground truth
+``<out_dir>/results.csv`` (per image) and ``<out_dir>/summary.json`` (means, conventions, count,
+milliseconds per image, quantisation), written after the scores are printed. Outputs are saved
+as the papers' test scripts save them: ``uint8(clip(x * 255, 0, 255))``, truncated
+(``--quantize round`` rounds instead); the scores are those of the saved files.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -32,13 +39,18 @@ from tqdm import tqdm
 
 from data.degrade import KERNELS, degrade, resize, to_tensor
 from data.io import DataError, list_images, pair_by_stem, read_rgb
-from metrics.io import summarize, write_csv
-from metrics.psnr_ssim import CONVENTIONS, calculate_psnr, calculate_ssim, describe, tensor_to_uint8
+from metrics.io import IMAGE_EXTENSIONS, csv_text, format_summary, summarize, write_csv
+from metrics.psnr_ssim import CONVENTIONS, calculate_psnr, calculate_ssim, describe
+from metrics.tensor import QUANTIZE, tensor_to_uint8
 from utils.checkpoint import CheckpointError, check_model_name, load_checkpoint
 from utils.cli import run_cli
 from utils.config import load_config, resolve_config
 
 log = logging.getLogger("test")
+QUANTIZE_TEXT = {
+    "truncate": "truncate: uint8(clip(x * 255, 0, 255)) cut toward zero, as the papers' test scripts save outputs",
+    "round": "round: uint8(round(clip(x * 255, 0, 255)))",
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,12 +66,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--no_ema", action="store_true", help="use the raw weights even when EMA weights exist")
+    parser.add_argument(
+        "--quantize",
+        choices=QUANTIZE,
+        default="truncate",
+        help="float -> uint8 of the saved outputs (papers: truncate)",
+    )
     parser.add_argument("--convention", choices=CONVENTIONS, default="fsr")
     parser.add_argument("--crop_border", type=int, default=0)
     parser.add_argument("--lpips", action="store_true")
     parser.add_argument("--lpips_net", choices=("alex", "vgg"), default="alex")
     parser.add_argument("--lpips_weights", default=None, help="torchvision backbone file (default: torch hub cache)")
     parser.add_argument("--vif", action="store_true")
+    parser.add_argument("--vif_channel", choices=("gray", "y"), default="gray", help="VIF luminance (default gray)")
     parser.add_argument("--no_progress", action="store_true")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
@@ -132,8 +151,46 @@ def network_input(
     )
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Super-resolve, save and (with ground truth) score every image; returns the summary."""
+def image_range(cfg: dict[str, Any]) -> tuple[float, float]:
+    """The value range the network works in: the config's ``data.range`` ([low, high]), [0, 1] when absent."""
+    value = cfg.get("data", {}).get("range", (0.0, 1.0))
+    if not isinstance(value, (list, tuple)) or len(value) != 2 or not value[0] < value[1]:
+        raise ValueError(f"config data.range must be [low, high] with low < high, got {value!r}")
+    return float(value[0]), float(value[1])
+
+
+def to_network(x: torch.Tensor, value_range: tuple[float, float]) -> torch.Tensor:
+    """Images in [0, 1] -> the network's input range (the only place test.py maps values in)."""
+    low, high = value_range
+    return x if (low, high) == (0.0, 1.0) else x * (high - low) + low
+
+
+def from_network(y: torch.Tensor, value_range: tuple[float, float]) -> torch.Tensor:
+    """Network output -> [0, 1] (unclamped); for [-1, 1]: (y + 1) / 2, the papers' ``(y + 1.) / 2.``."""
+    low, high = value_range
+    return y if (low, high) == (0.0, 1.0) else (y - low) / (high - low)
+
+
+def prepare_out_dir(out_dir: Path, stems: list[str]) -> Path:
+    """``<out_dir>/images``, created and checked writable before any inference; warns about stale images."""
+    images = out_dir / "images"
+    try:
+        images.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=images).close()
+    except OSError as err:
+        raise OSError(f"cannot write to the output folder {str(images)!r}: {err.strerror or err}") from None
+    wanted = set(stems)
+    stale = sorted(p.name for p in images.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.stem not in wanted)
+    if stale:
+        log.warning(
+            f"{images} already holds {len(stale)} image(s) that this run does not write (e.g. {', '.join(stale[:5])}); "
+            "scripts that score the whole folder will see them"
+        )
+    return images
+
+
+def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Super-resolve, save and (with ground truth) score every image; returns the summary and per-image rows."""
     device = torch.device(args.device)
     lpips_model = None
     if args.lpips:
@@ -142,18 +199,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         lpips_model = build_lpips(args.lpips_net, args.lpips_weights, device)  # fails before any inference
     net, cfg, info = load_model(args.checkpoint, args.config, not args.no_ema, args.device)
     scale = cfg["scale"]
+    value_range = image_range(cfg)
     hr_size = args.hr_size or cfg["data"]["val"]["hr_size"]
     items = plan(args.lr_dir, args.hr_dir, args.degrade)
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    images_dir = prepare_out_dir(Path(args.out_dir), [stem for stem, _, _ in items])
     scored = items[0][2] is not None
     rows: list[dict[str, Any]] = []
     forward_s, kinds = 0.0, set()
     batch: list[tuple[str, torch.Tensor, np.ndarray | None]] = []
+    bar = tqdm(total=len(items), desc="super-resolving", unit="image", disable=args.no_progress)
 
     def flush() -> None:
         nonlocal forward_s
-        x = torch.stack([t for _, t, _ in batch]).to(device)
+        x = to_network(torch.stack([t for _, t, _ in batch]).to(device), value_range)
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
@@ -162,24 +220,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if device.type == "cuda":
             torch.cuda.synchronize()
         forward_s += time.perf_counter() - start
-        sr_u8 = tensor_to_uint8(sr)
+        sr_u8 = tensor_to_uint8(from_network(sr.float(), value_range), args.quantize)
         for (stem, _, gt), pred in zip(batch, sr_u8):
-            Image.fromarray(pred).save(out_dir / f"{stem}.png")
+            Image.fromarray(pred).save(images_dir / f"{stem}.png")
             if gt is not None:
                 rows.append(score(stem, pred, gt, args, lpips_model))
+        bar.update(len(batch))  # counted once inferred, saved and scored
         batch.clear()
 
-    for stem, path, hr_path in tqdm(items, desc="super-resolving", disable=args.no_progress):
-        hr = read_rgb(hr_path) if hr_path is not None else None
-        x, kind = network_input(path, hr, scale, hr_size, args.degrade, args.kernel)
-        kinds.add(kind)
-        if batch and batch[-1][1].shape != x.shape:
+    with bar:
+        for stem, path, hr_path in items:
+            hr = read_rgb(hr_path) if hr_path is not None else None
+            x, kind = network_input(path, hr, scale, hr_size, args.degrade, args.kernel)
+            kinds.add(kind)
+            if batch and batch[-1][1].shape != x.shape:
+                flush()
+            batch.append((stem, x, None if hr is None else np.asarray(hr)))
+            if len(batch) == args.batch_size:
+                flush()
+        if batch:
             flush()
-        batch.append((stem, x, None if hr is None else np.asarray(hr)))
-        if len(batch) == args.batch_size:
-            flush()
-    if batch:
-        flush()
 
     summary: dict[str, Any] = {
         "checkpoint": str(args.checkpoint),
@@ -189,18 +249,36 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "count": len(items),
         "device": str(device),
         "ms_per_image": 1000.0 * forward_s / len(items),
+        "images_dir": str(images_dir),
+        "quantize": args.quantize,
+        "quantize_convention": QUANTIZE_TEXT[args.quantize],
     }
     if scored:
         metric_keys = [k for k in rows[0] if k != "name"]
-        write_csv(out_dir / "results.csv", rows)
         summary.update({k: v for k, v in summarize(rows, metric_keys).items() if k != "count"})
         summary["convention"] = describe(args.convention, args.crop_border)
         if lpips_model is not None:
             summary["lpips_convention"] = f"LPIPS v0.1 {args.lpips_net}, RGB in [-1, 1] from the saved uint8"
         if args.vif:
-            summary["vif_convention"] = "VIFp (4 scales, sigma_nsq=2) on float Y = 16 + RGB.w/255"
+            from metrics.vif import describe as describe_vif
+
+            summary["vif_channel"] = args.vif_channel
+            summary["vif_convention"] = describe_vif(args.vif_channel)
+    return summary, rows
+
+
+def save_results(out_dir: Path, summary: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """results.csv and summary.json in ``out_dir``; on failure the rows go to stdout and the error says so."""
+    try:
+        write_csv(out_dir / "results.csv", rows)
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    except OSError as err:
+        print(csv_text(rows), end="")
+        print(json.dumps(summary))
+        raise OSError(
+            f"cannot write results.csv / summary.json in {str(out_dir)!r} ({err.strerror or err}); "
+            "the scores above are complete and the per-image rows and summary were printed above"
+        ) from None
 
 
 def score(stem: str, pred: np.ndarray, gt: np.ndarray, args: argparse.Namespace, lpips_model: Any) -> dict[str, Any]:
@@ -222,21 +300,29 @@ def score(stem: str, pred: np.ndarray, gt: np.ndarray, args: argparse.Namespace,
     if args.vif:
         from metrics.vif import calculate_vif
 
-        row["vif"] = calculate_vif(pred, gt)
+        row["vif"] = calculate_vif(pred, gt, channel=args.vif_channel)
     return row
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parse_args(argv)
-    summary = run(args)
-    log.info(f"{summary['count']} image(s) -> {args.out_dir} ({summary['ms_per_image']:.2f} ms/image forward)")
-    if "psnr" in summary:
+    summary, rows = run(args)
+    log.info(
+        f"{summary['count']} image(s) -> {summary['images_dir']} ({summary['ms_per_image']:.2f} ms/image forward, "
+        f"quantize={summary['quantize']})"
+    )
+    if rows:
+        keys = [k for k in rows[0] if k != "name"]
         log.info(f"convention: {summary['convention']}")
-        parts = [f"{k.upper()} {summary[k]:.4f}" for k in ("psnr", "ssim", "lpips", "vif") if k in summary]
-        log.info("  ".join(parts))
-        if "psnr_inf_count" in summary:
-            log.info(f"{summary['psnr_inf_count']} image(s) with PSNR=inf left out of the PSNR mean")
+        if "vif_convention" in summary:
+            log.info(f"vif: {summary['vif_convention']}")
+        for line in format_summary(summary, keys):
+            log.info(line)
+        save_results(Path(args.out_dir), summary, rows)
+        log.info(
+            f"per-image scores: {Path(args.out_dir) / 'results.csv'}; summary: {Path(args.out_dir) / 'summary.json'}"
+        )
     return summary
 
 

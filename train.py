@@ -34,7 +34,8 @@ import model.ssm
 from data import build_dataset
 from data.io import DataError
 from metrics.io import finite_mean
-from metrics.psnr_ssim import calculate_psnr, calculate_ssim, tensor_to_uint8
+from metrics.psnr_ssim import calculate_psnr, calculate_ssim
+from metrics.tensor import tensor_to_uint8
 from model.losses import WeightedLoss
 from model.registry import build_model
 from utils.checkpoint import CheckpointError, check_model_name, load_checkpoint, save_checkpoint

@@ -116,7 +116,7 @@ def export_val_hr(cfg: dict[str, Any], folder: Path) -> Path:
     from PIL import Image
 
     from data import build_dataset
-    from metrics.psnr_ssim import tensor_to_uint8
+    from metrics.tensor import tensor_to_uint8
 
     dataset = build_dataset(cfg["data"]["val"], cfg["scale"], train=False)
     if dataset is None or len(dataset) == 0:
@@ -335,7 +335,7 @@ def protocol_header(args: argparse.Namespace, argv: list[str], rows: list[Row], 
         "",
         f"- Budget: {budget}; final weights scored (no best-on-validation selection).",
         f"- Validation: {n_val} HR image(s) in `{val_dir}`, LR by PIL bicubic x-down then up (test.py --degrade).",
-        "- Metrics: test.py summary.json means; PSNR / SSIM on RGB uint8 (fsr convention), VIFp on Y.",
+        "- Metrics: test.py summary.json means; PSNR / SSIM on RGB uint8 (fsr convention), VIFp on grey luminance (test.py defaults).",
         f"- Params: every parameter; GFLOPs (selective scan included) / GMACs = FLOPs / 2 at 1x3xSxS, S = {', '.join(map(str, sizes)) or '—'}.",
         "- Train img/s: median it/s of train.log windows after the first x batch x world size.",
         f"- Date: {datetime.datetime.now().isoformat(timespec='seconds')}; machine: {machine()}; test device {args.device}.",

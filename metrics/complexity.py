@@ -8,7 +8,11 @@ multiply and not counted; it is a negligible 2 * K * Di * L.) One multiply-add i
 FLOPs; MACs = FLOPs / 2 (the "FLOPs" of thop-based FSR tables are usually these MACs).
 The input size is the network input, i.e. the bicubic-upsampled LR (128x128 for x8 faces).
 
-Script: ``python -m metrics.complexity --model NAME [--config CFG] [--size 128 128] [--device cpu cuda]``.
+Latency: the median of ``--repeats`` (default 3) timed forwards after ``--warmup`` (default 1)
+untimed ones, with a progress bar (a forward of the full models takes seconds on a CPU).
+
+Script: ``python -m metrics.complexity --model NAME [--config CFG] [--size 128 128] [--device cpu cuda]
+[--repeats 3] [--warmup 1] [--no_progress]``.
 """
 
 from __future__ import annotations
@@ -52,24 +56,30 @@ def measure_latency(
     size: tuple[int, int] = (128, 128),
     device: str | torch.device = "cpu",
     batch: int = 1,
-    warmup: int = 5,
-    repeats: int = 20,
+    warmup: int = 1,
+    repeats: int = 3,
+    progress: bool = False,
 ) -> dict[str, float]:
     """Milliseconds per image (median and mean over ``repeats`` timed forwards after ``warmup``)."""
+    from tqdm import tqdm
+
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"latency needs repeats >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
     device = torch.device(device)
     model = model.to(device).eval()
     x = torch.rand(batch, 3, *size, device=device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        model(x)
-    sync()
     times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model(x)
-        sync()
-        times.append((time.perf_counter() - start) * 1000 / batch)
-    return {"median_ms": statistics.median(times), "mean_ms": statistics.fmean(times)}
+    with tqdm(total=warmup + repeats, desc=f"timing on {device.type}", unit="forward", disable=not progress) as bar:
+        for i in range(warmup + repeats):
+            sync()
+            start = time.perf_counter()
+            model(x)
+            sync()
+            if i >= warmup:
+                times.append((time.perf_counter() - start) * 1000 / batch)
+            bar.update(1)
+    return {"median_ms": statistics.median(times), "mean_ms": statistics.fmean(times), "repeats": repeats}
 
 
 def model_config(name: str | None, config: str | None) -> dict[str, Any]:
@@ -93,8 +103,9 @@ def profile(
     model_cfg: dict[str, Any],
     size: tuple[int, int] = (128, 128),
     devices: tuple[str, ...] = ("cpu",),
-    warmup: int = 5,
-    repeats: int = 20,
+    warmup: int = 1,
+    repeats: int = 3,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Build the model and report parameters, FLOPs / MACs and latency on each device."""
     from model import build_model
@@ -105,7 +116,9 @@ def profile(
     for device in devices:
         if device == "cuda" and not torch.cuda.is_available():
             continue
-        report[f"latency_{device}"] = measure_latency(model, size, device, warmup=warmup, repeats=repeats)
+        report[f"latency_{device}"] = measure_latency(
+            model, size, device, warmup=warmup, repeats=repeats, progress=progress
+        )
     return report
 
 
@@ -115,12 +128,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--config", default=None, help="experiment YAML whose model section is built")
     parser.add_argument("--size", type=int, nargs=2, default=(128, 128), metavar=("H", "W"), help="network input")
     parser.add_argument("--device", nargs="+", choices=("cpu", "cuda"), default=("cpu", "cuda"))
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=1, help="untimed forwards first (default 1)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed forwards; the median is reported (default 3)")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar while timing")
     args = parser.parse_args(argv)
-    report = profile(
-        model_config(args.model, args.config), tuple(args.size), tuple(args.device), args.warmup, args.repeats
-    )
+    if args.repeats < 1 or args.warmup < 0:
+        parser.error(f"--repeats must be >= 1 and --warmup >= 0, got {args.repeats} and {args.warmup}")
+    cfg = model_config(args.model, args.config)
+    report = profile(cfg, tuple(args.size), tuple(args.device), args.warmup, args.repeats, not args.no_progress)
     h, w = report["size"]
     print(f"model: {report['model']}  input: 1x3x{h}x{w}")
     print(f"params: {report['params'] / 1e6:.3f} M")
@@ -131,7 +146,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for device in args.device:
         if f"latency_{device}" in report:
             lat = report[f"latency_{device}"]
-            print(f"latency {device}: {lat['median_ms']:.2f} ms/image median ({lat['mean_ms']:.2f} mean)")
+            print(
+                f"latency {device}: {lat['median_ms']:.2f} ms/image median of {lat['repeats']} runs "
+                f"({lat['mean_ms']:.2f} mean)"
+            )
     print(json.dumps(report))
     return report
 

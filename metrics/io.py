@@ -1,10 +1,27 @@
-"""Image folders for scoring: reading RGB images, pairing by file stem, per-image CSV, means."""
+"""Image folders for scoring: reading RGB images, pairing by file stem, per-image CSV, means.
+
+Image modes (numpy / PIL only): 8-bit RGB as stored; grey, palette, CMYK, YCbCr converted by
+Pillow; transparency composited over white (like ``data.io``); 16-bit images (grey ``I;16``,
+``I`` within 0..65535, 48-bit RGB PNG) scaled to 8 bits with ``round(v / 257)``, i.e.
+``round(v * 255 / 65535)`` (Pillow's own conversion clips grey to 255 and keeps only the high byte
+of RGB). 16-bit images with alpha, float images and 32-bit values above 65535 are refused.
+
+Averaging rule (every metric, every script and ``test.py``): the folder mean is the mean over
+the finite per-image values; images whose value is inf (PSNR of identical images) or NaN (e.g.
+VIF of a flat reference) are left out of the mean, counted and named; with no finite value the
+mean is NaN.
+
+Results never go into the prediction folder unless asked: the scripts print the scores first
+and then write the per-image CSV beside the folder (``<pred_dir>_<metric>.csv``) or to ``--csv``.
+"""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -12,17 +29,65 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+_RGB16 = {"RGB;16B": "RGB;16L", "RGB;16L": "RGB;16B"}  # rawmode of the high byte -> rawmode of the low byte
+
+
+def _scale16(values: np.ndarray) -> np.ndarray:
+    """0..65535 integers -> uint8 with round(v / 257) (exact: v / 257 is never a tie)."""
+    return np.floor(values.astype(np.float64) / 257.0 + 0.5).astype(np.uint8)
+
+
+def _rgb16(path: Path) -> np.ndarray | None:
+    """A 48-bit RGB file scaled to uint8, or None when the file is not one.
+
+    Pillow decodes such files as 8-bit RGB keeping the high byte of each sample; decoding the
+    same data a second time with the byte-swapped raw mode gives the low bytes.
+    """
+    halves = []
+    for swap in (False, True):
+        with Image.open(path) as img:
+            if img.mode != "RGB" or len(img.tile) != 1 or img.tile[0].args not in _RGB16:
+                return None
+            if swap:
+                img.tile = [img.tile[0]._replace(args=_RGB16[img.tile[0].args])]
+            img.load()
+            halves.append(np.asarray(img, dtype=np.uint16))
+    return _scale16(halves[0] * 256 + halves[1])
+
+
+def _to_rgb(img: Image.Image, path: Path) -> np.ndarray:
+    mode = img.mode
+    if mode.startswith("I;16") or mode == "I":
+        arr = np.asarray(img)
+        if arr.min() < 0 or arr.max() > 65535:
+            raise ValueError(f"image {str(path)!r} has 32-bit pixels outside 0..65535; expected 8 or 16 bits")
+        return np.repeat(_scale16(arr)[..., None], 3, axis=2)
+    if mode == "F":
+        raise ValueError(f"image {str(path)!r} has floating-point pixels (mode F); expected an 8- or 16-bit image")
+    if any(str(getattr(tile, "args", "")).endswith(";16B") for tile in img.tile) and mode != "RGB":
+        raise ValueError(
+            f"image {str(path)!r} is a 16-bit image with alpha ({mode}); save it as 8- or 16-bit RGB without alpha"
+        )
+    if mode in ALPHA_MODES or (mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba)
+    return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
-    """Read an image file as an HxWx3 uint8 RGB array (grey and RGBA are converted)."""
+    """Read an image file as an HxWx3 uint8 RGB array (mode policy in the module docstring)."""
     path = Path(path)
     try:
+        rgb16 = _rgb16(path)
+        if rgb16 is not None:
+            return rgb16
         with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"), dtype=np.uint8)
+            return _to_rgb(img, path)
     except FileNotFoundError:
         raise FileNotFoundError(f"image file {str(path)!r} does not exist") from None
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise ValueError(f"cannot read image file {str(path)!r}: {err}") from None
 
 
@@ -85,18 +150,10 @@ def check_same_size(pred: np.ndarray, gt: np.ndarray, pred_name: str = "predicti
 
 
 def finite_mean(values: Iterable[float]) -> tuple[float, int]:
-    """Mean over the finite values and the number of infinite ones left out.
-
-    An identical pair has PSNR = inf; it is reported per image as inf and left out of the
-    mean (the count is reported next to it) so one perfect image does not make the mean inf.
-    All values infinite -> (inf, count).
-    """
+    """(mean over the finite values, number of values left out: inf and NaN); NaN when none is finite."""
     values = [float(v) for v in values]
     finite = [v for v in values if math.isfinite(v)]
-    skipped = len(values) - len(finite)
-    if not finite:
-        return (math.inf if values else math.nan), skipped
-    return float(np.mean(finite)), skipped
+    return (float(np.mean(finite)) if finite else math.nan), len(values) - len(finite)
 
 
 def write_csv(path: str | Path, rows: list[dict[str, object]]) -> None:
@@ -104,13 +161,20 @@ def write_csv(path: str | Path, rows: list[dict[str, object]]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+        handle.write(csv_text(rows))
+
+
+def csv_text(rows: list[dict[str, object]]) -> str:
+    """Per-image rows as CSV text (header first)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
 
 
 def score_folders(
-    pred_dir: str | Path, gt_dir: str | Path, metrics: dict[str, object], progress: bool = True
+    pred_dir: str | Path, gt_dir: str | Path, metrics: dict[str, Callable], progress: bool = True
 ) -> list[dict[str, object]]:
     """Per-image rows ``{"name": stem, metric: value, ...}``; ``metrics`` maps name -> fn(pred, gt)."""
     from tqdm import tqdm
@@ -123,28 +187,69 @@ def score_folders(
 
 
 def summarize(rows: list[dict[str, object]], keys: Sequence[str]) -> dict[str, object]:
-    """Means of ``keys`` over rows (PSNR-style inf left out and counted under ``<key>_inf_count``)."""
+    """Means of ``keys`` over rows under the averaging rule (module docstring).
+
+    Per key: ``<key>`` the mean, and when images were left out ``<key>_excluded``, a dict
+    image name -> "inf" / "-inf" / "nan".
+    """
     summary: dict[str, object] = {"count": len(rows)}
     for key in keys:
-        mean, skipped = finite_mean(row[key] for row in rows)
+        mean, _ = finite_mean(row[key] for row in rows)
         summary[key] = mean
-        if skipped:
-            summary[f"{key}_inf_count"] = skipped
+        excluded = {str(row["name"]): str(float(row[key])) for row in rows if not math.isfinite(float(row[key]))}
+        if excluded:
+            summary[f"{key}_excluded"] = excluded
     return summary
 
 
+def format_summary(summary: dict[str, object], keys: Sequence[str]) -> list[str]:
+    """Human-readable lines: the means, then one line per metric with left-out images."""
+    lines = [f"images: {summary['count']}  " + "  ".join(f"{key.upper()}: {summary[key]:.4f}" for key in keys)]
+    for key in keys:
+        excluded = summary.get(f"{key}_excluded")
+        if excluded:
+            kinds = ", ".join(f"{name} ({value})" for name, value in list(excluded.items())[:20])
+            more = f", ... ({len(excluded) - 20} more)" if len(excluded) > 20 else ""
+            lines.append(
+                f"{key.upper()}: {len(excluded)} of {summary['count']} image(s) not finite, left out of the mean: "
+                f"{kinds}{more}"
+            )
+    return lines
+
+
+def default_csv(pred_dir: str | Path, suffix: str) -> Path:
+    """The per-image CSV beside (never inside) the prediction folder: ``<pred_dir>_<suffix>.csv``."""
+    folder = Path(pred_dir).resolve()
+    return folder.parent / f"{folder.name}_{suffix}.csv"
+
+
+def save_or_print(path: Path, rows: list[dict[str, object]]) -> None:
+    """Write the CSV; when that fails, print its rows to stdout and raise an error saying so."""
+    try:
+        write_csv(path, rows)
+    except OSError as err:
+        sys.stdout.write(csv_text(rows))
+        raise OSError(
+            f"cannot write the per-image CSV {str(path)!r} ({err.strerror or err}); the scores above are complete "
+            "and the per-image rows were printed above; pass --csv PATH to write them elsewhere"
+        ) from None
+
+
 def score_and_report(
-    pred_dir: str | Path, gt_dir: str | Path, metrics: dict[str, Callable], csv_path: str | Path, convention: str
+    pred_dir: str | Path,
+    gt_dir: str | Path,
+    metrics: dict[str, Callable],
+    csv_path: str | Path,
+    convention: str,
+    extra: dict[str, object] | None = None,
 ) -> dict[str, object]:
-    """Standalone scripts: score paired folders, write the per-image CSV, print the means; returns the summary."""
+    """Standalone scripts: score paired folders, print the means, then write the per-image CSV."""
     rows = score_folders(pred_dir, gt_dir, metrics)
-    write_csv(csv_path, rows)
-    summary = {**summarize(rows, list(metrics)), "convention": convention}
+    summary = {**summarize(rows, list(metrics)), "convention": convention, **(extra or {})}
     print(f"convention: {convention}")
-    for key in metrics:
-        if f"{key}_inf_count" in summary:
-            print(f"{summary[f'{key}_inf_count']} identical image(s) have {key.upper()}=inf, left out of the mean")
-    print(f"images: {summary['count']}  " + "  ".join(f"{key.upper()}: {summary[key]:.4f}" for key in metrics))
-    print(f"per-image CSV: {csv_path}")
+    for line in format_summary(summary, list(metrics)):
+        print(line)
     print(json.dumps(summary))
+    save_or_print(Path(csv_path), rows)
+    print(f"per-image CSV: {csv_path}")
     return summary

@@ -5,7 +5,8 @@ torchvision, which downloads it. Here the backbone is built untrained and its we
 from the torch hub cache (``<torch.hub.get_dir()>/checkpoints/<file>``) or an explicit path;
 nothing is ever downloaded. Inputs are RGB scaled to [-1, 1] (uint8 images: x / 127.5 - 1).
 
-Script: ``python -m metrics.lpips --pred_dir P --gt_dir G [--net alex|vgg] [--weights FILE]``.
+Script: ``python -m metrics.lpips --pred_dir P --gt_dir G [--net alex|vgg] [--weights FILE] [--csv FILE]``
+(default CSV: ``<pred_dir>_lpips_<net>.csv`` beside the folder).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import lpips as lpips_pkg
 import numpy as np
 import torch
 
-from metrics.io import score_and_report
+from metrics.io import default_csv, score_and_report
 from utils.cli import run_cli
 
 BACKBONES = {
@@ -46,7 +47,19 @@ def backbone_weights_path(net: str = "alex", weights: str | Path | None = None) 
 
 def load_backbone(model: lpips_pkg.LPIPS, path: str | Path) -> None:
     """Copy torchvision ``features.<i>.*`` tensors into the LPIPS trunk (its ``slice<k>.<i>.*``)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises pickle, zip and runtime errors of many kinds for a bad file
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"backbone weights file {str(path)!r} is not a readable torch state dict ({reason[:160]}); "
+            f"expected torchvision's {BACKBONES[model.pnet_type][0]}"
+        ) from None
+    if not isinstance(state, dict):
+        raise ValueError(
+            f"backbone weights file {str(path)!r} holds a {type(state).__name__}, expected a state dict "
+            f"(torchvision's {BACKBONES[model.pnet_type][0]})"
+        )
     target = model.net.state_dict()
     mapped = {}
     for key in target:
@@ -117,14 +130,14 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--net", choices=tuple(BACKBONES), default="alex")
     parser.add_argument("--weights", default=None, help="torchvision backbone weights file (default: torch hub cache)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--csv", default=None, help="per-image CSV (default: <pred_dir>/lpips_<net>.csv)")
+    parser.add_argument("--csv", default=None, help="per-image CSV (default: <pred_dir>_lpips_<net>.csv beside it)")
     args = parser.parse_args(argv)
-    backbone_weights_path(args.net, args.weights)  # fail before reading any image
+    _cached(args.net, args.weights, args.device)  # a missing or bad weights file fails before any image is read
 
     def score(p: np.ndarray, g: np.ndarray) -> float:
         return calculate_lpips(p, g, args.net, args.weights, args.device)
 
-    csv_path = Path(args.csv or Path(args.pred_dir) / f"lpips_{args.net}.csv")
+    csv_path = Path(args.csv) if args.csv else default_csv(args.pred_dir, f"lpips_{args.net}")
     convention = f"LPIPS v0.1 {args.net}, RGB in [-1, 1] from uint8"
     return score_and_report(args.pred_dir, args.gt_dir, {"lpips": score}, csv_path, convention)
 

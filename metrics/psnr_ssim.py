@@ -1,19 +1,26 @@
 """PSNR and SSIM on the Y channel in the two conventions of face SR papers.
 
-``fsr`` (default, the SPARNet-lineage scripts behind the published FSR tables):
-Y = 16 + RGB . [65.481, 128.553, 24.966] / 255 computed in float64 on 0..255 RGB and then
-TRUNCATED to uint8; no border crop; PSNR with peak 255; SSIM is skimage's
-``structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-data_range=255)`` on that Y.
+``fsr`` (default, the SPARNet-lineage ``psnr_ssim.py`` of the RHMC and HybriMamba releases
+behind the published tables), computed with the same numpy operations in the same order so the
+numbers are bit-identical to that script's: Y = ``16 + np.matmul(rgb, K)`` with
+``K = [65.481, 128.553, 24.966] / 255`` (the weights divided first; ``(rgb @ w) / 255`` truncates
+66 of the 16.7M colours to another Y), on the uint8 RGB array, TRUNCATED to uint8; no border
+crop; PSNR with peak 255 from a float32 MSE in float32 (as that script under NumPy >= 2); SSIM is
+skimage's ``structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+data_range=255)`` on that Y. The colours whose exact Y is an integer (206 of 16.7M) land on
+either side of it depending on how numpy's BLAS evaluates the product, in the papers' script
+and here alike.
 
 ``basicsr`` (BasicSR ``calculate_psnr/ssim`` with ``test_y_channel=True``): the same Y formula
 kept in float (here float64; BasicSR computes it in float32), ``crop_border`` pixels removed
 on each side, PSNR with peak 255, MATLAB-style SSIM (11x11 Gaussian window, sigma 1.5,
 'valid' filtering, C1 = (0.01*255)^2, C2 = (0.03*255)^2).
 
-Identical images give PSNR = inf; folder means leave inf out and count it (``metrics.io.finite_mean``).
+Identical images give PSNR = inf; folder means follow the averaging rule of ``metrics.io``
+(finite values only; inf and NaN counted and named). No torch import: numpy and scikit-image only.
 
-Script: ``python -m metrics.psnr_ssim --pred_dir P --gt_dir G [--convention fsr|basicsr] [--crop_border N]``.
+Script: ``python -m metrics.psnr_ssim --pred_dir P --gt_dir G [--convention fsr|basicsr] [--crop_border N]
+[--csv FILE]`` (default CSV: ``<pred_dir>_psnr_ssim_<convention>.csv`` beside the folder).
 """
 
 from __future__ import annotations
@@ -23,29 +30,21 @@ import math
 from pathlib import Path
 
 import numpy as np
-import torch
 from scipy.ndimage import correlate1d
 from skimage.metrics import structural_similarity
 
-from metrics.io import score_and_report
+from metrics.io import default_csv, score_and_report
 from utils.cli import run_cli
 
 CONVENTIONS = ("fsr", "basicsr")
 Y_WEIGHTS = np.array([65.481, 128.553, 24.966], dtype=np.float64)
+Y_KERNEL = Y_WEIGHTS / 255.0  # divided first, as the papers' rgb2y
 CONVENTION_TEXT = {
-    "fsr": "fsr: Y = 16 + RGB.[65.481,128.553,24.966]/255 truncated to uint8, no crop, "
-    "skimage SSIM (gaussian sigma 1.5, population covariance, data_range 255)",
+    "fsr": "fsr: Y = 16 + RGB.([65.481,128.553,24.966]/255) truncated to uint8 (the papers' psnr_ssim.py), "
+    "float32 PSNR, no crop, skimage SSIM (gaussian sigma 1.5, population covariance, data_range 255)",
     "basicsr": "basicsr: float Y = 16 + RGB.[65.481,128.553,24.966]/255, crop_border={crop}, "
     "MATLAB SSIM (11x11 gaussian sigma 1.5, valid)",
 }
-
-
-def tensor_to_uint8(t: torch.Tensor) -> np.ndarray:
-    """(3, H, W) float in [0, 1] -> HxWx3 uint8 (clamp, x255, round); (B, 3, H, W) -> (B, H, W, 3)."""
-    if t.dim() not in (3, 4) or t.shape[-3] != 3:
-        raise ValueError(f"tensor_to_uint8 expects (3, H, W) or (B, 3, H, W), got shape {tuple(t.shape)}")
-    out = (t.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8)
-    return out.movedim(-3, -1).cpu().numpy()
 
 
 def _check(pred: np.ndarray, gt: np.ndarray, convention: str, crop_border: int) -> None:
@@ -62,8 +61,8 @@ def _check(pred: np.ndarray, gt: np.ndarray, convention: str, crop_border: int) 
 
 
 def rgb_to_y(img: np.ndarray, convention: str = "fsr") -> np.ndarray:
-    """Y of an HxWx3 uint8 RGB image: uint8 truncated (``fsr``) or float64 (``basicsr``)."""
-    y = 16.0 + img.astype(np.float64) @ Y_WEIGHTS / 255.0
+    """Y of an HxWx3 uint8 RGB image: ``16 + rgb @ (w / 255)`` truncated to uint8 (``fsr``) or float64 (``basicsr``)."""
+    y = 16 + np.matmul(img, Y_KERNEL)
     return y.astype(np.uint8) if convention == "fsr" else y
 
 
@@ -78,8 +77,9 @@ def _y_pair(pred: np.ndarray, gt: np.ndarray, convention: str, crop_border: int)
 def calculate_psnr(pred: np.ndarray, gt: np.ndarray, convention: str = "fsr", crop_border: int = 0) -> float:
     """PSNR (dB, peak 255) on Y of two HxWx3 uint8 RGB images; inf when the Y channels are equal."""
     y_pred, y_gt = _y_pair(pred, gt, convention, crop_border)
-    mse = np.mean((y_pred.astype(np.float64) - y_gt.astype(np.float64)) ** 2)
-    return math.inf if mse == 0 else float(10.0 * np.log10(255.0**2 / mse))
+    dtype = np.float32 if convention == "fsr" else np.float64
+    mse = np.mean(np.square(y_pred.astype(dtype) - y_gt.astype(dtype)))
+    return math.inf if mse == 0 else float(dtype(10) * np.log10(dtype(255**2) / mse))
 
 
 def gaussian_1d(size: int = 11, sigma: float = 1.5) -> np.ndarray:
@@ -113,7 +113,7 @@ def calculate_ssim(pred: np.ndarray, gt: np.ndarray, convention: str = "fsr", cr
     if convention == "fsr":
         return float(
             structural_similarity(
-                y_pred, y_gt, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255
+                y_gt, y_pred, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255
             )
         )
     return ssim_matlab(y_pred, y_gt)
@@ -130,7 +130,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--gt_dir", required=True)
     parser.add_argument("--convention", choices=CONVENTIONS, default="fsr")
     parser.add_argument("--crop_border", type=int, default=0)
-    parser.add_argument("--csv", default=None, help="per-image CSV (default: <pred_dir>/psnr_ssim_<convention>.csv)")
+    parser.add_argument(
+        "--csv", default=None, help="per-image CSV (default: <pred_dir>_psnr_ssim_<convention>.csv beside the folder)"
+    )
     args = parser.parse_args(argv)
 
     def psnr(p: np.ndarray, g: np.ndarray) -> float:
@@ -139,7 +141,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     def ssim(p: np.ndarray, g: np.ndarray) -> float:
         return calculate_ssim(p, g, args.convention, args.crop_border)
 
-    csv_path = Path(args.csv or Path(args.pred_dir) / f"psnr_ssim_{args.convention}.csv")
+    csv_path = Path(args.csv) if args.csv else default_csv(args.pred_dir, f"psnr_ssim_{args.convention}")
     convention = describe(args.convention, args.crop_border)
     return score_and_report(args.pred_dir, args.gt_dir, {"psnr": psnr, "ssim": ssim}, csv_path, convention)
 

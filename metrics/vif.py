@@ -6,33 +6,42 @@ that window and subsampled by 2 first. Local variances give the gain g and the d
 variance sv^2; VIF = sum log10(1 + g^2 s_ref^2 / (sv^2 + sigma_nsq)) / sum log10(1 + s_ref^2 / sigma_nsq)
 over all positions and scales. Needs images of at least 41x41.
 
-Luminance: the float (not truncated) Y of the fsr convention, 16 + RGB . [65.481, 128.553,
-24.966] / 255 on 0..255 RGB. piq's ``vif_p`` on RGB uses full-range Y = 0.299 R + 0.587 G +
-0.114 B instead, i.e. 255/219 times our Y minus its offset; VIF ignores the offset but not the
-scale (sigma_nsq is absolute), so the two differ slightly. piq fed our Y as a one-channel
-image with ``data_range=255`` computes the same quantity (its only other difference: eps 1e-8
-instead of 1e-10 for the flat-region tests).
+Luminance (``channel``): ``gray`` (default) is 0.299 R + 0.587 G + 0.114 B on 0..255 RGB, the
+grey image of the original VIF and of piq's ``vif_p`` on RGB input; ``y`` is the float (not
+truncated) Y of the fsr convention, 16 + RGB . [65.481, 128.553, 24.966] / 255, i.e. 219/255
+times the grey level plus an offset; VIF ignores the offset but not the scale (sigma_nsq is
+absolute), so the two differ by a few percent. No paper fixes the convention (RHMC's code has no
+VIF), so every output names the channel. piq fed the same luminance as a one-channel image
+with ``data_range=255`` computes the same quantity (its only other difference: eps 1e-8 instead
+of 1e-10 for the flat-region tests).
 
-Script: ``python -m metrics.vif --pred_dir P --gt_dir G``.
+A reference with no variance anywhere (flat image) has VIF 0/0: NaN, reported as NaN with the
+file named and left out of folder means (averaging rule in ``metrics.io``).
+
+Script: ``python -m metrics.vif --pred_dir P --gt_dir G [--vif_channel gray|y] [--csv FILE]``
+(default CSV: ``<pred_dir>_vif_<channel>.csv`` beside the folder).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import numpy as np
 
-from metrics.io import score_and_report
+from metrics.io import default_csv, score_and_report
 from metrics.psnr_ssim import filter_valid, gaussian_1d, rgb_to_y
 from utils.cli import run_cli
 
 MIN_SIZE = 41
 EPS = 1e-10
+CHANNELS = ("gray", "y")
+GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float64)
 
 
 def vifp(dist: np.ndarray, ref: np.ndarray, sigma_nsq: float = 2.0) -> float:
-    """VIFp of a distorted luminance image against its reference (2D float arrays, 0..255 scale)."""
+    """VIFp of a distorted luminance image against its reference (2D float arrays, 0..255 scale); NaN for a flat reference."""
     if dist.shape != ref.shape or dist.ndim != 2:
         raise ValueError(f"vifp expects two 2D images of the same size, got {dist.shape} and {ref.shape}")
     if min(dist.shape) < MIN_SIZE:
@@ -63,25 +72,43 @@ def vifp(dist: np.ndarray, ref: np.ndarray, sigma_nsq: float = 2.0) -> float:
         sv = np.maximum(sv, EPS)
         num += np.log10(1 + g * g * s1 / (sv + sigma_nsq)).sum()
         den += np.log10(1 + s1 / sigma_nsq).sum()
-    return float(num / den)
+    return float(num / den) if den > 0 else math.nan
 
 
-def calculate_vif(pred: np.ndarray, gt: np.ndarray, sigma_nsq: float = 2.0) -> float:
-    """VIFp of two HxWx3 uint8 RGB images on the float fsr luminance (prediction is the distorted one)."""
+def luminance(img: np.ndarray, channel: str = "gray") -> np.ndarray:
+    """Float luminance of an HxWx3 uint8 RGB image: ``gray`` (0.299 R + 0.587 G + 0.114 B) or ``y`` (16..235)."""
+    if channel not in CHANNELS:
+        raise ValueError(f"VIF channel must be one of {', '.join(CHANNELS)}, got {channel!r}")
+    return img.astype(np.float64) @ GRAY_WEIGHTS if channel == "gray" else rgb_to_y(img, "basicsr")
+
+
+def calculate_vif(pred: np.ndarray, gt: np.ndarray, sigma_nsq: float = 2.0, channel: str = "gray") -> float:
+    """VIFp of two HxWx3 uint8 RGB images on their luminance (prediction is the distorted one)."""
     if pred.shape != gt.shape:
         raise ValueError(f"pred and gt sizes differ: {pred.shape} vs {gt.shape}")
-    return vifp(rgb_to_y(pred, "basicsr"), rgb_to_y(gt, "basicsr"), sigma_nsq)
+    return vifp(luminance(pred, channel), luminance(gt, channel), sigma_nsq)
+
+
+def describe(channel: str = "gray") -> str:
+    """One line naming the VIF variant and its luminance."""
+    lum = "grey 0.299R+0.587G+0.114B" if channel == "gray" else "float Y = 16 + RGB.[65.481,128.553,24.966]/255"
+    return f"VIFp (4 scales, sigma_nsq=2) on {lum} (vif_channel={channel})"
 
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(description="Pixel-domain VIF between two image folders paired by file name")
     parser.add_argument("--pred_dir", required=True)
     parser.add_argument("--gt_dir", required=True)
-    parser.add_argument("--csv", default=None, help="per-image CSV (default: <pred_dir>/vif.csv)")
+    parser.add_argument("--vif_channel", choices=CHANNELS, default="gray", help="luminance VIF is computed on")
+    parser.add_argument("--csv", default=None, help="per-image CSV (default: <pred_dir>_vif_<channel>.csv beside it)")
     args = parser.parse_args(argv)
-    csv_path = Path(args.csv or Path(args.pred_dir) / "vif.csv")
-    convention = "VIFp (4 scales, sigma_nsq=2) on float Y = 16 + RGB.w/255"
-    return score_and_report(args.pred_dir, args.gt_dir, {"vif": calculate_vif}, csv_path, convention)
+    csv_path = Path(args.csv) if args.csv else default_csv(args.pred_dir, f"vif_{args.vif_channel}")
+
+    def score(p: np.ndarray, g: np.ndarray) -> float:
+        return calculate_vif(p, g, channel=args.vif_channel)
+
+    extra = {"vif_channel": args.vif_channel}
+    return score_and_report(args.pred_dir, args.gt_dir, {"vif": score}, csv_path, describe(args.vif_channel), extra)
 
 
 if __name__ == "__main__":
