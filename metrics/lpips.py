@@ -50,9 +50,8 @@ def load_backbone(model: lpips_pkg.LPIPS, path: str | Path) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises pickle, zip and runtime errors of many kinds for a bad file
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(
-            f"backbone weights file {str(path)!r} is not a readable torch state dict ({reason[:160]}); "
+            f"backbone weights file {str(path)!r} is not a readable torch state dict ({type(err).__name__}); "
             f"expected torchvision's {BACKBONES[model.pnet_type][0]}"
         ) from None
     if not isinstance(state, dict):

@@ -81,7 +81,23 @@ def test_ss2d_ops_and_scan_by_hand():
 
 def test_latency_positive():
     lat = measure_latency(TinySS2D(), (8, 8), "cpu", warmup=1, repeats=3)
-    assert 0 < lat["median_ms"] < 10_000 and lat["mean_ms"] > 0
+    assert 0 < lat["median_ms"] < 10_000 and lat["mean_ms"] > 0 and lat["repeats"] == 3
+
+
+def test_latency_defaults_few_repeats_with_a_bar(capsys):
+    calls = []
+
+    class Counting(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            calls.append(1)
+            return x
+
+    lat = measure_latency(Counting(), (4, 4), "cpu", progress=True)
+    assert len(calls) == 4 and lat["repeats"] == 3  # 1 warm-up + 3 timed by default
+    err = capsys.readouterr().err
+    assert "timing on cpu" in err and "4/4" in err
+    with pytest.raises(ValueError, match="repeats >= 1"):
+        measure_latency(Counting(), (4, 4), "cpu", repeats=0)
 
 
 def test_registered_model_profile_and_script(tiny_name, capsys, tmp_path):

@@ -16,7 +16,8 @@ from PIL import Image
 from torch import nn
 
 from data.io import DataError
-from metrics.psnr_ssim import calculate_psnr, calculate_ssim, tensor_to_uint8
+from metrics.psnr_ssim import calculate_psnr, calculate_ssim
+from metrics.tensor import tensor_to_uint8
 from model.registry import MODEL_REGISTRY, register_model
 from model.ss2d import SS2D
 from utils.checkpoint import CheckpointError, save_checkpoint
@@ -106,11 +107,12 @@ def test_bicubic_small_lr_scores_match_saved_files(tmp_path):
         "--batch_size",
         "2",
     )
-    assert sorted(p.name for p in out.glob("*.png")) == [f"{s}.png" for s in sorted(hr)]
+    assert sorted(p.name for p in (out / "images").iterdir()) == [f"{s}.png" for s in sorted(hr)]  # PNGs only
+    assert sorted(p.name for p in out.iterdir()) == ["images", "results.csv", "summary.json"]
     rows = {r["name"]: r for r in csv.DictReader(open(out / "results.csv"))}
     psnrs = []
     for stem, gt in hr.items():
-        sr = read_png(out / f"{stem}.png")
+        sr = read_png(out / "images" / f"{stem}.png")
         lr = Image.open(lr_dir / f"{stem}.bmp")
         assert np.array_equal(sr, np.asarray(lr.resize((HR, HR), Image.Resampling.BICUBIC)))  # bicubic = identity
         psnrs.append(calculate_psnr(sr, gt))
@@ -120,6 +122,7 @@ def test_bicubic_small_lr_scores_match_saved_files(tmp_path):
     assert saved["psnr"] == pytest.approx(np.mean(psnrs)) == pytest.approx(summary["psnr"])
     assert saved["count"] == 3 and saved["inputs"] == ["small"] and saved["convention"].startswith("fsr")
     assert saved["model_name"] == "bicubic" and saved["ms_per_image"] > 0
+    assert saved["quantize"] == "truncate" and "truncate" in saved["quantize_convention"]
 
 
 def test_tiny_ss2d_degrade_uses_ema_by_default(tmp_path):
@@ -150,11 +153,13 @@ def test_tiny_ss2d_degrade_uses_ema_by_default(tmp_path):
             small = Image.fromarray(img).resize((HR // SCALE,) * 2, Image.Resampling.BICUBIC)
             x = torch.from_numpy(np.array(small.resize((HR, HR), Image.Resampling.BICUBIC))).permute(2, 0, 1)
             with torch.no_grad():
-                expected = tensor_to_uint8(net(x[None].float() / 255)[0])
-            diff = np.abs(read_png(out / f"{stem}.png").astype(int) - expected)
+                expected = tensor_to_uint8(net(x[None].float() / 255)[0], "truncate")
+            diff = np.abs(read_png(out / "images" / f"{stem}.png").astype(int) - expected)
             assert diff.max() <= 1 and (diff == 0).mean() > 0.99  # batched vs single forward: rounding ties only
         assert "vif" in summary and summary["convention"].startswith("basicsr")
-    assert not np.array_equal(read_png(tmp_path / "o_ema/face_0.png"), read_png(tmp_path / "o_raw/face_0.png"))
+    assert not np.array_equal(
+        read_png(tmp_path / "o_ema/images/face_0.png"), read_png(tmp_path / "o_raw/images/face_0.png")
+    )
 
 
 def test_upsampled_lr_without_hr(tmp_path):
@@ -165,7 +170,7 @@ def test_upsampled_lr_without_hr(tmp_path):
     )
     assert summary["inputs"] == ["upsampled"] and "psnr" not in summary
     assert not (tmp_path / "o" / "results.csv").exists()
-    assert np.array_equal(read_png(tmp_path / "o" / "face_1.png"), imgs["face_1"])
+    assert np.array_equal(read_png(tmp_path / "o" / "images" / "face_1.png"), imgs["face_1"])
 
 
 def test_errors(tmp_path):
@@ -229,6 +234,124 @@ def test_lpips_column_with_random_trunk(tmp_path, monkeypatch):
     )  # fmt: skip
     rows = {r["name"]: float(r["lpips"]) for r in csv.DictReader(open(out / "results.csv"))}
     for stem, gt in hr.items():
-        assert rows[stem] == pytest.approx(lp.calculate_lpips(read_png(out / f"{stem}.png"), gt, model=model), rel=1e-5)
+        sr = read_png(out / "images" / f"{stem}.png")
+        assert rows[stem] == pytest.approx(lp.calculate_lpips(sr, gt, model=model), rel=1e-5)
     assert summary["lpips"] == pytest.approx(np.mean(list(rows.values())), rel=1e-9)
     assert "alex" in summary["lpips_convention"]
+
+
+class PlusLevels(nn.Module):
+    """Adds 0.6 / 255 to every value: saved levels are k (truncate) or k + 1 (round)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + 0.6 / 255 + 0.0 * self.dummy
+
+
+def test_quantize_truncate_by_default_round_on_request(tmp_path):
+    register_model("plus_levels_test")(PlusLevels)
+    try:
+        make_checkpoint(tmp_path / "p.pt", {"name": "plus_levels_test"})
+        imgs = faces(tmp_path / "lr", 1, HR)
+        base = ["--checkpoint", str(tmp_path / "p.pt"), "--lr_dir", str(tmp_path / "lr")]
+        trunc = run(*base, "--out_dir", str(tmp_path / "t"))
+        rounded = run(*base, "--out_dir", str(tmp_path / "r"), "--quantize", "round")
+    finally:
+        MODEL_REGISTRY.pop("plus_levels_test")
+    level = imgs["face_0"].astype(int)
+    assert np.array_equal(read_png(tmp_path / "t" / "images" / "face_0.png"), level)  # k + 0.6 -> k
+    assert np.array_equal(read_png(tmp_path / "r" / "images" / "face_0.png"), np.minimum(level + 1, 255))
+    assert trunc["quantize"] == "truncate" and rounded["quantize"] == "round"
+
+
+def test_network_value_range_single_place(tmp_path, monkeypatch):
+    cfg = {"data": {"range": [-1, 1]}}
+    assert inference.image_range(cfg) == (-1.0, 1.0) and inference.image_range({"data": {}}) == (0.0, 1.0)
+    with pytest.raises(ValueError, match=r"data.range.*\[1, 0\]"):
+        inference.image_range({"data": {"range": [1, 0]}})
+    x = torch.tensor([0.0, 0.25, 1.0])
+    assert torch.equal(inference.to_network(x, (-1.0, 1.0)), torch.tensor([-1.0, -0.5, 1.0]))
+    assert torch.equal(inference.from_network(torch.tensor([-1.0, 0.0, 1.0]), (-1.0, 1.0)), torch.tensor([0, 0.5, 1]))
+    # the identity (bicubic on upsampled input) in a [-1, 1] network, saved as the papers' tensor_to_img does
+    monkeypatch.setattr(inference, "image_range", lambda cfg: (-1.0, 1.0))
+    make_checkpoint(tmp_path / "bic.pt", {"name": "bicubic"})
+    imgs = faces(tmp_path / "lr", 1, HR)
+    for quantize in ("truncate", "round"):
+        run("--checkpoint", str(tmp_path / "bic.pt"), "--lr_dir", str(tmp_path / "lr"), "--out_dir",
+            str(tmp_path / quantize), "--quantize", quantize)  # fmt: skip
+    y = imgs["face_0"].astype(np.float32) / np.float32(255) * np.float32(2) - np.float32(1)  # network input = output
+    papers = np.clip((y + 1.0) / 2.0 * 255.0, 0, 255).astype(np.uint8)  # (y + 1) / 2 * 255, clip, astype
+    saved = read_png(tmp_path / "truncate" / "images" / "face_0.png")
+    assert np.array_equal(saved, papers)
+    assert (saved != imgs["face_0"]).any()  # truncation after the [-1, 1] round trip loses a level on some values
+    assert np.array_equal(read_png(tmp_path / "round" / "images" / "face_0.png"), imgs["face_0"])
+
+
+def test_results_beside_images_and_printed_before_writing(tmp_path, monkeypatch, caplog):
+    make_checkpoint(tmp_path / "bic.pt", {"name": "bicubic"})
+    faces(tmp_path / "hr", 2, HR)
+    out = tmp_path / "o"
+    (out / "images").mkdir(parents=True)
+    Image.new("RGB", (4, 4)).save(out / "images" / "old_run.png")
+    real_write = inference.write_csv
+
+    def refuse(path, rows):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(inference, "write_csv", refuse)  # a read-only destination, root or not
+    argv = ["--checkpoint", str(tmp_path / "bic.pt"), "--lr_dir", str(tmp_path / "hr"), "--degrade", "--vif"]
+    with caplog.at_level("INFO", logger="test"), pytest.raises(OSError, match=r"cannot write results.csv.*printed"):
+        run(*argv, "--out_dir", str(out))
+    assert "PSNR: " in caplog.text and "vif_channel=gray" in caplog.text
+    assert "already holds 1 image(s) that this run does not write (e.g. old_run.png)" in caplog.text
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["face_0.png", "face_1.png", "old_run.png"]
+    monkeypatch.setattr(inference, "write_csv", real_write)
+    summary = run(*argv, "--out_dir", str(out), "--vif_channel", "y")
+    assert summary["vif_channel"] == "y" and "16 + RGB" in summary["vif_convention"]
+    assert json.loads((out / "summary.json").read_text())["images_dir"] == str(out / "images")
+
+
+def test_unwritable_out_dir_fails_before_inference(tmp_path, monkeypatch):
+    make_checkpoint(tmp_path / "bic.pt", {"name": "bicubic"})
+    faces(tmp_path / "lr", 1, HR)
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(inference.tempfile, "TemporaryFile", refuse)
+    monkeypatch.setattr(inference, "tensor_to_uint8", lambda *a: pytest.fail("inference ran"))
+    with pytest.raises(OSError, match=r"cannot write to the output folder .*o/images.*Permission denied"):
+        run(
+            "--checkpoint", str(tmp_path / "bic.pt"), "--lr_dir", str(tmp_path / "lr"), "--out_dir", str(tmp_path / "o")
+        )
+
+
+def test_progress_bar_counts_inferred_images(tmp_path, monkeypatch):
+    make_checkpoint(tmp_path / "bic.pt", {"name": "bicubic"})
+    faces(tmp_path / "lr", 5, HR)
+    seen, bars = [], []
+
+    class Bar:
+        def __init__(self, *args, total=None, **kwargs):
+            self.n, self.total = 0, total
+            bars.append(self)
+
+        def update(self, k):
+            seen.append((self.n, len(list((tmp_path / "o" / "images").glob("*.png")))))
+            self.n += k
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(inference, "tqdm", Bar)
+    inference.main(["--checkpoint", str(tmp_path / "bic.pt"), "--lr_dir", str(tmp_path / "lr"), "--out_dir",
+                    str(tmp_path / "o"), "--device", "cpu", "--batch_size", "2"])  # fmt: skip
+    # each update comes after its batch is saved: 2 then 4 then 5 images, never ahead of the files
+    assert bars[0].total == 5 and bars[0].n == 5
+    assert seen == [(0, 2), (2, 4), (4, 5)]

@@ -77,3 +77,23 @@ def test_real_alexnet_weights_match_lpips_package():
     reference = lpips.LPIPS(net="alex", version="0.1", verbose=False)  # torchvision reads the same cached file
     ref = reference(*(torch.from_numpy(x).permute(2, 0, 1)[None].float() / 127.5 - 1 for x in (blurred, img)))
     assert ours == pytest.approx(ref.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint at all\n" * 10, b"PK\x03\x04garbage", None])
+def test_garbage_weights_file_one_line_error(tmp_path, content):
+    from metrics.lpips import main
+    from utils.cli import run_cli
+
+    path = tmp_path / "alexnet.pth"
+    if content is None:
+        torch.save([1, 2, 3], path)  # a valid torch file that is not a state dict
+    else:
+        path.write_bytes(content)
+    (tmp_path / "p").mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(
+            lambda: main(["--pred_dir", str(tmp_path / "p"), "--gt_dir", str(tmp_path / "p"), "--weights", str(path)])
+        )
+    message = str(exit_info.value.code)
+    assert message.startswith("error: backbone weights file") and str(path) in message
+    assert "alexnet-owt-7be5be79.pth" in message and "\n" not in message

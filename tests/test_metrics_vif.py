@@ -1,6 +1,8 @@
-"""VIFp: identities and agreement with piq.vif_p on real images (blur / noise), like with like."""
+"""VIFp: identities, agreement with piq.vif_p on real images (blur / noise), luminance choice, NaN rule."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import piq
@@ -10,7 +12,7 @@ from scipy.ndimage import gaussian_filter
 from skimage import data
 
 from metrics.psnr_ssim import rgb_to_y
-from metrics.vif import calculate_vif, main, vifp
+from metrics.vif import calculate_vif, luminance, main, vifp
 
 TOL = 1e-6  # relative; float64 on both sides, eps 1e-10 (ours, MATLAB) vs 1e-8 (piq) in flat-region tests
 
@@ -46,14 +48,13 @@ def test_identity_is_one():
 def test_matches_piq_on_same_luminance(name):
     ref = crops()[name]
     for kind, dist in distortions(ref).items():
-        ours = calculate_vif(dist, ref)
+        ours = calculate_vif(dist, ref, channel="y")
         theirs = piq_on(rgb_to_y(dist, "basicsr"), rgb_to_y(ref, "basicsr"))
         assert ours == pytest.approx(theirs, rel=TOL), (name, kind)
         assert 0 < ours < 1
-    # piq's own RGB path (full-range BT.601 Y) equals our core on that Y
-    dist = distortions(ref)["blur"]
-    y601 = lambda a: a.astype(np.float64) @ np.array([0.299, 0.587, 0.114])  # noqa: E731
-    assert vifp(y601(dist), y601(ref)) == pytest.approx(piq_on(dist, ref), rel=TOL)
+        # the default: piq's own RGB path (grey 0.299 R + 0.587 G + 0.114 B)
+        assert calculate_vif(dist, ref) == pytest.approx(piq_on(dist, ref), rel=TOL), (name, kind)
+        assert calculate_vif(dist, ref) != pytest.approx(ours, rel=1e-3)
 
 
 def test_ordering_and_asymmetry():
@@ -82,4 +83,35 @@ def test_script(tmp_path):
     Image.fromarray(ref).save(tmp_path / "g" / "c.png")
     summary = main(["--pred_dir", str(tmp_path / "p"), "--gt_dir", str(tmp_path / "g")])
     assert summary["vif"] == pytest.approx(calculate_vif(distortions(ref)["noise"], ref))
-    assert (tmp_path / "p" / "vif.csv").is_file()
+    assert summary["vif_channel"] == "gray" and "0.299R+0.587G+0.114B" in summary["convention"]
+    assert (tmp_path / "p_vif_gray.csv").is_file() and sorted(p.name for p in (tmp_path / "p").iterdir()) == ["c.png"]
+    summary = main(["--pred_dir", str(tmp_path / "p"), "--gt_dir", str(tmp_path / "g"), "--vif_channel", "y"])
+    assert summary["vif"] == pytest.approx(calculate_vif(distortions(ref)["noise"], ref, channel="y"))
+    assert summary["vif_channel"] == "y" and (tmp_path / "p_vif_y.csv").is_file()
+
+
+def test_luminance_by_hand():
+    px = np.array([[[200, 100, 50]]], dtype=np.uint8)
+    assert luminance(px)[0, 0] == pytest.approx(0.299 * 200 + 0.587 * 100 + 0.114 * 50)  # 124.2
+    assert luminance(px, "y")[0, 0] == pytest.approx(16 + (65.481 * 200 + 128.553 * 100 + 24.966 * 50) / 255)
+    with pytest.raises(ValueError, match="channel"):
+        luminance(px, "lab")
+
+
+def test_flat_reference_is_nan_and_named(tmp_path, capsys):
+    from PIL import Image
+
+    flat = np.full((48, 48, 3), 128, np.uint8)
+    assert math.isnan(vifp(luminance(crops()["camera"][:48, :48]), luminance(flat)))  # 0 / 0: no signal
+    (tmp_path / "p").mkdir()
+    (tmp_path / "g").mkdir()
+    ref = crops()["astronaut"][:48, :48]
+    Image.fromarray(distortions(ref)["blur"]).save(tmp_path / "p" / "face.png")
+    Image.fromarray(ref).save(tmp_path / "g" / "face.png")
+    Image.fromarray(crops()["camera"][:48, :48]).save(tmp_path / "p" / "wall.png")
+    Image.fromarray(flat).save(tmp_path / "g" / "wall.png")
+    summary = main(["--pred_dir", str(tmp_path / "p"), "--gt_dir", str(tmp_path / "g")])
+    out = capsys.readouterr().out
+    assert summary["vif"] == pytest.approx(calculate_vif(distortions(ref)["blur"], ref))  # the finite one only
+    assert summary["vif_excluded"] == {"wall": "nan"}
+    assert "VIF: 1 of 2 image(s) not finite, left out of the mean: wall (nan)" in out and "inf" not in out
