@@ -2,6 +2,7 @@
 
 ``psnr_ssim`` (fsr / basicsr conventions), ``lpips`` (AlexNet / VGG, offline backbone weights),
 ``vif`` (pixel-domain VIF on luminance), ``complexity`` (parameters, FLOPs / MACs, latency);
-``io`` reads and pairs image folders. Import the submodule you need (nothing is imported here, so
+``io`` reads and pairs image folders and holds the averaging rule; ``tensor`` turns network
+output tensors into uint8 images (the only torch import among psnr_ssim / vif / io). Import the submodule you need (nothing is imported here, so
 ``python -m metrics.psnr_ssim`` runs its module once).
 """
