@@ -13,7 +13,7 @@ Figure vs released code (each a constructor switch, defaults = figure):
 ``blocks.0.*`` subset of the distinct variant's), ``in_project`` (released: no input Project),
 ``wavelet`` ("sym4" paper, "haar" released), and the released code's details:
 ``rgb_mean_shift``, ``stage_end_norm``, ``block_norm_eps``, ``rmoe_double_sigmoid``,
-``local_branch_released_view``, ``stb_band_copies`` (see ``RHMC``). ``use_rmoe`` / ``use_fam`` are ablations.
+``local_branch_released_view``, ``stb_band_copies``, ``fam_eca`` (see ``RHMC``). ``use_rmoe`` / ``use_fam`` are ablations.
 """
 
 from __future__ import annotations
@@ -67,24 +67,27 @@ class ECA(nn.Module):
         return self.conv(x.mean((2, 3)).unsqueeze(1)).view(batch, channels, 1, 1)
 
 
-def eca_gate(eca: ECA, x: torch.Tensor) -> torch.Tensor:
-    """x * sigmoid(ECA(x))."""
-    return x * torch.sigmoid(eca(x))
+def eca_gate(eca: ECA | None, x: torch.Tensor) -> torch.Tensor:
+    """x * sigmoid(ECA(x)); without an ECA x * sigmoid(GAP(x)) (the released FIM class's gate)."""
+    return x * torch.sigmoid(eca(x) if eca is not None else x.mean((2, 3), keepdim=True))
 
 
 class FAM(nn.Module):
-    """Feature Aggregation Module: SE channel gate, then two PW/ECA/DW paths summed (MODELS.md)."""
+    """Feature Aggregation Module: SE channel gate, then two PW/ECA/DW paths summed (MODELS.md).
 
-    def __init__(self, dim: int, reduction: int = 16) -> None:
+    ``use_eca=False`` gates with sigmoid(GAP) instead of ECA: then the paths are the released FIM class.
+    """
+
+    def __init__(self, dim: int, reduction: int = 16, use_eca: bool = True) -> None:
         super().__init__()
         hidden = max(1, dim // reduction)
         self.channel_gate = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, dim))
         self.dw_a = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
         self.pw_a1 = nn.Conv2d(dim, dim, 1)
-        self.eca_a = ECA(dim)
+        self.eca_a = ECA(dim) if use_eca else None
         self.pw_a2 = nn.Conv2d(dim, dim, 1)
         self.pw_b1 = nn.Conv2d(dim, dim, 1)
-        self.eca_b = ECA(dim)
+        self.eca_b = ECA(dim) if use_eca else None
         self.pw_b2 = nn.Conv2d(dim, dim, 1)
         self.dw_b = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
 
@@ -101,7 +104,14 @@ class RSSM(nn.Module):
     """Residual SSM, the global branch: g = u*s + VSSM(LN(u)); g = g*s' + FAM(LN(g))."""
 
     def __init__(
-        self, dim: int, d_state: int, d_conv: int, expand: float, use_fam: bool = True, norm_eps: float = 1e-5
+        self,
+        dim: int,
+        d_state: int,
+        d_conv: int,
+        expand: float,
+        use_fam: bool = True,
+        norm_eps: float = 1e-5,
+        fam_eca: bool = True,
     ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)  # the released norm2 keeps eps 1e-5
@@ -110,7 +120,7 @@ class RSSM(nn.Module):
         self.use_fam = use_fam
         if use_fam:
             self.norm2 = nn.LayerNorm(dim)
-            self.fam = FAM(dim)
+            self.fam = FAM(dim, use_eca=fam_eca)
             self.scale2 = nn.Parameter(torch.ones(dim))
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
@@ -166,10 +176,11 @@ class HMCM(nn.Module):
         norm_eps: float = 1e-5,
         rmoe_double_sigmoid: bool = False,
         local_branch_released_view: bool = False,
+        fam_eca: bool = True,
     ) -> None:
         super().__init__()
         self.project_in = nn.Linear(dim, dim) if in_project else nn.Identity()
-        self.rssm = RSSM(dim, d_state, d_conv, expand, use_fam, norm_eps)
+        self.rssm = RSSM(dim, d_state, d_conv, expand, use_fam, norm_eps, fam_eca)
         self.local = nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1, groups=dim), nn.BatchNorm2d(dim), nn.GELU())
         self.local_released_view = local_branch_released_view
         self.rmoe = (
@@ -293,7 +304,8 @@ class RHMC(nn.Module):
     global residual still adds x), ``stage_end_norm`` ends every HMC Blocks stage with a LayerNorm,
     ``block_norm_eps`` is the eps of the HMCB norms, RSSM's first norm and the stage-end norm (1e-6
     released; FAM's norm and the SS2D output norm keep 1e-5 there too), ``rmoe_double_sigmoid`` and
-    ``local_branch_released_view`` as in ``RMoE``, ``stb_band_copies`` as in ``STB``.
+    ``local_branch_released_view`` as in ``RMoE``, ``stb_band_copies`` as in ``STB``, ``fam_eca=False``
+    as in ``FAM`` (the release calls an undefined FAM class; this reads it as its FIM class).
     """
 
     def __init__(
@@ -315,6 +327,7 @@ class RHMC(nn.Module):
         rmoe_double_sigmoid: bool = False,
         local_branch_released_view: bool = False,
         stb_band_copies: int = 1,
+        fam_eca: bool = True,
     ) -> None:
         super().__init__()
         if embed_dim < 1 or depth < 1:
@@ -333,6 +346,7 @@ class RHMC(nn.Module):
             norm_eps=block_norm_eps,
             rmoe_double_sigmoid=rmoe_double_sigmoid,
             local_branch_released_view=local_branch_released_view,
+            fam_eca=fam_eca,
         )
         self.rgb_mean = torch.tensor(RGB_MEAN).view(1, 3, 1, 1) if rgb_mean_shift else None
         if rgb_mean_shift and in_channels != 3:
