@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from model import build_model
+from tests.released_reference import released_rhmc_forward
 from tools import convert_released
 from tools.convert_released import haar_filter, to_ours, to_released
 from utils.checkpoint import load_checkpoint
@@ -193,3 +194,27 @@ def test_cli_forward_and_reverse_files_load_strictly(tmp_path: Path):
         convert_released.main([*common[:2], "--src", str(tmp_path / "none.pth"), "--out", str(back_pt)])
     with pytest.raises(ValueError, match="does not fit the configured model"):  # full-width preset, tiny weights
         convert_released.main([*common[:2], "--src", str(ours_pt), "--out", str(released_pth), "--reverse"])
+
+
+@pytest.mark.parametrize("copies", ["1", "2"])
+def test_rhmc_preset_on_converted_weights_is_the_released_forward(copies):
+    """End to end: our released preset = SHMC.py's FDBNet (rewritten in tests/released_reference.py) on the same weights."""
+    sets = ["model.embed_dim=16", "model.d_state=2", f"model.stb_band_copies={copies}"]  # 16: their dim // 16 >= 1
+    cfg = load_config("configs/rhmc_released.yaml", sets)
+    torch.manual_seed(4)
+    ours = build_model(cfg["model"]).eval()
+    with torch.no_grad():
+        for p in ours.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    released = {k.removeprefix("module.FDBNet."): v for k, v in to_released(ours.state_dict(), "rhmc", 16).items()}
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        expected = released_rhmc_forward(released, x)
+        torch.testing.assert_close(ours(x), expected, rtol=0, atol=5e-5)  # measured 4.8e-6 (outputs up to 4.7)
+        flips = dict(
+            rgb_mean_shift=False, block_norm_eps=1e-5, rmoe_double_sigmoid=False, local_branch_released_view=False
+        )
+        for key, value in flips.items():  # each switch is needed: measured 3.4, 6.4e-4, 0.93, 1.4
+            other = build_model({**cfg["model"], key: value}).eval()
+            other.load_state_dict(ours.state_dict())
+            assert (other(x) - expected).abs().max() > 2e-4, key
