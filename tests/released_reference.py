@@ -1,6 +1,9 @@
-"""Test oracle: the released RHMC forward (RHMC-Project/RHMC model/HMC/SHMC.py, FDBNet with their FIM as FAM),
-rewritten with functional ops on a state dict in the released key names. Only the 2D scan reuses our SS2D
-(same parameter names and computation as their SS2D)."""
+"""Test oracles: the released forwards rewritten with functional ops on state dicts in the released key names.
+
+RHMC: RHMC-Project/RHMC model/HMC/SHMC.py, FDBNet with their FIM as FAM. HybriMamba: LateAutu/HybriMamba
+models/HibriMambaBlock.py + models/mamba.py. Only the 4-direction scan reuses our SS2D (same parameters
+and computation as theirs, tested on its own in test_ss2d.py).
+"""
 
 import torch
 import torch.nn.functional as F
@@ -113,3 +116,87 @@ def released_rhmc_forward(w: Weights, x: torch.Tensor, depth: int = 2) -> torch.
         d = _decode(w, i, _hmcbs(w, f"decoderlayer_{i}", d, depth), skips[2 - i])
     d = _hmcbs(w, "decoderlayer_3", d, depth)
     return F.gelu(_conv(w, "out", d, padding=1)) + x + mean
+
+
+def _rms(w: Weights, p: str, x: torch.Tensor) -> torch.Tensor:
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * w[f"{p}.weight"]
+
+
+def _freq_model(w: Weights, p: str, x: torch.Tensor) -> torch.Tensor:
+    """mamba.py FrequencyModeling: x + Fourier(x) + Wavelet(x), pytorch_wavelets Haar in its default mode."""
+    from pytorch_wavelets import DWTForward, DWTInverse
+
+    height, width = x.shape[-2:]
+    spectrum = torch.fft.rfft2(x, norm="ortho")
+    magnitude = _conv(w, f"{p}.fft_conv.2", F.gelu(_conv(w, f"{p}.fft_conv.0", spectrum.abs())))
+    fourier = torch.fft.irfft2(magnitude * torch.exp(1j * spectrum.angle()), s=(height, width), norm="ortho")
+    low, highs = DWTForward(J=1, wave="haar")(x)
+    bands = torch.stack([_conv(w, f"{p}.wave_conv", highs[0][:, :, i], padding=1) for i in range(3)], dim=2)
+    wavelet = DWTInverse(wave="haar")((low[:, :, : height // 2, : width // 2], [bands]))
+    return x + fourier + wavelet
+
+
+def _mixer(w: Weights, p: str, x: torch.Tensor) -> torch.Tensor:
+    """mamba.py MambaBlock.forward on (B, L, D) tokens; the 4-direction scan is our SS2D.forward_core."""
+    batch, length, dim = x.shape
+    side = int(length**0.5)
+    xs, z = _linear(w, f"{p}.in_proj", x.view(batch, side, side, dim)).chunk(2, dim=-1)
+    xs = xs + _freq_model(w, f"{p}.freq_model", xs.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+    inner = xs.shape[-1]
+    xs = F.silu(_conv(w, f"{p}.conv2d", xs.permute(0, 3, 1, 2), padding=1, groups=inner))
+    scan = SS2D(dim, d_state=w[f"{p}.A_logs"].shape[1], expand=inner / dim)
+    for name in ("x_proj_weight", "dt_projs_weight", "dt_projs_bias", "A_logs", "Ds"):
+        getattr(scan, name).data.copy_(w[f"{p}.{name}"])
+    y = scan.forward_core(xs)  # (B, Di, H, W): y1 + y2 + y3 + y4
+    a = torch.sigmoid(w[f"{p}.symmetry_enhance.symmetry_weight"])
+    y = y + 0.2 * (y * (1 - a) + (y + y.flip(-1)) / 2 * a)
+    y = _ln(w, f"{p}.out_norm", y.permute(0, 2, 3, 1), 1e-5) * F.silu(z)
+    return _linear(w, f"{p}.out_proj", y).view(batch, length, dim)
+
+
+def _lem(w: Weights, p: str, x: torch.Tensor) -> torch.Tensor:
+    """HibriMambaBlock.py LEM.forward, the version whose gate output is ``.view(B, C, H, W)``-ed."""
+    batch, length, c = x.shape
+    side = int(length**0.5)
+    x1, x2 = _conv(w, f"{p}.expand", x.transpose(1, 2).reshape(batch, c, side, side)).chunk(2, dim=1)
+    x1 = _conv(w, f"{p}.ca.0", x1, padding=1, groups=c)
+    squeeze = _conv(w, f"{p}.ca.1.att.3", F.relu(_conv(w, f"{p}.ca.1.att.1", F.adaptive_avg_pool2d(x1, 1))))
+    x1 = x1 * torch.sigmoid(squeeze)
+    gate = _ln(w, f"{p}.gate.0", x2.flatten(2).transpose(1, 2), 1e-5)
+    gate = _linear(w, f"{p}.gate.3", F.gelu(_linear(w, f"{p}.gate.1", gate))).reshape(batch, c, side, side)
+    return _conv(w, f"{p}.smooth", x1 * gate).flatten(2).transpose(1, 2)
+
+
+def _hibrimamba(w: Weights, p: str, x: torch.Tensor, depth: int, n_layers: int) -> torch.Tensor:
+    for i in range(depth):
+        y = _ln(w, f"{p}.layers.{i}.0.norm", x, 1e-5)
+        for j in range(n_layers):
+            y = (
+                _mixer(w, f"{p}.layers.{i}.0.fn.layers.{j}.mixer", _rms(w, f"{p}.layers.{i}.0.fn.layers.{j}.norm", y))
+                + y
+            )
+        x = y + x
+        x = _lem(w, f"{p}.layers.{i}.1.fn", _ln(w, f"{p}.layers.{i}.1.norm", x, 1e-5)) + x
+    return x
+
+
+def _resample(w: Weights, p: str, x: torch.Tensor, down: bool) -> torch.Tensor:
+    batch, length, c = x.shape
+    side = int(length**0.5)
+    x = x.transpose(1, 2).reshape(batch, c, side, side)
+    x = F.conv2d(x, w[f"{p}.0.weight"], stride=2 if down else 1, padding=1, groups=c)
+    x = F.conv2d(x, w[f"{p}.1.weight"])
+    return (x if down else F.pixel_shuffle(x, 2)).flatten(2).transpose(1, 2)
+
+
+def released_hybrimamba_forward(w: Weights, x: torch.Tensor, depth: int = 2, n_layers: int = 2) -> torch.Tensor:
+    """HibriMambaBlock.forward on a released state dict without the ``module.`` prefix."""
+    batch, _, height, width = x.shape
+    stage = lambda name, t: _hibrimamba(w, name, t, depth, n_layers)  # noqa: E731
+    t0 = stage("encoderlayer_0", F.leaky_relu(_conv(w, "shallow_conv", x, padding=1)).flatten(2).transpose(1, 2))
+    t1 = stage("encoderlayer_1", _resample(w, "pool0.conv.op", t0, down=True))
+    t2 = stage("encoderlayer_2", _resample(w, "pool1.conv.op", t1, down=True))
+    d = stage("decoderlayer_1", torch.cat([stage("encoderlayer_bottom", t2), t2], -1))
+    d = stage("decoderlayer_2", torch.cat([_resample(w, "Upsample1.deconv.op", d, down=False), t1], -1))
+    d = torch.cat([_resample(w, "Upsample2.deconv.op", d, down=False), t0], -1)
+    return F.leaky_relu(_conv(w, "out", d.transpose(1, 2).reshape(batch, -1, height, width), padding=1)) + x

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from model import build_model
-from tests.released_reference import released_rhmc_forward
+from tests.released_reference import released_hybrimamba_forward, released_rhmc_forward
 from tools import convert_released
 from tools.convert_released import haar_filter, to_ours, to_released
 from utils.checkpoint import load_checkpoint
@@ -218,3 +218,21 @@ def test_rhmc_preset_on_converted_weights_is_the_released_forward(copies):
             other = build_model({**cfg["model"], key: value}).eval()
             other.load_state_dict(ours.state_dict())
             assert (other(x) - expected).abs().max() > 2e-4, key
+
+
+def test_hybrimamba_preset_on_converted_weights_is_the_released_forward():
+    """End to end: our released preset = HibriMambaBlock (rewritten in tests/released_reference.py), same weights."""
+    cfg = load_config("configs/hybrimamba_released.yaml", ["model.embed_dim=16", "model.d_state=2"])
+    torch.manual_seed(6)
+    ours = build_model(cfg["model"]).eval()
+    with torch.no_grad():
+        for p in ours.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    released = {k.removeprefix("module."): v for k, v in to_released(ours.state_dict(), "hybrimamba", 16).items()}
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        expected = released_hybrimamba_forward(released, x)
+        torch.testing.assert_close(ours(x), expected, rtol=0, atol=5e-5)
+        figure_view = build_model({**cfg["model"], "lem_gate_released_view": False}).eval()
+        figure_view.load_state_dict(ours.state_dict())
+        assert (figure_view(x) - expected).abs().max() > 2e-4
