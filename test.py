@@ -46,6 +46,7 @@ from metrics.tensor import QUANTIZE, tensor_to_uint8
 from utils.checkpoint import CheckpointError, check_model_name, load_checkpoint
 from utils.cli import run_cli
 from utils.config import load_config, resolve_config
+from utils.value_range import predict_unit
 
 log = logging.getLogger("test")
 QUANTIZE_TEXT = {
@@ -217,7 +218,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]
             torch.cuda.synchronize()
         start = time.perf_counter()
         with torch.no_grad():
-            sr = net(x)
+            sr = predict_unit(net, x, cfg["data"]["value_range"])  # [0, 1] in and out, any network range
         if device.type == "cuda":
             torch.cuda.synchronize()
         forward_s += time.perf_counter() - start

@@ -46,6 +46,7 @@ from utils.logger import setup_logger
 from utils.sampler import ResumableSampler
 from utils.scheduler import build_scheduler
 from utils.seed import ItemSeeded, preserved_rng, rng_state, seed_everything, set_rng_state
+from utils.value_range import from_network, to_network
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 NO_DECAY_NAMES = ("A_log", "A_logs", "D", "Ds")
@@ -56,13 +57,21 @@ class TrainingError(RuntimeError):
     """A run that cannot go on (non-finite loss, bad set-up); the message says why and where."""
 
 
-def param_groups(net: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on weights only: biases, norms, SSM ``A_log``/``D`` and ``_no_weight_decay`` params are exempt."""
+def param_groups(net: nn.Module, weight_decay: float, policy: str = "weights_only") -> list[dict[str, Any]]:
+    """Policy ``weights_only``: biases, norms, SSM ``A_log``/``D`` and ``_no_weight_decay`` params are exempt.
+    Policy ``all`` (the released training codes: AdamW over ``net.parameters()``): every parameter decays,
+    the exempt group stays empty."""
+    if policy not in ("weights_only", "all"):
+        raise ConfigError(
+            f"config key 'train.optimizer.weight_decay_policy' must be weights_only or all, got {policy!r}"
+        )
     decay, no_decay = [], []
     for name, p in net.named_parameters():
         if not p.requires_grad:
             continue
-        exempt = p.ndim <= 1 or getattr(p, "_no_weight_decay", False) or name.rsplit(".", 1)[-1] in NO_DECAY_NAMES
+        exempt = policy == "weights_only" and (
+            p.ndim <= 1 or getattr(p, "_no_weight_decay", False) or name.rsplit(".", 1)[-1] in NO_DECAY_NAMES
+        )
         (no_decay if exempt else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
@@ -72,7 +81,8 @@ def build_optimizer(net: nn.Module, opt: dict[str, Any]) -> torch.optim.Optimize
     if len(betas) != 2:
         raise ConfigError(f"config key 'train.optimizer.betas' needs two numbers, got {opt['betas']!r}")
     cls = torch.optim.AdamW if opt["type"] == "adamw" else torch.optim.Adam
-    return cls(param_groups(net, float(opt["weight_decay"])), lr=float(opt["lr"]), betas=betas)
+    groups = param_groups(net, float(opt["weight_decay"]), opt.get("weight_decay_policy", "weights_only"))
+    return cls(groups, lr=float(opt["lr"]), betas=betas)
 
 
 def weights_digest(state: dict[str, torch.Tensor]) -> str:
@@ -274,8 +284,14 @@ class Trainer:
         return self.ema.module if self.ema is not None else self.net
 
     def _forward(self, net: nn.Module, lr: torch.Tensor) -> torch.Tensor:
+        """Network-range output for network-range input (``data.value_range``)."""
         with torch.autocast(self.device.type, dtype=AMP_DTYPES.get(self.amp), enabled=self.amp != "none"):
             return net(lr)
+
+    def _predict(self, net: nn.Module, lr: torch.Tensor) -> torch.Tensor:
+        """[0, 1] LR -> [0, 1] SR (float32, not clamped), through the network's value range."""
+        value_range = self.cfg["data"]["value_range"]
+        return from_network(self._forward(net, to_network(lr, value_range)).float(), value_range)
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -287,7 +303,7 @@ class Trainer:
         psnrs, ssims = [], []
         max_images = self.cfg["data"]["val"]["max_images"]
         for batch in loader:
-            sr = self._forward(net, batch["lr"].to(self.device)).float()
+            sr = self._predict(net, batch["lr"].to(self.device))
             for pred, gt in zip(tensor_to_uint8(sr), tensor_to_uint8(batch["hr"])):
                 psnrs.append(calculate_psnr(pred, gt, convention="fsr"))
                 ssims.append(calculate_ssim(pred, gt, convention="fsr"))
@@ -306,7 +322,7 @@ class Trainer:
         net = self._eval_net()
         was_training = net.training
         net.eval()
-        sr = self._forward(net, lr.to(self.device)).float().clamp(0, 1).cpu()
+        sr = self._predict(net, lr.to(self.device)).clamp(0, 1).cpu()
         net.train(was_training)
         grid = make_grid(torch.stack([lr, sr, hr], dim=1).flatten(0, 1), nrow=3, padding=2)
         save_image(grid, self.run_dir / "samples" / f"iter_{self.iteration:07d}.png")
@@ -418,8 +434,9 @@ class Trainer:
     def step(self, batch: dict[str, Any], stop: StopRequest) -> tuple[dict[str, float], bool]:
         """One optimisation step; returns the loss terms and whether every rank must stop now."""
         tcfg = self.cfg["train"]
-        lr = batch["lr"].to(self.device, non_blocking=True)
-        hr = batch["hr"].to(self.device, non_blocking=True)
+        value_range = self.cfg["data"]["value_range"]  # losses compare network-range tensors (released codes)
+        lr = to_network(batch["lr"].to(self.device, non_blocking=True), value_range)
+        hr = to_network(batch["hr"].to(self.device, non_blocking=True), value_range)
         sr = self._forward(self.ddp, lr)
         loss, parts = self.criterion(sr, hr)
         flags = torch.stack(

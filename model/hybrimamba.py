@@ -156,10 +156,23 @@ class ChannelAttention(nn.Module):
 
 
 class LEM(nn.Module):
-    """Local Enhancement Module on (B, H, W, d): Conv1x1(Cr * Wg), Cr channel attention, Wg pixel-wise gate."""
+    """Local Enhancement Module on (B, H, W, d): Conv1x1(Cr * Wg), Cr channel attention, Wg pixel-wise gate.
 
-    def __init__(self, dim: int, gate_ratio: int = 2, reduction: int = 16, use_gate: bool = True) -> None:
+    ``gate_released_view=True`` reshapes the gate's (B, L, d) token output with ``.view(B, d, H, W)``
+    as one version of the authors' released code does (pixels and channels scrambled) instead of
+    permuting it.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        gate_ratio: int = 2,
+        reduction: int = 16,
+        use_gate: bool = True,
+        gate_released_view: bool = False,
+    ) -> None:
         super().__init__()
+        self.gate_released_view = gate_released_view
         self.expand = nn.Conv2d(dim, 2 * dim if use_gate else dim, 1)
         self.dwconv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
         self.attention = ChannelAttention(dim, reduction)
@@ -181,19 +194,30 @@ class LEM(nn.Module):
             return _channels_last(self.proj(self.attention(self.dwconv(f))))
         f1, f2 = f.chunk(2, dim=1)
         cr = self.attention(self.dwconv(f1))
-        wg = _channels_first(self.gate(_channels_last(f2)))
+        wg = self.gate(_channels_last(f2))  # (B, H, W, d) = the released (B, L, d) tokens
+        wg = wg.contiguous().view(f2.shape) if self.gate_released_view else _channels_first(wg)
         return _channels_last(self.proj(cr * wg))
 
 
 class HybriMambaStage(nn.Module):
     """ "HybriMamba Blocks" (figure (b)): depth x [x + MambaStack(LN(x)); x + LEM(LN(x))] on (B, H, W, d)."""
 
-    def __init__(self, dim: int, mixer: Mixer, depth: int = 2, n_layers: int = 2, use_lem_gate: bool = True) -> None:
+    def __init__(
+        self,
+        dim: int,
+        mixer: Mixer,
+        depth: int = 2,
+        n_layers: int = 2,
+        use_lem_gate: bool = True,
+        lem_gate_released_view: bool = False,
+    ) -> None:
         super().__init__()
         self.mamba_norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(depth))
         self.mambas = nn.ModuleList(MambaStack(dim, n_layers, mixer) for _ in range(depth))
         self.lem_norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(depth))
-        self.lems = nn.ModuleList(LEM(dim, use_gate=use_lem_gate) for _ in range(depth))
+        self.lems = nn.ModuleList(
+            LEM(dim, use_gate=use_lem_gate, gate_released_view=lem_gate_released_view) for _ in range(depth)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for mamba_norm, mamba, lem_norm, lem in zip(self.mamba_norms, self.mambas, self.lem_norms, self.lems):
@@ -241,12 +265,18 @@ class HybriMambaUNet(nn.Module):
         n_layers: int = 2,
         top_decoder: bool = True,
         use_lem_gate: bool = True,
+        lem_gate_released_view: bool = False,
     ) -> None:
         super().__init__()
         self.in_channels = in_channels
         c = embed_dim
         stage = functools.partial(
-            HybriMambaStage, mixer=mixer, depth=depth, n_layers=n_layers, use_lem_gate=use_lem_gate
+            HybriMambaStage,
+            mixer=mixer,
+            depth=depth,
+            n_layers=n_layers,
+            use_lem_gate=use_lem_gate,
+            lem_gate_released_view=lem_gate_released_view,
         )
         self.head = nn.Conv2d(in_channels, c, 3, padding=1)
         self.encoder0 = stage(c)
@@ -287,7 +317,8 @@ class HybriMamba(HybriMambaUNet):
     """HybriMamba (figure (a)): the U-shape with MambaBlocks (FWM + Image-SSM) as mixers.
 
     Switches for the authors' released code: ``top_decoder=False`` skips the H x W decoder stage,
-    ``fwm_extra_residual=True`` adds x once more after the FWM. ``sym_gain`` is g in y + g * S(y)
+    ``fwm_extra_residual=True`` adds x once more after the FWM, ``lem_gate_released_view=True``
+    reshapes the LEM gate's tokens with ``.view`` instead of a permute. ``sym_gain`` is g in y + g * S(y)
     (0.2 in the authors' code). Ablations: ``use_fwm``, ``use_symmetry``, ``use_lem_gate``.
     """
 
@@ -308,6 +339,7 @@ class HybriMamba(HybriMambaUNet):
         use_fwm: bool = True,
         use_symmetry: bool = True,
         use_lem_gate: bool = True,
+        lem_gate_released_view: bool = False,
     ) -> None:
         mixer = functools.partial(
             MambaBlock,
@@ -321,4 +353,6 @@ class HybriMamba(HybriMambaUNet):
             sym_gain=sym_gain,
             sym_init=sym_init,
         )
-        super().__init__(mixer, in_channels, embed_dim, depth, n_layers, top_decoder, use_lem_gate)
+        super().__init__(
+            mixer, in_channels, embed_dim, depth, n_layers, top_decoder, use_lem_gate, lem_gate_released_view
+        )

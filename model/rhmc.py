@@ -11,7 +11,9 @@ views copies nothing.
 Figure vs released code (each a constructor switch, defaults = figure):
 ``share_block_weights`` (released: one HMCB applied ``depth`` times; the keys are then the
 ``blocks.0.*`` subset of the distinct variant's), ``in_project`` (released: no input Project),
-``wavelet`` ("sym4" paper, "haar" released). ``use_rmoe`` / ``use_fam`` are ablations.
+``wavelet`` ("sym4" paper, "haar" released), and the released code's details:
+``rgb_mean_shift``, ``stage_end_norm``, ``block_norm_eps``, ``rmoe_double_sigmoid``,
+``local_branch_released_view``, ``stb_band_copies``, ``fam_eca`` (see ``RHMC``). ``use_rmoe`` / ``use_fam`` are ablations.
 """
 
 from __future__ import annotations
@@ -39,6 +41,13 @@ def nhwc(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 2, 3, 1)
 
 
+def local_tokens(x: torch.Tensor, released_view: bool) -> torch.Tensor:
+    """Local-branch map (B, C, H, W) -> tokens (B, H, W, C): a permute, or with ``released_view`` the released
+    code's ``.view(B, L, C)`` of the (B, C, H, W) memory order, which scrambles pixels and channels."""
+    batch, channels, height, width = x.shape
+    return x.reshape(batch, height, width, channels) if released_view else nhwc(x)
+
+
 def eca_kernel_size(channels: int, gamma: int = 2, b: int = 1) -> int:
     """ECA's adaptive kernel: t = int(|log2(C) + b| / gamma), made odd (t + 1 when even)."""
     t = int(abs(math.log2(channels) + b) / gamma)
@@ -58,24 +67,27 @@ class ECA(nn.Module):
         return self.conv(x.mean((2, 3)).unsqueeze(1)).view(batch, channels, 1, 1)
 
 
-def eca_gate(eca: ECA, x: torch.Tensor) -> torch.Tensor:
-    """x * sigmoid(ECA(x))."""
-    return x * torch.sigmoid(eca(x))
+def eca_gate(eca: ECA | None, x: torch.Tensor) -> torch.Tensor:
+    """x * sigmoid(ECA(x)); without an ECA x * sigmoid(GAP(x)) (the released FIM class's gate)."""
+    return x * torch.sigmoid(eca(x) if eca is not None else x.mean((2, 3), keepdim=True))
 
 
 class FAM(nn.Module):
-    """Feature Aggregation Module: SE channel gate, then two PW/ECA/DW paths summed (MODELS.md)."""
+    """Feature Aggregation Module: SE channel gate, then two PW/ECA/DW paths summed (MODELS.md).
 
-    def __init__(self, dim: int, reduction: int = 16) -> None:
+    ``use_eca=False`` gates with sigmoid(GAP) instead of ECA: then the paths are the released FIM class.
+    """
+
+    def __init__(self, dim: int, reduction: int = 16, use_eca: bool = True) -> None:
         super().__init__()
         hidden = max(1, dim // reduction)
         self.channel_gate = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, dim))
         self.dw_a = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
         self.pw_a1 = nn.Conv2d(dim, dim, 1)
-        self.eca_a = ECA(dim)
+        self.eca_a = ECA(dim) if use_eca else None
         self.pw_a2 = nn.Conv2d(dim, dim, 1)
         self.pw_b1 = nn.Conv2d(dim, dim, 1)
-        self.eca_b = ECA(dim)
+        self.eca_b = ECA(dim) if use_eca else None
         self.pw_b2 = nn.Conv2d(dim, dim, 1)
         self.dw_b = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
 
@@ -91,15 +103,24 @@ class FAM(nn.Module):
 class RSSM(nn.Module):
     """Residual SSM, the global branch: g = u*s + VSSM(LN(u)); g = g*s' + FAM(LN(g))."""
 
-    def __init__(self, dim: int, d_state: int, d_conv: int, expand: float, use_fam: bool = True) -> None:
+    def __init__(
+        self,
+        dim: int,
+        d_state: int,
+        d_conv: int,
+        expand: float,
+        use_fam: bool = True,
+        norm_eps: float = 1e-5,
+        fam_eca: bool = True,
+    ) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)  # the released norm2 keeps eps 1e-5
         self.vssm = VSSM(dim, d_state=d_state, d_conv=d_conv, expand=expand)
         self.scale1 = nn.Parameter(torch.ones(dim))
         self.use_fam = use_fam
         if use_fam:
             self.norm2 = nn.LayerNorm(dim)
-            self.fam = FAM(dim)
+            self.fam = FAM(dim, use_eca=fam_eca)
             self.scale2 = nn.Parameter(torch.ones(dim))
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
@@ -111,10 +132,18 @@ class RSSM(nn.Module):
 
 
 class RMoE(nn.Module):
-    """Region-aware Mixture of Experts: each branch weighted by the other branch's expert."""
+    """Region-aware Mixture of Experts: each branch weighted by the other branch's expert.
 
-    def __init__(self, dim: int, reduction: int = 16) -> None:
+    Released-code switches: ``double_sigmoid`` passes the channel gate through a second sigmoid,
+    ``released_view`` turns the gated local map into tokens with ``local_tokens(..., True)``.
+    """
+
+    def __init__(
+        self, dim: int, reduction: int = 16, double_sigmoid: bool = False, released_view: bool = False
+    ) -> None:
         super().__init__()
+        self.double_sigmoid = double_sigmoid
+        self.released_view = released_view
         hidden = max(1, dim // reduction)
         self.expert1 = nn.Sequential(  # spatial expert on the global branch -> (B, 1, H, W)
             nn.Conv2d(dim, hidden, 1), nn.BatchNorm2d(hidden), nn.GELU(), nn.Conv2d(hidden, 1, 1)
@@ -123,12 +152,13 @@ class RMoE(nn.Module):
 
     def gates(self, g: torch.Tensor, loc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Spatial gate sigmoid(Expert1(g)) (B, 1, H, W) and channel gate sigmoid(Expert2(loc)) (B, d, 1, 1)."""
-        return torch.sigmoid(self.expert1(nchw(g))), torch.sigmoid(self.expert2(loc))
+        channel = torch.sigmoid(self.expert2(loc))
+        return torch.sigmoid(self.expert1(nchw(g))), torch.sigmoid(channel) if self.double_sigmoid else channel
 
     def forward(self, g: torch.Tensor, loc: torch.Tensor) -> torch.Tensor:
         """g (B, H, W, d) global, loc (B, d, H, W) local -> g * gate2 + loc * gate1 as (B, H, W, d)."""
         spatial, channel = self.gates(g, loc)
-        return g * nhwc(channel) + nhwc(loc * spatial)
+        return g * nhwc(channel) + local_tokens(loc * spatial, self.released_view)
 
 
 class HMCM(nn.Module):
@@ -143,12 +173,21 @@ class HMCM(nn.Module):
         in_project: bool = True,
         use_rmoe: bool = True,
         use_fam: bool = True,
+        norm_eps: float = 1e-5,
+        rmoe_double_sigmoid: bool = False,
+        local_branch_released_view: bool = False,
+        fam_eca: bool = True,
     ) -> None:
         super().__init__()
         self.project_in = nn.Linear(dim, dim) if in_project else nn.Identity()
-        self.rssm = RSSM(dim, d_state, d_conv, expand, use_fam)
+        self.rssm = RSSM(dim, d_state, d_conv, expand, use_fam, norm_eps, fam_eca)
         self.local = nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1, groups=dim), nn.BatchNorm2d(dim), nn.GELU())
-        self.rmoe = RMoE(dim) if use_rmoe else None
+        self.local_released_view = local_branch_released_view
+        self.rmoe = (
+            RMoE(dim, double_sigmoid=rmoe_double_sigmoid, released_view=local_branch_released_view)
+            if use_rmoe
+            else None
+        )
         self.project_out = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -156,7 +195,7 @@ class HMCM(nn.Module):
         u = self.project_in(x)
         g = self.rssm(u)
         loc = self.local(nchw(u))
-        mixed = self.rmoe(g, loc) if self.rmoe is not None else g + nhwc(loc)
+        mixed = self.rmoe(g, loc) if self.rmoe is not None else g + local_tokens(loc, self.local_released_view)
         return self.project_out(mixed)
 
 
@@ -175,12 +214,14 @@ class ConvFFN(nn.Module):
 class HMCB(nn.Module):
     """Hybrid Mamba-CNN Block: x = x*s1 + HMCM(LN(x)); x = x*s2 + ConvFFN(LN(x))."""
 
-    def __init__(self, dim: int, d_state: int, d_conv: int, expand: float, **hmcm_switches: bool) -> None:
+    def __init__(
+        self, dim: int, d_state: int, d_conv: int, expand: float, norm_eps: float = 1e-5, **hmcm_switches: bool
+    ) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.hmcm = HMCM(dim, d_state, d_conv, expand, **hmcm_switches)
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.hmcm = HMCM(dim, d_state, d_conv, expand, norm_eps=norm_eps, **hmcm_switches)
         self.scale1 = nn.Parameter(torch.ones(dim))
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.ffn = ConvFFN(dim)
         self.scale2 = nn.Parameter(torch.ones(dim))
 
@@ -191,41 +232,54 @@ class HMCB(nn.Module):
 
 
 class HMCBlocks(nn.Module):
-    """``depth`` HMCBs in sequence; with ``share`` one HMCB applied ``depth`` times (released code)."""
+    """``depth`` HMCBs in sequence; with ``share`` one HMCB applied ``depth`` times, with ``end_norm`` a
+    LayerNorm after the last (both released code)."""
 
-    def __init__(self, dim: int, depth: int, share: bool, **block_kwargs) -> None:
+    def __init__(self, dim: int, depth: int, share: bool, end_norm: bool = False, **block_kwargs) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(HMCB(dim, **block_kwargs) for _ in range(1 if share else depth))
         self.order = [0] * depth if share else list(range(depth))
+        self.norm = nn.LayerNorm(dim, eps=block_kwargs.get("norm_eps", 1e-5)) if end_norm else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i in self.order:
             x = self.blocks[i](x)
-        return x
+        return self.norm(x) if self.norm is not None else x
 
 
 class STB(nn.Module):
-    """Symlet Transformation Block: one-level DWT of an encoder map; LL, LH, HL each Conv3x3(c -> 2c)."""
+    """Symlet Transformation Block: one-level DWT of an encoder map; LL, LH, HL each Conv3x3(c -> 2c).
 
-    def __init__(self, channels: int, wavelet: str) -> None:
+    ``band_copies=2`` feeds each band's channels twice (c -> 2c input channels, channel i at 2i and
+    2i+1), as the released code's grouped wavelet convs do; the same function as a c-input conv
+    whose weight is the sum of each channel pair.
+    """
+
+    def __init__(self, channels: int, wavelet: str, band_copies: int = 1) -> None:
         super().__init__()
+        if band_copies < 1:
+            raise ValueError(f"model.stb_band_copies must be >= 1, got {band_copies}")
         self.dwt = DWT2d(wavelet)
-        self.conv_ll = nn.Conv2d(channels, 2 * channels, 3, padding=1)
-        self.conv_lh = nn.Conv2d(channels, 2 * channels, 3, padding=1)
-        self.conv_hl = nn.Conv2d(channels, 2 * channels, 3, padding=1)
+        self.band_copies = band_copies
+        self.conv_ll = nn.Conv2d(band_copies * channels, 2 * channels, 3, padding=1)
+        self.conv_lh = nn.Conv2d(band_copies * channels, 2 * channels, 3, padding=1)
+        self.conv_hl = nn.Conv2d(band_copies * channels, 2 * channels, 3, padding=1)
 
     def forward(self, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, c, r, r) -> LL', LH', HL' each (B, 2c, r/2, r/2); HH is dropped."""
         low, highs = self.dwt(e)
-        return self.conv_ll(low), self.conv_lh(highs[:, :, 0]), self.conv_hl(highs[:, :, 1])
+        lh, hl = highs[:, :, 0], highs[:, :, 1]
+        if self.band_copies > 1:
+            low, lh, hl = (band.repeat_interleave(self.band_copies, dim=1) for band in (low, lh, hl))
+        return self.conv_ll(low), self.conv_lh(lh), self.conv_hl(hl)
 
 
 class SFB(nn.Module):
     """Symlet Fusion Block: [SIT(LL', LH', HL', P), ConvT(Q)] -> Conv1x1, with P, Q the halves of D."""
 
-    def __init__(self, channels: int, wavelet: str) -> None:
+    def __init__(self, channels: int, wavelet: str, band_copies: int = 1) -> None:
         super().__init__()
-        self.stb = STB(channels, wavelet)
+        self.stb = STB(channels, wavelet, band_copies)
         self.idwt = IDWT2d(wavelet)
         self.up = nn.ConvTranspose2d(2 * channels, 2 * channels, 2, stride=2)
         self.fuse = nn.Conv2d(4 * channels, 2 * channels, 1)
@@ -239,9 +293,20 @@ class SFB(nn.Module):
         return nhwc(self.fuse(nchw(merged)))
 
 
+RGB_MEAN = (0.4488, 0.4371, 0.4040)  # the released code's (EDSR's) mean, subtracted before the head
+
+
 @register_model("rhmc")
 class RHMC(nn.Module):
-    """RHMC U-Net: head, 4-level HMC encoder, Feature Aggregation Stage, SFB decoder, tail + input."""
+    """RHMC U-Net: head, 4-level HMC encoder, Feature Aggregation Stage, SFB decoder, tail + input.
+
+    Released-code switches (defaults = figures): ``rgb_mean_shift`` feeds the head x - RGB_MEAN (the
+    global residual still adds x), ``stage_end_norm`` ends every HMC Blocks stage with a LayerNorm,
+    ``block_norm_eps`` is the eps of the HMCB norms, RSSM's first norm and the stage-end norm (1e-6
+    released; FAM's norm and the SS2D output norm keep 1e-5 there too), ``rmoe_double_sigmoid`` and
+    ``local_branch_released_view`` as in ``RMoE``, ``stb_band_copies`` as in ``STB``, ``fam_eca=False``
+    as in ``FAM`` (the release calls an undefined FAM class; this reads it as its FIM class).
+    """
 
     def __init__(
         self,
@@ -256,6 +321,13 @@ class RHMC(nn.Module):
         in_project: bool = True,
         use_rmoe: bool = True,
         use_fam: bool = True,
+        rgb_mean_shift: bool = False,
+        stage_end_norm: bool = False,
+        block_norm_eps: float = 1e-5,
+        rmoe_double_sigmoid: bool = False,
+        local_branch_released_view: bool = False,
+        stb_band_copies: int = 1,
+        fam_eca: bool = True,
     ) -> None:
         super().__init__()
         if embed_dim < 1 or depth < 1:
@@ -270,7 +342,15 @@ class RHMC(nn.Module):
             in_project=in_project,
             use_rmoe=use_rmoe,
             use_fam=use_fam,
+            end_norm=stage_end_norm,
+            norm_eps=block_norm_eps,
+            rmoe_double_sigmoid=rmoe_double_sigmoid,
+            local_branch_released_view=local_branch_released_view,
+            fam_eca=fam_eca,
         )
+        self.rgb_mean = torch.tensor(RGB_MEAN).view(1, 3, 1, 1) if rgb_mean_shift else None
+        if rgb_mean_shift and in_channels != 3:
+            raise ValueError(f"model.rgb_mean_shift needs in_channels 3 (an RGB mean), got {in_channels}")
         self.head = nn.Sequential(nn.Conv2d(in_channels, c, 3, padding=1), nn.GELU())
         self.encoder1 = HMCBlocks(c, **kwargs)
         self.down1 = nn.Conv2d(c, 2 * c, 4, stride=2, padding=1)
@@ -281,11 +361,11 @@ class RHMC(nn.Module):
         self.encoder4 = HMCBlocks(8 * c, **kwargs)
         self.aggregation = HMCBlocks(8 * c, **kwargs)
         self.decoder4 = HMCBlocks(16 * c, **kwargs)
-        self.fusion3 = SFB(4 * c, wavelet)
+        self.fusion3 = SFB(4 * c, wavelet, stb_band_copies)
         self.decoder3 = HMCBlocks(8 * c, **kwargs)
-        self.fusion2 = SFB(2 * c, wavelet)
+        self.fusion2 = SFB(2 * c, wavelet, stb_band_copies)
         self.decoder2 = HMCBlocks(4 * c, **kwargs)
-        self.fusion1 = SFB(c, wavelet)
+        self.fusion1 = SFB(c, wavelet, stb_band_copies)
         self.decoder1 = HMCBlocks(2 * c, **kwargs)
         self.tail = nn.Sequential(nn.Conv2d(2 * c, in_channels, 3, padding=1), nn.GELU())
         self.apply(init_linear_vmamba)  # the authors' initialisation
@@ -294,7 +374,8 @@ class RHMC(nn.Module):
         """Bicubic-upsampled LR (B, 3, H, W), H and W divisible by 8 -> SR (B, 3, H, W)."""
         if x.dim() != 4 or x.shape[-2] % 8 or x.shape[-1] % 8:
             raise ValueError(f"RHMC needs a (B, C, H, W) input with H and W divisible by 8, got {tuple(x.shape)}")
-        f = nhwc(self.head(x.contiguous(memory_format=torch.channels_last)))
+        shifted = x - self.rgb_mean.to(x) if self.rgb_mean is not None else x
+        f = nhwc(self.head(shifted.contiguous(memory_format=torch.channels_last)))
         e1 = self.encoder1(f)
         e2 = self.encoder2(nhwc(self.down1(nchw(e1))))
         e3 = self.encoder3(nhwc(self.down2(nchw(e2))))

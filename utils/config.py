@@ -43,6 +43,7 @@ SCHEMA: dict[str, Any] = {
     "model": _o({"name": "bicubic"}, dict),
     "ssm": {"backend": _o("auto", str, choices=("auto", "mamba_ssm", "triton", "torch", "reference"))},
     "data": {
+        "value_range": _o([0, 1], list, choices=([0, 1], [-1, 1])),  # network input/output range (utils.value_range)
         "train": {
             "type": _o("hr_folder", str, choices=("hr_folder", "paired", "sample")),
             "hr_dir": _o(None, str),
@@ -78,6 +79,7 @@ SCHEMA: dict[str, Any] = {
             "lr": _o(4e-4, *NUM),
             "betas": _o([0.9, 0.999], list),
             "weight_decay": _o(0.0, *NUM),
+            "weight_decay_policy": _o("weights_only", str, choices=("weights_only", "all")),  # all = released codes
         },
         "scheduler": {
             "type": _o("multistep", str, choices=("multistep", "cosine", "constant")),

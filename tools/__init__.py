@@ -1,0 +1,1 @@
+"""Command-line tools that are not training, testing or metrics (``python -m tools.NAME``)."""

@@ -1,0 +1,353 @@
+"""Convert a state dict of the authors' released networks into this framework's released presets, and back.
+
+    python -m tools.convert_released --model hybrimamba|rhmc --src RELEASED.pth --out OURS.pt
+                                     [--config YAML] [--set model.k=v ...] [--reverse]
+
+Forward: RELEASED.pth (their ``torch.save(generator.state_dict())``, with or without the
+``module.`` / ``FDBNet.`` prefixes of their DataParallel / two_stageHMC wrappers) -> OURS.pt, a
+checkpoint that ``test.py --checkpoint`` reads, for the model of ``--config`` (default
+``configs/<model>_released.yaml``). ``--reverse``: OURS.pt (a checkpoint or a plain state dict) ->
+RELEASED.pth with the full prefixes their test scripts load.
+
+Key names are those of the released modules (LateAutu/HybriMamba models/HibriMambaBlock.py and
+models/mamba.py; RHMC-Project/RHMC model/HMC/SHMC.py). Besides renaming:
+- RHMC wavelet bands: their ``LH`` filter is low-pass along H and high-pass along W, our ``HL``
+  (pywt's cV), with the opposite sign, and their ``HL`` is minus our ``LH``; their analysis and synthesis
+  filters are the same, so ``high*_LH`` -> ``conv_hl`` and ``high*_HL`` -> ``conv_lh`` with negated biases.
+- RHMC STB convs: their wavelet pooling writes every band twice (channels 2i and 2i+1 both from
+  channel i); for ``stb_band_copies: 1`` the input channel pairs are summed, exact because the two
+  copies are equal: the converter checks that their fixed Haar filter weights are unchanged.
+- RHMC FAM: the release does not define its FAM class; ours with identity ECA kernels is their FIM
+  class (``FAMblk.pos_enc1``, ``conv_spatial1_1`` ...), so the ECA kernels are written as identities.
+- HybriMamba ``decoderlayer_*3*``: built but never called by their forward; dropped for
+  ``top_decoder: false`` (and absent from the reverse output, so their class then needs ``strict=False``).
+Unknown or missing keys and shape mismatches are errors that name and count them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from utils.checkpoint import save_checkpoint
+from utils.cli import run_cli
+from utils.config import load_config
+
+MODELS = ("hybrimamba", "rhmc")
+PREFIXES = {"hybrimamba": ("module.",), "rhmc": ("module.", "FDBNet.")}
+FIXED = "<fixed>"  # our key has no released tensor: a constant filter buffer or an identity ECA kernel
+SHOWN = 12
+
+# ------------------------------------------------------------------ HybriMamba names
+HM_STAGES = {
+    "encoder0": "encoderlayer_0",
+    "encoder1": "encoderlayer_1",
+    "encoder2": "encoderlayer_2",
+    "transformation": "encoderlayer_bottom",
+    "decoder1": "decoderlayer_1",
+    "decoder2": "decoderlayer_2",
+    "decoder3": "decoderlayer_3",
+}
+HM_TOP = {
+    "head": "shallow_conv",
+    "tail": "out",
+    "down0.depthwise": "pool0.conv.op.0",
+    "down0.pointwise": "pool0.conv.op.1",
+    "down1.depthwise": "pool1.conv.op.0",
+    "down1.pointwise": "pool1.conv.op.1",
+    "up1.depthwise": "Upsample1.deconv.op.0",
+    "up1.pointwise": "Upsample1.deconv.op.1",
+    "up2.depthwise": "Upsample2.deconv.op.0",
+    "up2.pointwise": "Upsample2.deconv.op.1",
+}
+MIXER = r"layers.\1.0.fn.layers.\2.mixer."  # their Mamba layer j of HibriMamba layer i
+SCAN_PARAMS = r"(?:in_proj|conv2d|out_norm|out_proj)\.\w+|x_proj_weight|dt_projs_weight|dt_projs_bias|A_logs|Ds"
+HM_STAGE_RULES = [  # inside a stage: (our pattern, released template)
+    (r"mamba_norms\.(\d+)\.(.+)", r"layers.\1.0.norm.\2"),
+    (r"mambas\.(\d+)\.norms\.(\d+)\.weight", r"layers.\1.0.fn.layers.\2.norm.weight"),
+    (r"mambas\.(\d+)\.blocks\.(\d+)\.pre_conv\.magnitude\.(\d)\.(.+)", MIXER + r"freq_model.fft_conv.\3.\4"),
+    (r"mambas\.(\d+)\.blocks\.(\d+)\.pre_conv\.dwt\.dwt\.(.+)", MIXER + r"freq_model.dwt.\3"),
+    (r"mambas\.(\d+)\.blocks\.(\d+)\.pre_conv\.idwt\.idwt\.(.+)", MIXER + r"freq_model.idwt.\3"),
+    (r"mambas\.(\d+)\.blocks\.(\d+)\.pre_conv\.high_conv\.(.+)", MIXER + r"freq_model.wave_conv.\3"),
+    (r"mambas\.(\d+)\.blocks\.(\d+)\.post_scan\.weight", MIXER + r"symmetry_enhance.symmetry_weight"),
+    (rf"mambas\.(\d+)\.blocks\.(\d+)\.({SCAN_PARAMS})", MIXER + r"\3"),
+    (r"lem_norms\.(\d+)\.(.+)", r"layers.\1.1.norm.\2"),
+    (r"lems\.(\d+)\.expand\.(.+)", r"layers.\1.1.fn.expand.\2"),
+    (r"lems\.(\d+)\.dwconv\.(.+)", r"layers.\1.1.fn.ca.0.\2"),
+    (r"lems\.(\d+)\.attention\.squeeze\.(\d)\.(.+)", r"layers.\1.1.fn.ca.1.att.\2.\3"),
+    (r"lems\.(\d+)\.gate\.(\d)\.(.+)", r"layers.\1.1.fn.gate.\2.\3"),
+    (r"lems\.(\d+)\.proj\.(.+)", r"layers.\1.1.fn.smooth.\2"),
+]
+
+# ------------------------------------------------------------------ RHMC names
+RH_STAGES = {
+    "encoder1": "encoderlayer_0",
+    "encoder2": "encoderlayer_1",
+    "encoder3": "encoderlayer_2",
+    "encoder4": "encoderlayer_3",
+    "aggregation": "encoderlayer_bottom",
+    "decoder4": "decoderlayer_0",
+    "decoder3": "decoderlayer_1",
+    "decoder2": "decoderlayer_2",
+    "decoder1": "decoderlayer_3",
+}
+RH_TOP = {"head.0": "shallow_conv", "tail.0": "out", "down1": "pool0", "down2": "pool1", "down3": "pool2"}
+RH_FUSION = {"fusion3": (2, 0), "fusion2": (1, 1), "fusion1": (0, 2)}  # (high<level>_*, Upsample<n> / up<n>)
+RH_BAND = {"conv_ll": "LL", "conv_lh": "HL", "conv_hl": "LH"}  # ours -> theirs: LH and HL swapped (and negated)
+RH_BLOCK_RULES = [  # inside an HMCB (their single shared ``HMCB``)
+    (r"scale([12])", r"skip_scale\1"),
+    (r"norm([12])\.(.+)", r"ln_\1.\2"),
+    (r"hmcm\.project_out\.(.+)", r"proj.\1"),
+    (r"ffn\.fc([12])\.(.+)", r"convffn.conv\1.\2"),
+    (r"hmcm\.local\.(\d)\.(.+)", r"dwconv.\1.\2"),
+    (r"hmcm\.rmoe\.expert2\.conv\.weight", r"channel_interaction.conv.weight"),
+    (r"hmcm\.rmoe\.expert1\.(\d)\.(.+)", r"spatial_interaction.\1.\2"),
+    (r"hmcm\.rssm\.norm([12])\.(.+)", r"mamba_b.ln_\1.\2"),
+    (r"hmcm\.rssm\.scale1", r"mamba_b.skip_scale"),
+    (r"hmcm\.rssm\.scale2", r"mamba_b.skip_scale2"),
+    (r"hmcm\.rssm\.vssm\.(.+)", r"mamba_b.self_attention.\1"),
+    (r"hmcm\.rssm\.fam\.channel_gate\.(\d)\.(.+)", r"mamba_b.ACG.gate.\1.\2"),
+    (r"hmcm\.rssm\.fam\.dw_a\.(.+)", r"mamba_b.FAMblk.pos_enc1.\1"),
+    (r"hmcm\.rssm\.fam\.pw_a([12])\.(.+)", r"mamba_b.FAMblk.conv_spatial1_\1.\2"),
+    (r"hmcm\.rssm\.fam\.pw_b([12])\.(.+)", r"mamba_b.FAMblk.conv_spatial2_\1.\2"),
+    (r"hmcm\.rssm\.fam\.dw_b\.(.+)", r"mamba_b.FAMblk.pos_enc2.\1"),
+    (r"hmcm\.rssm\.fam\.eca_[ab]\.conv\.weight", FIXED),
+]
+RH_WAVELET_KEY = re.compile(r"(wave_pool|recon_block)([012])\.(LL|LH|HL|HH)\.weight")
+
+
+def _apply(rules: list[tuple[str, str]], key: str) -> str | None:
+    for pattern, template in rules:
+        match = re.fullmatch(pattern, key)
+        if match:
+            return FIXED if template == FIXED else match.expand(template)
+    return None
+
+
+def released_name(model: str, key: str) -> str | None:
+    """The released key of our ``key``, ``FIXED`` when it has none by design, None when it is not convertible."""
+    head, _, rest = key.partition(".")
+    if model == "hybrimamba":
+        for ours, theirs in HM_TOP.items():
+            if key.startswith(ours + "."):
+                return theirs + key[len(ours) :]
+        if head in HM_STAGES:
+            inner = _apply(HM_STAGE_RULES, rest)
+            return None if inner is None else f"{HM_STAGES[head]}.{inner}"
+        return None
+    for ours, theirs in RH_TOP.items():
+        if key.startswith(ours + "."):
+            return theirs + key[len(ours) :]
+    if head in RH_STAGES:
+        if rest.startswith("norm."):
+            return f"{RH_STAGES[head]}.{rest}"
+        match = re.fullmatch(r"blocks\.\d+\.(.+)", rest)
+        inner = _apply(RH_BLOCK_RULES, match.group(1)) if match else None
+        return inner if inner in (None, FIXED) else f"{RH_STAGES[head]}.HMCB.{inner}"
+    if head in RH_FUSION:
+        level, n = RH_FUSION[head]
+        if rest.startswith(("stb.dwt.dwt.", "idwt.idwt.")):
+            return FIXED
+        if rest.startswith("up."):
+            return f"Upsample{n}.{rest[3:]}"
+        if rest.startswith("fuse."):
+            return f"up{n}.{rest[5:]}"
+        match = re.fullmatch(r"stb\.(conv_ll|conv_lh|conv_hl)\.(weight|bias)", rest)
+        if match:
+            return f"high{level}_{RH_BAND[match.group(1)]}.{match.group(2)}"
+    return None
+
+
+def _negated(key: str) -> bool:
+    """RHMC's swapped high bands carry the opposite sign: their conv biases are negated."""
+    return re.search(r"\.stb\.conv_(lh|hl)\.bias$", key) is not None
+
+
+def haar_filter(band: str) -> torch.Tensor:
+    """The released code's 2x2 Haar filter of ``band``: outer product of L = [1, 1]/sqrt2 and H = [-1, 1]/sqrt2."""
+    low = torch.tensor([1.0, 1.0]) / math.sqrt(2)
+    high = torch.tensor([-1.0, 1.0]) / math.sqrt(2)
+    rows, cols = (low if band[0] == "L" else high), (low if band[1] == "L" else high)
+    return rows[:, None] * cols[None, :]
+
+
+def released_wavelet_weights(embed_dim: int) -> dict[str, torch.Tensor]:
+    """The fixed (``requires_grad=False``) weights of their WavePool(c, 2c, 4c) and WaveUnpool(8c, 4c, 2c)."""
+    out = {}
+    for i in range(3):
+        pool, unpool = embed_dim * 2**i, embed_dim * 2 ** (3 - i)
+        for band in ("LL", "LH", "HL", "HH"):
+            out[f"wave_pool{i}.{band}.weight"] = haar_filter(band).expand(2 * pool, 1, 2, 2).clone()
+            out[f"recon_block{i}.{band}.weight"] = haar_filter(band).expand(unpool, 1, 2, 2).clone()
+    return out
+
+
+def identity_eca(ref: torch.Tensor) -> torch.Tensor:
+    """An ECA Conv1d kernel (1, 1, k) that passes each channel's mean through: sigmoid(GAP), their FIM gate."""
+    kernel = torch.zeros_like(ref)
+    kernel[..., ref.shape[-1] // 2] = 1
+    return kernel
+
+
+def strip_prefixes(state: dict[str, Any], model: str) -> dict[str, Any]:
+    out = {}
+    for key, value in state.items():
+        for prefix in PREFIXES[model]:
+            if key.startswith(prefix):
+                key = key[len(prefix) :]
+        out[key] = value
+    return out
+
+
+def _listing(keys: list[str]) -> str:
+    more = f", ... ({len(keys) - SHOWN} more)" if len(keys) > SHOWN else ""
+    return ", ".join(keys[:SHOWN]) + more
+
+
+def to_ours(released: dict[str, Any], model: str, target: nn.Module, embed_dim: int) -> dict[str, torch.Tensor]:
+    """Released state dict -> a state dict that ``target`` (our model, built from the preset) loads strictly."""
+    src = strip_prefixes(released, model)
+    bad = sorted(k for k, v in src.items() if not isinstance(v, torch.Tensor))
+    if bad:
+        raise ValueError(f"{len(bad)} entr(ies) of the source are not tensors (not a state dict?): {_listing(bad)}")
+    out, used, missing, shapes, unmapped = {}, set(), [], [], []
+    for key, ref in target.state_dict().items():
+        name = released_name(model, key)
+        if name is None:
+            unmapped.append(key)
+        elif name == FIXED:
+            out[key] = identity_eca(ref) if ".eca_" in key else ref.clone()
+        elif name not in src:
+            missing.append(name)
+        else:
+            value = src[name]
+            used.add(name)
+            if value.dim() == 4 and ref.dim() == 4 and value.shape[1] == 2 * ref.shape[1] and ".stb.conv_" in key:
+                value = value[:, 0::2] + value[:, 1::2]  # both inputs of a pair are the same band channel
+            if value.shape != ref.shape:
+                shapes.append(f"{name} {tuple(value.shape)} -> {key} {tuple(ref.shape)}")
+                continue
+            if "dwt." in name and not torch.allclose(value.to(ref.dtype), ref):
+                raise ValueError(f"fixed wavelet filter {name} differs from the Haar filter our {key} holds")
+            out[key] = (-value if _negated(key) else value).to(ref.dtype).clone()
+    extra = _released_extras(model, src, used, embed_dim)
+    unknown = sorted(set(src) - used - set(extra))
+    problems = []
+    if unmapped:
+        problems.append(f"{len(unmapped)} key(s) of our model have no released counterpart: {_listing(unmapped)}")
+    if missing:
+        problems.append(f"{len(missing)} released key(s) missing from the source: {_listing(missing)}")
+    if unknown:
+        problems.append(f"{len(unknown)} unknown key(s) in the source: {_listing(unknown)}")
+    if shapes:
+        problems.append(f"{len(shapes)} shape mismatch(es): {_listing(shapes)}")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return out
+
+
+def _released_extras(model: str, src: dict[str, torch.Tensor], used: set[str], embed_dim: int) -> set[str]:
+    """Released keys with no counterpart in ours that are expected: checked, then dropped."""
+    if model == "hybrimamba":  # decoderlayer_3: built, never called by their forward
+        return {k for k in src if k.startswith("decoderlayer_3.") and k not in used}
+    expected = released_wavelet_weights(embed_dim)
+    for key in (k for k in src if RH_WAVELET_KEY.fullmatch(k)):
+        if key not in expected or src[key].shape != expected[key].shape:
+            continue  # reported as unknown
+        if not torch.allclose(src[key].float(), expected[key], atol=1e-6):
+            raise ValueError(
+                f"released fixed wavelet filter {key} is not the Haar filter (changed weights?): folding the "
+                "duplicated wavelet channels would not be exact"
+            )
+    return {k for k in src if k in expected and src[k].shape == expected[k].shape}
+
+
+def to_released(ours: dict[str, torch.Tensor], model: str, embed_dim: int) -> dict[str, torch.Tensor]:
+    """Our state dict (released preset) -> the released key names and shapes, with their wrapper prefixes."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in ours.items():
+        name = released_name(model, key)
+        if name is None:
+            raise ValueError(f"our key {key} has no released counterpart (not a released preset?)")
+        if name == FIXED:
+            if ".eca_" in key and not torch.equal(value, identity_eca(value)):
+                raise ValueError(f"{key} is not an identity ECA kernel: their FIM has no ECA, so it cannot be written")
+            continue
+        if value.dim() == 4 and ".stb.conv_" in key and value.shape[1] * 2 == value.shape[0]:
+            value = (value / 2).repeat_interleave(2, dim=1)  # unfold: each input pair shares the weight
+        value = -value if _negated(key) else value
+        if name in out and not torch.equal(out[name], value):
+            raise ValueError(f"{key} differs from another block written to {name}: the release shares one block")
+        out[name] = value.clone()
+    if model == "rhmc":
+        out.update(released_wavelet_weights(embed_dim))
+    prefix = "".join(PREFIXES[model])
+    return {prefix + k: v for k, v in out.items()}
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"--src {str(path)!r} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001  (any unpickling failure is a bad input file)
+        raise ValueError(f"--src {str(path)!r} is not a readable PyTorch state dict: {err}") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"--src {str(path)!r} holds a {type(state).__name__}, not a state dict")
+    return state
+
+
+def _load_strict(target: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    try:
+        target.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"{what} does not fit the configured model: {' '.join(str(err).split())[:2000]}") from None
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, choices=MODELS)
+    p.add_argument("--src", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--config", default=None, help="our model's YAML (default: configs/<model>_released.yaml)")
+    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help="config overrides")
+    p.add_argument("--reverse", action="store_true", help="ours -> released (SRC is our checkpoint or state dict)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[str, torch.Tensor]:
+    args = parse_args(argv)
+    config = args.config or f"configs/{args.model}_released.yaml"
+    cfg = load_config(config, args.set)
+    if cfg["model"]["name"] != args.model:
+        raise ValueError(f"--config {config} builds model {cfg['model']['name']!r}, not --model {args.model!r}")
+    from model import build_model
+
+    torch.manual_seed(0)
+    target = build_model(cfg["model"])
+    embed_dim = cfg["model"].get("embed_dim", 32)
+    state = _read_state(args.src)
+    if args.reverse:
+        ours = state["model"] if "model_name" in state and "model" in state else state
+        _load_strict(target, ours, f"--src {args.src}")
+        converted = to_released(ours, args.model, embed_dim)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(converted, args.out)
+        print(f"{len(ours)} tensors -> {len(converted)} released keys in {args.out}")
+        return converted
+    converted = to_ours(state, args.model, target, embed_dim)
+    _load_strict(target, converted, "the converted state dict")
+    checkpoint = {"model_name": args.model, "model": converted, "ema": None, "config": cfg, "iteration": 0}
+    save_checkpoint({**checkpoint, "converted_from": str(args.src)}, args.out)
+    print(f"{len(state)} released keys -> {len(converted)} tensors of {config} in {args.out} (loads with strict=True)")
+    return converted
+
+
+if __name__ == "__main__":
+    run_cli(main)
