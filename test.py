@@ -153,26 +153,6 @@ def network_input(
     )
 
 
-def image_range(cfg: dict[str, Any]) -> tuple[float, float]:
-    """The value range the network works in: the config's ``data.range`` ([low, high]), [0, 1] when absent."""
-    value = cfg.get("data", {}).get("range", (0.0, 1.0))
-    if not isinstance(value, (list, tuple)) or len(value) != 2 or not value[0] < value[1]:
-        raise ValueError(f"config data.range must be [low, high] with low < high, got {value!r}")
-    return float(value[0]), float(value[1])
-
-
-def to_network(x: torch.Tensor, value_range: tuple[float, float]) -> torch.Tensor:
-    """Images in [0, 1] -> the network's input range (the only place test.py maps values in)."""
-    low, high = value_range
-    return x if (low, high) == (0.0, 1.0) else x * (high - low) + low
-
-
-def from_network(y: torch.Tensor, value_range: tuple[float, float]) -> torch.Tensor:
-    """Network output -> [0, 1] (unclamped); for [-1, 1]: (y + 1) / 2, the papers' ``(y + 1.) / 2.``."""
-    low, high = value_range
-    return y if (low, high) == (0.0, 1.0) else (y - low) / (high - low)
-
-
 def prepare_out_dir(out_dir: Path, stems: list[str]) -> Path:
     """``<out_dir>/images``, created and checked writable before any inference; warns about stale images."""
     images = out_dir / "images"
@@ -201,7 +181,6 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]
         lpips_model = build_lpips(args.lpips_net, args.lpips_weights, device)  # fails before any inference
     net, cfg, info = load_model(args.checkpoint, args.config, not args.no_ema, args.device)
     scale = cfg["scale"]
-    value_range = image_range(cfg)
     hr_size = args.hr_size or cfg["data"]["val"]["hr_size"]
     items = plan(args.lr_dir, args.hr_dir, args.degrade)
     images_dir = prepare_out_dir(Path(args.out_dir), [stem for stem, _, _ in items])
@@ -213,7 +192,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]
 
     def flush() -> None:
         nonlocal forward_s
-        x = to_network(torch.stack([t for _, t, _ in batch]).to(device), value_range)
+        x = torch.stack([t for _, t, _ in batch]).to(device)
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
@@ -222,7 +201,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]
         if device.type == "cuda":
             torch.cuda.synchronize()
         forward_s += time.perf_counter() - start
-        sr_u8 = tensor_to_uint8(from_network(sr.float(), value_range), args.quantize)
+        sr_u8 = tensor_to_uint8(sr.float(), args.quantize)
         for (stem, _, gt), pred in zip(batch, sr_u8):
             Image.fromarray(pred).save(images_dir / f"{stem}.png")
             if gt is not None:

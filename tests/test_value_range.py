@@ -146,5 +146,5 @@ def test_test_py_runs_the_network_in_its_range(tmp_path: Path):
         str(tmp_path / "out"),
     ]
     inference.main([*args, "--hr_size", "16", "--no_progress", "--device", "cpu"])
-    diff = np.asarray(Image.open(tmp_path / "out" / "a.png")).astype(int) - pixels
+    diff = np.asarray(Image.open(tmp_path / "out" / "images" / "a.png")).astype(int) - pixels
     assert diff.min() >= 63 and diff.max() <= 64  # 0.25 * 255 = 63.75, rounded or truncated when saved
