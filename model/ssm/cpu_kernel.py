@@ -102,7 +102,7 @@ def kernel_available() -> bool:
 
 def _slices(batch: int, groups: int, per_group: int) -> int:
     """Split each group's channels so the backward has about two tasks per thread."""
-    tasks = batch * groups
+    tasks = max(1, batch * groups)  # batch 0: nothing to split
     want = -(-2 * torch.get_num_threads() // tasks)
     return max(1, min(per_group, want))
 
