@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+import model.ssm as ssm
 from model.mamba1d import causal_conv1d_kernel_args, causal_conv1d_torch
+from model.registry import build_model
 from model.ssm.mamba_adapter import mamba_ssm_backend
 from model.ssm.reference import selective_scan_reference
 from tests import cuda_standin
@@ -72,6 +74,7 @@ CASES = {
     "name, dtype",
     [(name, torch.float32) for name in CASES]
     + [(name, torch.bfloat16) for name in CASES if name != "two-kernel-chunks"],
+    ids=lambda v: str(v).removeprefix("torch."),
 )
 def test_adapter_over_standin_matches_reference(scan, name: str, dtype: torch.dtype) -> None:
     case = CASES[name]
@@ -215,3 +218,43 @@ def test_causal_conv1d_adapter_rejects_with_a_clear_error(conv, change, message:
     with pytest.raises(ValueError, match=f"^causal_conv1d: {message}"):
         conv(*args)
     assert not cuda_standin.calls
+
+
+MODELS = {
+    "hybrimamba": dict(name="hybrimamba", embed_dim=8, depth=1, n_layers=1, d_state=4),
+    "rhmc": dict(name="rhmc", embed_dim=8, depth=1, d_state=4),
+    "mamba1d": dict(name="mamba1d", embed_dim=8, depth=1, n_layers=1, d_state=4),
+}
+
+
+@pytest.mark.parametrize("amp", [False, True], ids=["fp32", "bf16-autocast"])
+@pytest.mark.parametrize("name", MODELS)
+def test_models_calls_satisfy_the_kernel_contract(scan, monkeypatch: pytest.MonkeyPatch, name: str, amp: bool) -> None:
+    """Every scan the tiny models make, fp32 and under bf16 autocast, passes the adapter and the stand-in's checks."""
+    torch.manual_seed(0)
+    net = build_model(MODELS[name])
+    x = torch.rand(1, 3, 16, 16)
+
+    def run() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        net.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            y = net(x)
+        y.float().square().mean().backward()
+        return y.detach().float(), [p.grad.clone() for p in net.parameters() if p.grad is not None]
+
+    want, want_grads = run()  # the torch backend
+    dtypes = set()
+
+    def recording_scan(u, *args, **kwargs):
+        dtypes.add(u.dtype)
+        return scan(u, *args, **kwargs)
+
+    monkeypatch.setattr(ssm, "resolve_backend", lambda backend, device: ("mamba_ssm", recording_scan))
+    got, got_grads = run()
+    assert cuda_standin.calls["selective_scan_fwd"] >= 2 and cuda_standin.calls["selective_scan_bwd"] >= 2
+    assert dtypes == {torch.bfloat16 if amp else torch.float32}
+    tol = 5e-2 if amp else 1e-4
+    torch.testing.assert_close(got, want, rtol=tol, atol=tol)
+    assert len(got_grads) == len(want_grads)
+    for g, w in zip(got_grads, want_grads):
+        torch.testing.assert_close(g, w, rtol=tol * 10, atol=tol)
