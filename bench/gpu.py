@@ -17,6 +17,7 @@ tiny configs and small shapes (the tests do).
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import sys
 import time
@@ -55,6 +56,8 @@ class Report:
         self.failures += not oom
         reason = "OOM" if oom else f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:100]}"
         print(f"{label}  {reason}", flush=True)
+        err.__traceback__ = None  # its frames hold the failed row's model and tensors
+        gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 

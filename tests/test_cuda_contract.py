@@ -258,3 +258,19 @@ def test_models_calls_satisfy_the_kernel_contract(scan, monkeypatch: pytest.Monk
     assert len(got_grads) == len(want_grads)
     for g, w in zip(got_grads, want_grads):
         torch.testing.assert_close(g, w, rtol=tol * 10, atol=tol)
+
+
+@pytest.mark.parametrize(
+    "change, check",
+    [
+        (lambda x, w, b: (x.double(), w, b), "input_type == Float"),
+        (lambda x, w, b: (x, torch.randn(8, 5), b), "width >= 2 && width <= 4"),
+        (lambda x, w, b: (x, w, b.bfloat16()), "bias.scalar_type"),
+        (lambda x, w, b: (torch.randn(2, 16, 66)[:, ::2, ::2], w, b), r"x.stride\(2\) == 1 \|\|"),
+    ],
+    ids=["fp64-x", "width5", "bias-dtype", "no-unit-stride"],
+)
+def test_conv_standin_asserts_where_the_kernel_does(change, check: str) -> None:
+    x, w, b = change(*(t.detach() for t in _conv_inputs()))
+    with pytest.raises(KernelAssert, match=check):
+        cuda_standin.causal_conv1d_fwd(x, w, b, None, None, torch.empty(x.shape, dtype=x.dtype), None, True)
