@@ -59,7 +59,7 @@ def causal_conv1d_kernel_args(
 
     if x.dim() != 3:
         raise fail("x", x, "x of shape (batch, dim, L)")
-    batch, dim, length = x.shape
+    dim = x.shape[1]
     if weight.dim() != 2 or weight.shape[0] != dim or not 2 <= weight.shape[1] <= 4:
         raise fail("weight", weight, f"weight of shape (dim={dim}, width) with width 2, 3 or 4")
     for name, t in (("x", x), ("weight", weight)):
