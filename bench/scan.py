@@ -1,12 +1,14 @@
 """Selective scan benchmark: forward and forward+backward time and peak memory of every backend.
 
-    .venv/bin/python -m bench.scan [--lengths 1024 4096 16384] [--states 8 16] [--repeats 3] [--quick]
+    .venv/bin/python -m bench.scan [--lengths 1024 4096 16384] [--states 8 16] [--repeats 3] [--quick | --tiny]
 
 Each (backend, N, L) case runs in its own subprocess, so that a slow or memory-hungry case is
 time-boxed (``--timeout``) and peak memory can be read per case: on CPU the growth of the
 process's max RSS (``resource.getrusage``; torch's allocations are invisible to tracemalloc) over
 the state after the inputs are built, on CUDA ``torch.cuda.max_memory_allocated`` over the inputs.
-Inputs follow SS2D's call: grouped B/C (G=4), D, z, delta_bias, delta_softplus.
+Inputs follow SS2D's call: grouped B/C (G=4), D, z, delta_bias, delta_softplus. The CUDA backends
+come from ``model.ssm.resolve_backend`` (those that do not resolve are listed with the reason).
+``--tiny`` runs one small case per backend and exits 1 if any failed (the tests run it).
 """
 
 from __future__ import annotations
@@ -23,22 +25,25 @@ import time
 import torch
 
 
-def _backend_fns(device: torch.device) -> dict[str, object]:
-    """Every backend that can run on ``device``: name -> function with selective_scan's signature."""
-    from model.ssm import _mamba_ssm_fn, _triton_fn
+def _backend_fns(device: torch.device, only: str | None = None) -> tuple[dict[str, object], dict[str, str]]:
+    """name -> function (selective_scan's signature) for every backend that runs on ``device``; name -> why not."""
+    from model.ssm import resolve_backend
     from model.ssm.chunked_scan import selective_scan_chunked
     from model.ssm.cpu_kernel import kernel_available, selective_scan_compiled
     from model.ssm.reference import selective_scan_reference
 
     fns: dict[str, object] = {"reference": selective_scan_reference, "torch-pure": selective_scan_chunked}
+    skipped: dict[str, str] = {}
+    if only in fns:  # a worker: no kernel build or CUDA import for the other backends
+        return {only: fns[only]}, skipped
     if device.type == "cpu" and kernel_available():
         fns["torch-compiled"] = selective_scan_compiled
-    if device.type == "cuda":
-        for name, get in (("mamba_ssm", _mamba_ssm_fn), ("triton", _triton_fn)):
-            fn = get()
-            if fn is not None:
-                fns[name] = fn
-    return fns
+    for name in ("mamba_ssm", "triton"):
+        try:
+            fns[name] = resolve_backend(name, device)[1]
+        except RuntimeError as err:
+            skipped[name] = str(err).splitlines()[0]
+    return fns, skipped
 
 
 def _inputs(batch: int, d: int, n: int, length: int, groups: int, device: torch.device, grad: bool) -> dict:
@@ -82,7 +87,7 @@ def _time(run, device: torch.device, repeats: int, budget_s: float) -> float:
 def worker(args: argparse.Namespace) -> dict:
     """One case in this process: returns fwd/fwd+bwd seconds and peak memory in MiB."""
     device = torch.device(args.device)
-    fn = _backend_fns(device)[args.backend]
+    fn = _backend_fns(device, only=args.backend)[0][args.backend]
     # Warm up (kernel build, lazy imports) on a tiny problem so the memory baseline stays low.
     small = _inputs(1, args.groups, args.states, 64, args.groups, device, grad=True)
     fn(**small, delta_softplus=True).sum().backward()
@@ -144,6 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--quick", action="store_true", help="L=1024, 4096, N=16, one repeat")
+    parser.add_argument("--tiny", action="store_true", help="batch 1, d 8, L 64, N 4, one repeat; exit 1 on a failure")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.threads:
@@ -154,8 +160,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.quick:
         args.lengths, args.states, args.repeats = [1024, 4096], [16], 1
+    if args.tiny:
+        args.lengths, args.states, args.repeats, args.batch, args.d = [64], [4], 1, 1, 8
     device = torch.device(args.device)
-    available = list(_backend_fns(device))
+    fns, skipped = _backend_fns(device)
+    available = list(fns)
     backends = args.backends or available
     unknown = sorted(set(backends) - set(available))
     if unknown:
@@ -165,8 +174,11 @@ def main(argv: list[str] | None = None) -> None:
         f"G={args.groups}, D, z, delta_bias, softplus; median of <= {args.repeats} runs"
     )
     header = f"{'backend':<16}{'N':>4}{'L':>7}{'fwd':>12}{'x ref':>8}{'fwd+bwd':>12}{'x ref':>8}{'peak MiB':>10}"
+    for name, reason in skipped.items():
+        print(f"skipped {name}: {reason}")
     print(header)
     print("-" * len(header))
+    failed = 0
     for n in args.states:
         for length in args.lengths:
             ref: dict = {}
@@ -175,6 +187,7 @@ def main(argv: list[str] | None = None) -> None:
                 if backend == "reference":
                     ref = r
                 if "error" in r:
+                    failed += 1
                     print(f"{backend:<16}{n:>4}{length:>7}  {r['error']}", flush=True)
                     continue
                 cols = []
@@ -182,6 +195,8 @@ def main(argv: list[str] | None = None) -> None:
                     speedup = f"{ref[key] / r[key]:.1f}x" if key in ref else "-"
                     cols.append(f"{_fmt_time(r[key]):>12}{speedup:>8}")
                 print(f"{backend:<16}{n:>4}{length:>7}{''.join(cols)}{r['peak_mib']:>10.0f}", flush=True)
+    if failed and args.tiny:
+        raise SystemExit(f"bench.scan: {failed} case(s) failed")
 
 
 if __name__ == "__main__":

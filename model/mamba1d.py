@@ -37,14 +37,57 @@ def causal_conv1d_torch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     return F.silu(y)
 
 
+CONV_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def causal_conv1d_kernel_args(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Check causal_conv1d's CUDA contract (1.x ``csrc/causal_conv1d.cpp``) before its kernel asserts.
+
+    x (batch, dim, L) and weight (dim, width) in float32, float16 or bfloat16 (they may differ),
+    width 2..4, bias (dim,) in weight's dtype. x needs stride 1 along L or along dim (channel-last);
+    channel-last also needs dim and the batch/L strides divisible by 8, so other layouts are copied
+    to contiguous here (the wrapper copies only when neither stride is 1). Returns (x, weight, bias).
+    """
+
+    def fail(name: str, t: torch.Tensor, expected: str) -> ValueError:
+        dtype = str(t.dtype).removeprefix("torch.")
+        return ValueError(
+            f"causal_conv1d: {name} is {dtype} {tuple(t.shape)}; causal_conv1d's CUDA kernel takes {expected}"
+        )
+
+    if x.dim() != 3:
+        raise fail("x", x, "x of shape (batch, dim, L)")
+    dim = x.shape[1]
+    if weight.dim() != 2 or weight.shape[0] != dim or not 2 <= weight.shape[1] <= 4:
+        raise fail("weight", weight, f"weight of shape (dim={dim}, width) with width 2, 3 or 4")
+    for name, t in (("x", x), ("weight", weight)):
+        if t.dtype not in CONV_DTYPES:
+            raise fail(name, t, f"{name} in float32, float16 or bfloat16")
+    if bias is not None:
+        if bias.shape != (dim,) or bias.dtype != weight.dtype:
+            raise fail(
+                "bias", bias, f"bias of shape ({dim},) in weight's dtype {str(weight.dtype).removeprefix('torch.')}"
+            )
+        bias = bias.contiguous()
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and t.device != x.device:
+            raise ValueError(f"causal_conv1d: {name} is on {t.device} but x is on {x.device}")
+    channel_last = x.stride(1) == 1 and x.stride(2) > 1
+    if channel_last and (dim % 8 or x.stride(0) % 8 or x.stride(2) % 8) or (x.stride(1) != 1 and x.stride(2) != 1):
+        x = x.contiguous()
+    return x, weight, bias
+
+
 def causal_conv1d(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, use_cuda_kernel: bool = True
 ) -> torch.Tensor:
     """SiLU(causal depthwise conv1d), through causal_conv1d's kernel when available on CUDA."""
-    if use_cuda_kernel and x.is_cuda:
+    if use_cuda_kernel and x.is_cuda and x.numel():  # an empty batch is an empty CUDA grid: the torch path
         fn = _causal_conv1d_cuda()
         if fn is not None:
-            return fn(x, weight, bias, activation="silu")
+            return fn(*causal_conv1d_kernel_args(x, weight, bias), activation="silu")
     return causal_conv1d_torch(x, weight, bias)
 
 

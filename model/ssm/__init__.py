@@ -41,11 +41,14 @@ def get_default_backend() -> str:
 
 
 def _mamba_ssm_fn() -> Callable | None:
+    """mamba_ssm's selective_scan_fn behind its contract checks (``mamba_adapter``), or None if it does not import."""
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
     except Exception:  # ImportError, or a selective_scan_cuda built for another torch
         return None
-    return selective_scan_fn
+    from model.ssm.mamba_adapter import mamba_ssm_backend
+
+    return mamba_ssm_backend(selective_scan_fn)
 
 
 def resolve_backend(name: str, device: torch.device) -> tuple[str, Callable]:

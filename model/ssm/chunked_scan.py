@@ -139,7 +139,7 @@ class ChunkedSelectiveScan(torch.autograd.Function):
             n = inp.A.shape[-1]
             gout = torch.zeros_like(inp.u)
             if dout is not None:
-                gout[: inp.length] = dout.float().reshape(batch, groups, per_group, -1).movedim(-1, 0)
+                gout[: inp.length] = dout.float().reshape(batch, groups, per_group, inp.length).movedim(-1, 0)
             du, ddt = torch.empty_like(inp.u), torch.empty_like(inp.u)
             dz = torch.empty_like(inp.u) if inp.z is not None else None
             dB, dC = inp.u.new_empty(padded, batch, groups, n), inp.u.new_empty(padded, batch, groups, n)

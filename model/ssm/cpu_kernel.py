@@ -3,9 +3,10 @@
 ``selective_scan_cpu.cpp`` holds the forward and the reverse-time backward (one thread task per
 (batch, channel), ``at::parallel_for``). It is compiled with ``torch.utils.cpp_extension.load`` into
 ``$TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``) the first time it is needed; the
-extension name carries a hash of the source, the flags and the CPU, so a cached build is reused only
-where it was made for. ``kernel_available()`` is False when there is no compiler or the build fails,
-and ``FSR_SSM_NO_COMPILE=1`` turns the kernel off.
+extension name carries a hash of the source (text and path), the flags and the CPU, so a cached build
+is reused only where it was made for, and checkouts sharing the cache do not rebuild each other's.
+``kernel_available()`` is False when there is no compiler or the build fails, and
+``FSR_SSM_NO_COMPILE=1`` turns the kernel off.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def _cpu_fingerprint() -> str:
 def _extension_name() -> str:
     digest = hashlib.sha1()
     for part in (
+        str(SOURCE.resolve()).encode(),  # the build file names the source path: one build folder per checkout
         SOURCE.read_bytes(),
         " ".join(CFLAGS).encode(),
         _cpu_fingerprint().encode(),
@@ -102,7 +104,7 @@ def kernel_available() -> bool:
 
 def _slices(batch: int, groups: int, per_group: int) -> int:
     """Split each group's channels so the backward has about two tasks per thread."""
-    tasks = batch * groups
+    tasks = max(1, batch * groups)  # batch 0: nothing to split
     want = -(-2 * torch.get_num_threads() // tasks)
     return max(1, min(per_group, want))
 
