@@ -98,7 +98,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises many kinds (RuntimeError, UnpicklingError, KeyError, EOFError ...)
-        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or not a PyTorch checkpoint: {_load_reason(err)}")
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is corrupt or not a PyTorch checkpoint: {_load_reason(err)}"
+        ) from None
     if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
         found = sorted(state) if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"checkpoint {str(path)!r} lacks keys {list(REQUIRED_KEYS)}; found {found}")

@@ -48,7 +48,9 @@ class LogFileHandler(logging.FileHandler):
         if not self.failed:
             self.failed = True
             err = sys.exc_info()[1]
-            print(f"could not write {self.baseFilename}: {err}; log lines continue on the console only", file=sys.stderr)
+            print(
+                f"could not write {self.baseFilename}: {err}; log lines continue on the console only", file=sys.stderr
+            )
 
 
 def _formatter() -> logging.Formatter:
