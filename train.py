@@ -446,7 +446,10 @@ class Trainer:
     # ----------------------------------------------------------------- training
     def fit(self) -> int:
         if self.iteration >= self.total_iters:
-            self.log.info(f"already trained {self.iteration} of {self.total_iters} iterations; nothing to do")
+            self.log.info(
+                f"already trained {self.iteration} of {self.total_iters} iterations; nothing to do "
+                "(raise train.iterations to go on, or --overwrite without --resume to start again)"
+            )
             return 0
         tcfg, lcfg = self.cfg["train"], self.cfg["logging"]
         bs, ws = tcfg["batch_size"], self.info.world_size
