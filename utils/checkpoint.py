@@ -85,9 +85,9 @@ def _load_reason(err: BaseException) -> str:
         detail = " ".join(detail.split())
         if "Unsupported global" in detail:
             return f"it holds Python objects other than tensors and plain containers ({detail.split('.')[0]})"
-        return f"not a PyTorch checkpoint ({detail or 'unreadable pickle'})"
+        return f"unreadable data ({detail or 'pickle error'})"
     first = " ".join(text.split("\n", 1)[0].split()) or type(err).__name__
-    return first if isinstance(err, (RuntimeError, OSError)) else f"{type(err).__name__}: {first}"
+    return first if isinstance(err, (RuntimeError, OSError)) else f"unreadable data ({type(err).__name__}: {first})"
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
