@@ -151,9 +151,16 @@ class Trainer:
         self.lock: RunLock | None = None
         self.log = logging.getLogger("train")
         model.ssm.set_default_backend(cfg["ssm"]["backend"])
+        try:
+            model.ssm.resolve_backend(cfg["ssm"]["backend"], self.device)
+        except (ValueError, RuntimeError) as err:
+            raise ConfigError(str(err)) from None
 
         seed_everything(cfg["seed"])  # the same initial weights on every rank
-        self.net = build_model(cfg["model"]).to(self.device)
+        try:
+            self.net = build_model(cfg["model"]).to(self.device)
+        except (ValueError, TypeError, RuntimeError) as err:  # e.g. model.embed_dim=0 rejected by torch
+            raise ConfigError(f"config key 'model' {cfg['model']} does not build a network: {err}") from None
         seed_everything(cfg["seed"] + info.rank)  # then per-rank streams (dropout ...)
         self.model_name = cfg["model"]["name"]
         self.ddp: nn.Module = self.net  # wrapped in DistributedDataParallel by open_run_folder
@@ -187,7 +194,10 @@ class Trainer:
             generator=self.loader_gen,
         )
         self.total_iters = self._total_iterations(tcfg)
-        self.scheduler = build_scheduler(self.optimizer, tcfg["scheduler"], self.iters_per_epoch, self.total_iters)
+        try:
+            self.scheduler = build_scheduler(self.optimizer, tcfg["scheduler"], self.iters_per_epoch, self.total_iters)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
 
         val_cfg = cfg["data"]["val"]
         self.val_set = build_dataset(val_cfg, cfg["scale"], train=False)  # None for type none

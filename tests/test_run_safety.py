@@ -72,6 +72,16 @@ def test_fresh_run_into_an_existing_run_is_refused_and_bad_input_changes_nothing
         ("--set", "train.optimizer.lr=-1e-3"): "config key 'train.optimizer.lr' must be >= 0, got -0.001",
         ("--set", "train.iterations=0"): "config key 'train.iterations' must be >= 1, got 0",
         ("--resume", str(old_run / "nope.pt")): "nope.pt: checkpoint file does not exist",
+        (
+            "--set",
+            "model.width=-2",
+        ): "config key 'model' {'name': 'tiny_test_net', 'width': -2} does not build a network",
+        ("--set", "ssm.backend=triton"): "ssm.backend=triton (CUDA only) has no kernel",
+        (
+            "--set",
+            "train.scheduler.type=multistep",
+            "train.scheduler.milestones=[a]",
+        ): "milestones must be non-negative",
     }
     for args, message in cases.items():
         assert main(old_run, *args) == 1
