@@ -25,7 +25,10 @@ if [[ $# -gt 0 && "$1" != --* ]]; then
   CONFIG="$1"
   shift
 fi
-VISIBLE="$("$PYTHON" -c 'import torch; print(torch.cuda.device_count())')"
+if ! VISIBLE="$("$PYTHON" -c 'import torch; print(torch.cuda.device_count())' 2>/dev/null)"; then
+  echo "train.sh: $PYTHON cannot import torch; run 'make setup' (creates .venv) or set PYTHON=/path/to/python" >&2
+  exit 2
+fi
 NGPUS="$VISIBLE"
 if [[ $# -gt 0 && "$1" =~ ^[0-9]+$ ]]; then
   NGPUS="$1"

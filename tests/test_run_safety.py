@@ -259,3 +259,12 @@ def test_train_sh_finds_the_venv_and_runs_one_cpu_process(tmp_path: Path) -> Non
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "called").read_text().split() == ["train.py", "--config", "c.yaml", "--set", "a=1"]
     assert "no GPU visible, so one CPU process (NGPUS=4 ignored" in done.stderr
+    broken = tmp_path / "broken_python"
+    broken.write_text("#!/bin/sh\nexit 1\n")  # an interpreter without torch
+    broken.chmod(0o755)
+    done = subprocess.run(
+        ["bash", str(tmp_path / "train.sh")], env={**env, "PYTHON": str(broken)}, capture_output=True, text=True
+    )
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        f"train.sh: {broken} cannot import torch; run 'make setup' (creates .venv) or set PYTHON=/path/to/python"
+    ]
