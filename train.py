@@ -214,8 +214,9 @@ class Trainer:
     def load_start(self, arg: str | None, overwrite: bool) -> bool:
         """Load the checkpoint to start from (``--resume`` / ``paths.resume``) into the network and optimiser.
 
-        Nothing is written. Returns whether this run continues its own run folder (a checkpoint of
-        it, or ``--resume auto``) rather than starting a fresh one there.
+        Nothing is written. Returns whether this run continues its own run folder (``--resume auto``,
+        or a checkpoint inside it without ``--overwrite``) rather than starting a fresh one there; with
+        ``--overwrite`` a checkpoint of the old run is loaded first, then that run is moved aside.
         """
         choice = arg if arg is not None else self.cfg["paths"]["resume"]
         if choice is None:
@@ -242,7 +243,7 @@ class Trainer:
         if not path.is_file():
             raise CheckpointError(f"--resume {choice}: checkpoint file does not exist")
         self.resume(path, load_checkpoint(path, map_location="cpu"))
-        return path.resolve().is_relative_to(self.run_dir.resolve())
+        return path.resolve().is_relative_to(self.run_dir.resolve()) and not overwrite
 
     def open_run_folder(self, continuing: bool, overwrite: bool) -> None:
         """Claim the run folder (rank 0: lock, refuse or move aside an old run, config.yaml, train.log, tb/),
@@ -333,7 +334,7 @@ class Trainer:
                 self.ema.module.load_state_dict(state["model"])
             else:
                 load_weights(self.ema.module, state["ema"], path, "EMA")
-        missing = [k for k in ("optimizer", "scheduler", "rng", "best_psnr") if k not in state]
+        missing = [k for k in ("optimizer", "scheduler", "scaler", "rng", "best_psnr") if k not in state]
         if missing:
             raise CheckpointError(
                 f"checkpoint {str(path)!r} has weights only (no {', '.join(missing)}): it cannot be resumed; "

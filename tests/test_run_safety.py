@@ -102,6 +102,11 @@ def test_overwrite_moves_the_old_run_aside(old_run: Path) -> None:
     assert load_checkpoint(old_run / "run" / "checkpoints" / "latest.pt")["iteration"] == 1
     assert not (old_run / "run" / LOCK_NAME).exists()  # released at the end
 
+    own = old_run / "run" / "checkpoints" / "latest.pt"  # a checkpoint of the run being moved aside
+    assert main(old_run, "--overwrite", "--resume", str(own), "--stop-at", "2") == 0
+    assert len([p for p in old_run.iterdir() if p.name.startswith("run.old-")]) == 2
+    assert load_checkpoint(own)["iteration"] == 2 and "resumed from" in run_log(old_run)
+
 
 def _write_lock(run_dir: Path, pid: int, host: str) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
