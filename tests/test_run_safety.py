@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import pathlib
 import shutil
@@ -23,6 +24,7 @@ import train
 import utils.checkpoint
 from data.prepare import main as prepare_main
 from utils.checkpoint import load_checkpoint
+from utils.logger import close_logger, open_log_file, setup_logger
 from utils.run_folder import LOCK_NAME, _process_start
 
 REPO = Path(__file__).resolve().parents[1]
@@ -273,3 +275,21 @@ def test_train_sh_finds_the_venv_and_runs_one_cpu_process(tmp_path: Path) -> Non
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [
         f"train.sh: {broken} cannot import torch; run 'make setup' (creates .venv) or set PYTHON=/path/to/python"
     ]
+
+
+def test_a_full_disk_under_train_log_is_one_console_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    log = setup_logger(None)
+    open_log_file(log, tmp_path / "train.log")
+    log.info("written")
+
+    def full(text: str) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    handler = next(h for h in log.handlers if isinstance(h, logging.FileHandler))
+    handler.stream.write = full
+    log.warning("lost 1")
+    log.warning("lost 2")
+    close_logger()
+    err = capsys.readouterr().err
+    assert err.count(f"could not write {tmp_path / 'train.log'}: [Errno 28] No space left on device") == 1
+    assert "Traceback" not in err and "written" in (tmp_path / "train.log").read_text()
