@@ -96,16 +96,23 @@ _TAIL_BYTES = 64
 
 
 def _check_complete(path: Path, fmt: str | None) -> None:
-    """PNG / JPEG: the end marker must be among the last bytes, else the file was cut short."""
+    """PNG / JPEG: the end marker must be among the last bytes; a file without it must decode
+    (data appended after the image, as some cameras do), else it was cut short."""
     marker = END_MARKERS.get(fmt or "")
     if marker is None:
         return
-    with open(path, "rb") as fh:
-        fh.seek(0, 2)
-        fh.seek(max(0, fh.tell() - _TAIL_BYTES))
-        tail = fh.read()
-    if marker not in tail:
-        raise DataError(f"image {str(path)!r} is truncated: the {fmt} file stops before its end marker")
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            fh.seek(max(0, fh.tell() - _TAIL_BYTES))
+            if marker in fh.read():
+                return
+        with Image.open(path) as img:
+            img.load()
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        raise DataError(
+            f"image {str(path)!r} is truncated: the {fmt} file stops before its end marker ({err})"
+        ) from None
 
 
 def open_header(path: Path) -> tuple[int, int]:

@@ -177,6 +177,8 @@ def test_truncated_files_are_found_by_the_scan_and_corrupt_pixels_at_decode(tmp_
         ds = build_dataset(_hr_section(tmp_path, skip_bad=True), 8, True)
     assert len(ds) == 1 and "skipped 2 bad file(s) of 3" in caplog.text and "c.jpg' is truncated" in caplog.text
 
+    (tmp_path / "c.jpg").write_bytes(jpg + bytes(range(256)) * 4)  # data appended after a complete JPEG: fine
+    assert len(build_dataset(_hr_section(tmp_path, skip_bad=True), 8, True)) == 2
     (tmp_path / "c.jpg").unlink()
     idat = data.index(b"IDAT") + 8  # complete file, scrambled compressed pixels: only decoding finds it
     (tmp_path / "b.png").write_bytes(data[:idat] + bytes(64) + data[idat + 64 :])
