@@ -13,7 +13,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 setup: $(VENV)/.installed
 
 demo: setup
-	bash train.sh configs/demo.yaml
+	bash train.sh configs/demo.yaml --resume auto
 
 test: setup
 	$(PY) -m ruff check .

@@ -4,10 +4,16 @@
     torchrun --nproc_per_node 4 train.py --config ...      (DistributedDataParallel, one GPU per process)
 
 Rank 0 writes ``experiments/<name>/``: config.yaml, train.log, tb/, checkpoints/ (latest.pt,
-iter_<n>.pt, best.pt), samples/. ``--resume auto`` continues from latest.pt of the run folder
-exactly where it stopped (same weights as an uninterrupted run on CPU). SIGTERM / SIGINT save
-latest.pt at the next iteration boundary and exit with status 0; a non-finite loss stops the
-run naming the iteration and the last good checkpoint.
+iter_<n>.pt, best.pt), samples/, and holds run.lock (pid, host) while it runs. Everything (config,
+data folders with a header scan of every image, the resume checkpoint) is checked before the
+run folder is touched. A run folder belongs to one run: a fresh run into an existing one is
+refused (``--resume auto`` continues it, ``--overwrite`` moves it aside to
+``<name>.old-<timestamp>``; nothing is deleted). ``--resume auto`` continues from latest.pt, or
+from the newest loadable iter_<n>.pt when latest.pt is unreadable, exactly where it stopped
+(same weights as an uninterrupted run on CPU). SIGTERM / SIGINT save latest.pt at the next
+iteration boundary and exit with status 0; a non-finite loss stops the run naming the
+iteration and the last good checkpoint; an unreadable training image met mid-run saves
+latest.pt first and names both.
 """
 
 from __future__ import annotations
@@ -38,11 +44,21 @@ from metrics.psnr_ssim import calculate_psnr, calculate_ssim
 from metrics.tensor import tensor_to_uint8
 from model.losses import WeightedLoss
 from model.registry import build_model
-from utils.checkpoint import CheckpointError, check_model_name, load_checkpoint, save_checkpoint
+from utils.checkpoint import (
+    CheckpointError,
+    check_model_name,
+    load_checkpoint,
+    load_newest,
+    load_weights,
+    model_settings_diff,
+    save_checkpoint,
+)
+from utils.cli import os_error_message
 from utils.config import ConfigError, load_config, save_config
-from utils.dist import DistInfo, any_rank, barrier, cleanup, init_distributed
+from utils.dist import DistInfo, all_ok, any_rank, cleanup, init_distributed
 from utils.ema import ModelEMA
-from utils.logger import setup_logger
+from utils.logger import close_logger, open_log_file, setup_logger
+from utils.run_folder import RunFolderError, RunLock, claim
 from utils.sampler import ResumableSampler
 from utils.scheduler import build_scheduler
 from utils.seed import ItemSeeded, preserved_rng, rng_state, seed_everything, set_rng_state
@@ -55,6 +71,17 @@ SAMPLE_IMAGES = 4
 
 class TrainingError(RuntimeError):
     """A run that cannot go on (non-finite loss, bad set-up); the message says why and where."""
+
+
+RUN_ERRORS = (ConfigError, CheckpointError, TrainingError, DataError, RunFolderError)
+
+
+def data_error_message(err: DataError) -> str:
+    """The DataError's own line; a DataLoader worker's re-raised copy carries the worker traceback too."""
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith("Caught "):
+        return lines[-1].split("DataError: ", 1)[-1]
+    return str(err)
 
 
 def param_groups(net: nn.Module, weight_decay: float, policy: str = "weights_only") -> list[dict[str, Any]]:
@@ -78,8 +105,9 @@ def param_groups(net: nn.Module, weight_decay: float, policy: str = "weights_onl
 
 def build_optimizer(net: nn.Module, opt: dict[str, Any]) -> torch.optim.Optimizer:
     betas = tuple(opt["betas"])
-    if len(betas) != 2:
-        raise ConfigError(f"config key 'train.optimizer.betas' needs two numbers, got {opt['betas']!r}")
+    ok = len(betas) == 2 and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)
+    if not ok:
+        raise ConfigError(f"config key 'train.optimizer.betas' needs two numbers in [0, 1), got {opt['betas']!r}")
     cls = torch.optim.AdamW if opt["type"] == "adamw" else torch.optim.Adam
     groups = param_groups(net, float(opt["weight_decay"]), opt.get("weight_decay_policy", "weights_only"))
     return cls(groups, lr=float(opt["lr"]), betas=betas)
@@ -114,12 +142,16 @@ class StopRequest:
 
 
 class Trainer:
-    """Holds the network, optimisation state and run folder of one training run."""
+    """Holds the network, optimisation state and run folder of one training run.
+
+    Construction and :meth:`load_start` only check and build (nothing is written);
+    :meth:`open_run_folder` then claims the run folder, and :meth:`fit` trains.
+    """
 
     def __init__(self, cfg: dict[str, Any], info: DistInfo, stop_at: int | None = None) -> None:
         self.cfg, self.info, self.stop_at = cfg, info, stop_at
         self.device = info.device
-        tcfg, lcfg = cfg["train"], cfg["logging"]
+        tcfg = cfg["train"]
         if (tcfg["iterations"] is None) == (tcfg["epochs"] is None):
             raise ConfigError(
                 "set exactly one of train.iterations and train.epochs "
@@ -127,23 +159,22 @@ class Trainer:
             )
         self.run_dir = Path(cfg["paths"]["experiments_root"]) / cfg["name"]
         self.ckpt_dir = self.run_dir / "checkpoints"
-        if info.is_main:
-            for sub in ("checkpoints", "samples"):
-                (self.run_dir / sub).mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.run_dir / "config.yaml")
-        barrier(info)
-        self.log = setup_logger(self.run_dir / "train.log", info.is_main)
+        self.lock: RunLock | None = None
+        self.log = logging.getLogger("train")
         model.ssm.set_default_backend(cfg["ssm"]["backend"])
+        try:
+            model.ssm.resolve_backend(cfg["ssm"]["backend"], self.device)
+        except (ValueError, RuntimeError) as err:
+            raise ConfigError(str(err)) from None
 
         seed_everything(cfg["seed"])  # the same initial weights on every rank
-        self.net = build_model(cfg["model"]).to(self.device)
+        try:
+            self.net = build_model(cfg["model"]).to(self.device)
+        except (ValueError, TypeError, RuntimeError) as err:  # e.g. model.embed_dim=0 rejected by torch
+            raise ConfigError(f"config key 'model' {cfg['model']} does not build a network: {err}") from None
         seed_everything(cfg["seed"] + info.rank)  # then per-rank streams (dropout ...)
         self.model_name = cfg["model"]["name"]
-        self.ddp: nn.Module = self.net
-        if info.distributed:
-            self.ddp = DistributedDataParallel(
-                self.net, device_ids=[self.device] if self.device.type == "cuda" else None
-            )
+        self.ddp: nn.Module = self.net  # wrapped in DistributedDataParallel by open_run_folder
         self.ema = ModelEMA(self.net, float(tcfg["ema"])) if tcfg["ema"] else None
         try:
             self.criterion = WeightedLoss(tcfg["losses"])
@@ -174,7 +205,10 @@ class Trainer:
             generator=self.loader_gen,
         )
         self.total_iters = self._total_iterations(tcfg)
-        self.scheduler = build_scheduler(self.optimizer, tcfg["scheduler"], self.iters_per_epoch, self.total_iters)
+        try:
+            self.scheduler = build_scheduler(self.optimizer, tcfg["scheduler"], self.iters_per_epoch, self.total_iters)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
 
         val_cfg = cfg["data"]["val"]
         self.val_set = build_dataset(val_cfg, cfg["scale"], train=False)  # None for type none
@@ -182,17 +216,83 @@ class Trainer:
         self.best_psnr: float | None = None
         self.last_good: Path | None = None
         self.writer = None
-        if info.is_main and lcfg["tensorboard"]:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(self.run_dir / "tb"))
 
     def _total_iterations(self, tcfg: dict[str, Any]) -> int:
         iters, epochs = tcfg["iterations"], tcfg["epochs"]
-        total = iters if iters is not None else epochs * self.iters_per_epoch
-        if total <= 0:
-            raise ConfigError(f"train.iterations / train.epochs must be positive, got {iters or epochs}")
-        return total
+        return iters if iters is not None else epochs * self.iters_per_epoch
+
+    # ----------------------------------------------------------------- run folder
+    def load_start(self, arg: str | None, overwrite: bool) -> bool:
+        """Load the checkpoint to start from (``--resume`` / ``paths.resume``) into the network and optimiser.
+
+        Nothing is written. Returns whether this run continues its own run folder (``--resume auto``,
+        or a checkpoint inside it without ``--overwrite``) rather than starting a fresh one there; with
+        ``--overwrite`` a checkpoint of the old run is loaded first, then that run is moved aside.
+        """
+        choice = arg if arg is not None else self.cfg["paths"]["resume"]
+        if choice is None:
+            return False
+        if choice == "auto":
+            if overwrite:
+                raise ConfigError("--overwrite starts a new run and --resume auto continues the old one: use one")
+            path, state, skipped = load_newest(self.ckpt_dir)
+            for bad, why in skipped:
+                self.log.warning(f"--resume auto: skipped {bad.name}: {why.split(': ', 1)[-1]}")
+            if path is None and skipped:
+                raise CheckpointError(
+                    f"--resume auto: no loadable checkpoint in {self.ckpt_dir} ({len(skipped)} unreadable, see above); "
+                    "pass --overwrite without --resume to move this run aside and start over"
+                )
+            if path is None:
+                self.log.info(f"--resume auto: no checkpoint in {self.ckpt_dir}, starting from scratch")
+                return True
+            if skipped:
+                self.log.warning(f"--resume auto: falling back to {path}, the newest loadable checkpoint")
+            self.resume(path, state)
+            return True
+        path = Path(choice)
+        if not path.is_file():
+            raise CheckpointError(f"--resume {choice}: checkpoint file does not exist")
+        self.resume(path, load_checkpoint(path, map_location="cpu"))
+        return path.resolve().is_relative_to(self.run_dir.resolve()) and not overwrite
+
+    def open_run_folder(self, continuing: bool, overwrite: bool) -> None:
+        """Claim the run folder (rank 0: lock, refuse or move aside an old run, config.yaml, train.log, tb/),
+        then wrap the network for DDP. Every rank fails together when rank 0 cannot."""
+        err: Exception | None = None
+        if self.info.is_main:
+            notes: list[str] = []
+            try:
+                self.lock = claim(self.run_dir, continuing, overwrite, notes)
+                for sub in ("checkpoints", "samples"):
+                    (self.run_dir / sub).mkdir(exist_ok=True)
+                save_config(self.cfg, self.run_dir / "config.yaml")
+                open_log_file(self.log, self.run_dir / "train.log")
+                for note in notes:
+                    self.log.warning(note)
+                if self.cfg["logging"]["tensorboard"]:
+                    from torch.utils.tensorboard import SummaryWriter
+
+                    self.writer = SummaryWriter(str(self.run_dir / "tb"))
+            except RunFolderError as e:
+                err = e
+            except OSError as e:
+                err = RunFolderError(f"cannot set up run folder {self.run_dir}: {os_error_message(e)}")
+        if not all_ok(err is None, self.info):
+            raise err or RunFolderError(f"rank 0 could not set up run folder {self.run_dir} (see its error)")
+        if self.info.distributed:
+            self.ddp = DistributedDataParallel(
+                self.net, device_ids=[self.device] if self.device.type == "cuda" else None
+            )
+
+    def close(self) -> None:
+        """Release the run folder (the lock file) and the TensorBoard writer."""
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     # ----------------------------------------------------------------- checkpoints
     def state(self) -> dict[str, Any]:
@@ -217,31 +317,46 @@ class Trainer:
         }
 
     def save(self, names: list[str]) -> None:
+        """Write the checkpoint under each name (rank 0); a failed write (disk full ...) stops every rank."""
         state = self.state()
+        err: CheckpointError | None = None
         if self.info.is_main:
-            for name in names:
-                save_checkpoint(state, self.ckpt_dir / name)
-            self.last_good = self.ckpt_dir / names[0]
-            self.log.info(f"saved {', '.join(names)} at iteration {self.iteration}")
-        barrier(self.info)
+            try:
+                for name in names:
+                    save_checkpoint(state, self.ckpt_dir / name)
+                self.last_good = self.ckpt_dir / names[0]
+                self.log.info(f"saved {', '.join(names)} at iteration {self.iteration}")
+            except CheckpointError as e:
+                err = e
+        if not all_ok(err is None, self.info):
+            raise err or CheckpointError("rank 0 could not write a checkpoint (see its error)")
 
-    def resume(self, path: Path) -> None:
-        state = load_checkpoint(path, map_location="cpu")
+    def resume(self, path: Path, state: dict[str, Any]) -> None:
+        """Put a loaded checkpoint's weights, optimiser, schedule, RNG and data position in place."""
         check_model_name(state, self.model_name, path)
         try:
-            self.net.load_state_dict(state["model"])
-        except RuntimeError as err:
-            raise CheckpointError(
-                f"checkpoint {path} does not fit model {self.model_name} as configured (different model.* "
-                f"settings?): {str(err).splitlines()[0]}"
-            ) from err
+            load_weights(self.net, state["model"], path)
+        except CheckpointError as err:
+            diff = model_settings_diff((state.get("config") or {}).get("model"), self.cfg["model"])
+            raise CheckpointError(f"{err}" + (f" (checkpoint vs config: {diff})" if diff else "")) from None
         if self.ema is not None:
-            if state["ema"] is None:
+            if state.get("ema") is None:
                 self.log.warning(f"{path} has no EMA weights; EMA restarts from the current weights")
                 self.ema.module.load_state_dict(state["model"])
             else:
-                self.ema.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
+                load_weights(self.ema.module, state["ema"], path, "EMA")
+        missing = [k for k in ("optimizer", "scheduler", "scaler", "rng", "best_psnr") if k not in state]
+        if missing:
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} has weights only (no {', '.join(missing)}): it cannot be resumed; "
+                "start a new run from scratch or use it with test.py"
+            )
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError) as err:
+            raise CheckpointError(
+                f"checkpoint {str(path)!r}: optimizer state does not fit train.optimizer ({err})"
+            ) from None
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler.is_enabled() and state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
@@ -357,13 +472,12 @@ class Trainer:
             self.save(["best.pt"])
 
     # ----------------------------------------------------------------- training
-    def fit(self, resume: Path | None = None) -> int:
-        if resume is not None:
-            self.resume(resume)
-        elif self.cfg["paths"]["resume"] == "auto":
-            self.log.info(f"--resume auto: no checkpoint in {self.ckpt_dir}, starting from scratch")
+    def fit(self) -> int:
         if self.iteration >= self.total_iters:
-            self.log.info(f"already trained {self.iteration} of {self.total_iters} iterations; nothing to do")
+            self.log.info(
+                f"already trained {self.iteration} of {self.total_iters} iterations; nothing to do "
+                "(raise train.iterations to go on, or --overwrite without --resume to start again)"
+            )
             return 0
         tcfg, lcfg = self.cfg["train"], self.cfg["logging"]
         bs, ws = tcfg["batch_size"], self.info.world_size
@@ -389,7 +503,8 @@ class Trainer:
             while self.iteration < self.total_iters:
                 self.sampler.set_position(self.epoch, self.batches_done)
                 self.loader_gen.manual_seed(self.cfg["seed"] * 1_000_003 + self.epoch)
-                for batch in self.loader:
+                batches = iter(self.loader)
+                while (batch := self._next_batch(batches)) is not None:
                     parts, stop_now = self.step(batch, stop)
                     bar.update(1)
                     for k, v in parts.items():
@@ -425,11 +540,39 @@ class Trainer:
             self._check_ranks_agree()
             self.log.info(f"finished {self.iteration} iterations; best PSNR {self.best_psnr}")
             return 0
+        except OSError as err:  # disk full / unwritable while writing samples, TensorBoard, ...
+            raise TrainingError(
+                f"{os_error_message(err)} at iteration {self.iteration}; {self._last_good_note()}"
+            ) from None
         finally:
             bar.close()
             stop.restore()
-            if self.writer is not None:
-                self.writer.close()
+
+    def _next_batch(self, batches: Any) -> dict[str, Any] | None:
+        """The next batch, or None at the end of the epoch. An image that fails to decode on any rank
+        saves latest.pt (the state is at an iteration boundary) and stops every rank naming the file."""
+        err = None
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return None
+        except DataError as e:
+            batch, err = None, e
+        failed = any_rank(torch.tensor([int(err is not None)], device=self.device), self.info)
+        if not failed.item():
+            return batch
+        why = data_error_message(err) if err is not None else "another process met an unreadable training image"
+        try:
+            self.save(["latest.pt"])
+            saved = f"saved {self.ckpt_dir / 'latest.pt'} at iteration {self.iteration} first"
+        except CheckpointError as save_err:
+            saved = f"could not save latest.pt ({save_err}); {self._last_good_note()}"
+        raise TrainingError(f"{why}; {saved}; fix or remove the file, then continue with --resume auto")
+
+    def _last_good_note(self) -> str:
+        if self.last_good is None:
+            return "no checkpoint was saved before it"
+        return f"last good checkpoint: {self.last_good} (iteration {self._last_good_iteration()})"
 
     def step(self, batch: dict[str, Any], stop: StopRequest) -> tuple[dict[str, float], bool]:
         """One optimisation step; returns the loss terms and whether every rank must stop now."""
@@ -447,14 +590,9 @@ class Trainer:
         )
         nonfinite, stop_now = any_rank(flags, self.info).tolist()
         if nonfinite:
-            last = (
-                f"last good checkpoint: {self.last_good} (iteration {self._last_good_iteration()})"
-                if self.last_good is not None
-                else "no checkpoint was saved before it"
-            )
             raise TrainingError(
                 f"non-finite loss ({float(loss.detach())}) at iteration {self.iteration + 1} (epoch {self.epoch}); "
-                f"training stopped, {last}"
+                f"training stopped, {self._last_good_note()}"
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -522,6 +660,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="'auto' (default when given without a value): latest.pt of the run folder if it exists; or a checkpoint path",
     )
     p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in a run folder that holds a run: the old run is moved to <name>.old-<timestamp>",
+    )
+    p.add_argument(
         "--stop-at",
         type=int,
         default=None,
@@ -531,36 +674,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def resume_path(cfg: dict[str, Any], arg: str | None) -> Path | None:
-    """--resume (or paths.resume): 'auto' -> the run's latest.pt when present, else a path that must exist."""
-    choice = arg if arg is not None else cfg["paths"]["resume"]
-    if choice is None:
-        return None
-    if choice == "auto":
-        latest = Path(cfg["paths"]["experiments_root"]) / cfg["name"] / "checkpoints" / "latest.pt"
-        return latest if latest.is_file() else None
-    path = Path(choice)
-    if not path.is_file():
-        raise CheckpointError(f"--resume {choice}: checkpoint file does not exist")
-    return path
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     info = init_distributed()
+    log = setup_logger(None, info.is_main)
+    trainer = None
     try:
-        cfg = load_config(args.config, args.set)
-        if args.resume is not None:
-            cfg["paths"]["resume"] = args.resume
-        trainer = Trainer(cfg, info, stop_at=args.stop_at)
-        return trainer.fit(resume_path(cfg, args.resume))
-    except (ConfigError, CheckpointError, TrainingError, DataError) as err:
-        log = logging.getLogger("train")
-        if not log.handlers:
-            log = setup_logger(None, info.is_main)
+        err: Exception | None = None
+        try:  # everything is checked and loaded before the run folder is touched
+            cfg = load_config(args.config, args.set)
+            if args.resume is not None:
+                cfg["paths"]["resume"] = args.resume
+            trainer = Trainer(cfg, info, stop_at=args.stop_at)
+            continuing = trainer.load_start(args.resume, args.overwrite)
+        except RUN_ERRORS as e:
+            err = e
+        if not all_ok(err is None, info):
+            raise err or TrainingError("another process failed to set up the run (see its error)")
+        trainer.open_run_folder(continuing, args.overwrite)
+        return trainer.fit()
+    except RUN_ERRORS as err:
         log.error(f"rank {info.rank}: {err}" if info.distributed else str(err))
         return 1
     finally:
+        if trainer is not None:
+            trainer.close()
+        close_logger("train")
         cleanup()
 
 

@@ -193,7 +193,8 @@ def train(config: Path, overrides: list[str], nproc: int, timeout: float | None)
     launcher = (
         [sys.executable] if nproc == 1 else [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}"]
     )
-    run_command([*launcher, "train.py", "--config", str(config), "--set", *overrides], "train.py", timeout)
+    cmd = [*launcher, "train.py", "--config", str(config), "--overwrite", "--set", *overrides]
+    run_command(cmd, "train.py", timeout)  # --overwrite: a rerun moves the previous run folder aside
 
 
 def write_untrained_checkpoint(cfg: dict[str, Any], path: Path) -> None:
@@ -253,12 +254,8 @@ def bench_row(row: Row, args: argparse.Namespace, work_dir: Path, val_dir: Path,
         write_untrained_checkpoint(cfg, checkpoint)
         row.notes.append("not trained (no learned weights)")
     else:
-        log_path = run_dir / "train.log"
-        start = log_path.stat().st_size if log_path.is_file() else 0
         train(path, [*args.set, *train_overrides(cfg, work_dir), *_budget(args.iterations)], args.nproc, args.timeout)
-        with log_path.open() as handle:
-            handle.seek(start)
-            row.img_per_s = train_images_per_s(handle.read())
+        row.img_per_s = train_images_per_s((run_dir / "train.log").read_text())
     summary = score(checkpoint, val_dir, run_dir / "test", args, lpips)
     row.psnr, row.ssim, row.vif = summary["psnr"], summary["ssim"], summary["vif"]
     row.lpips = summary.get("lpips")

@@ -4,9 +4,15 @@ Policy for image modes (what a face-SR researcher expects from mixed photo folde
 RGB is used as stored; grayscale (L, 1), palette (P), CMYK and YCbCr are converted to RGB by
 Pillow; images with transparency (RGBA, LA, PA, palette with a transparent colour) are
 composited over a white background; 16-bit grayscale (I;16*, or I with values <= 65535) is
-scaled to 8 bits with ``round(v * 255 / 65535)`` (Pillow's own conversion clips instead). Float
-images (F) and I images with values above 65535 are rejected. Each kind of conversion is logged
-once per process. EXIF orientation is ignored (pixels as stored, like the published pipelines).
+scaled to 8 bits with ``round(v * 255 / 65535)`` (Pillow's own conversion clips instead);
+16-bit RGB / RGBA PNGs are scaled by Pillow when it opens them (high byte, ``v // 256``, within
+one level of ``v * 255 / 65535``), never clipped. Float images (F) and I images with values
+above 65535 are rejected. Each kind of conversion is logged once per process. EXIF orientation
+is ignored (pixels as stored, like the published pipelines). :func:`read_rgb_array` is the same
+reading as a uint8 array, for scripts that score images.
+
+The header check (:func:`open_header`) also reads the last bytes of PNG and JPEG files: a file
+that stops before its end marker (IEND / EOI) is reported as truncated before any training.
 """
 
 from __future__ import annotations
@@ -85,13 +91,39 @@ def pair_by_stem(lr_files: list[Path], hr_files: list[Path], lr_dir: str, hr_dir
     return [(lr[s], hr[s]) for s in sorted(lr)]
 
 
+END_MARKERS = {"PNG": b"IEND", "JPEG": b"\xff\xd9"}
+_TAIL_BYTES = 64
+
+
+def _check_complete(path: Path, fmt: str | None) -> None:
+    """PNG / JPEG: the end marker must be among the last bytes; a file without it must decode
+    (data appended after the image, as some cameras do), else it was cut short."""
+    marker = END_MARKERS.get(fmt or "")
+    if marker is None:
+        return
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            fh.seek(max(0, fh.tell() - _TAIL_BYTES))
+            if marker in fh.read():
+                return
+        with Image.open(path) as img:
+            img.load()
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        raise DataError(
+            f"image {str(path)!r} is truncated: the {fmt} file stops before its end marker ({err})"
+        ) from None
+
+
 def open_header(path: Path) -> tuple[int, int]:
-    """(width, height) from the file header (no pixel decoding); DataError when not an image."""
+    """(width, height) from the file header (no pixel decoding); DataError when not an image or truncated."""
     try:
         with Image.open(path) as img:
-            return img.size
+            size, fmt = img.size, img.format
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise DataError(f"cannot read image {str(path)!r}: {err}") from None
+    _check_complete(path, fmt)
+    return size
 
 
 def _to_rgb(img: Image.Image, path: Path) -> Image.Image:
@@ -127,6 +159,11 @@ def read_rgb(path: str | Path) -> Image.Image:
         raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise DataError(f"cannot read image {str(path)!r}: {err}") from None
+
+
+def read_rgb_array(path: str | Path) -> np.ndarray:
+    """:func:`read_rgb` as an HxWx3 uint8 array (16-bit images scaled, not clipped)."""
+    return np.asarray(read_rgb(path), dtype=np.uint8)
 
 
 def check_min_size(path: Path, size: tuple[int, int], minimum: tuple[int, int], key: str) -> None:

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from data.degrade import FITS, KERNELS, degrade, fit_hr
 from data.io import DataError, check_min_size, file_sha256, index_by_stem, list_images, read_rgb, scan
+from utils.cli import os_error_message
 
 log = logging.getLogger("data.prepare")
 
@@ -48,13 +49,23 @@ def _prepare_one(job: tuple[Path, Path, int, int, str, str, bool]) -> dict[str, 
     record: dict[str, Any] = {"name": src.stem, "source": src.name, "source_sha256": file_sha256(src)}
     for sub, image in zip(SUBDIRS, (hr, small, up)):
         path = out / sub / f"{src.stem}.png"
-        image.save(path, format="PNG")
+        try:
+            image.save(path, format="PNG")
+        except OSError as err:
+            raise DataError(f"--out: {os_error_message(err, path)}") from None
         record[sub] = f"{sub}/{path.name}"
         record[f"{sub}_sha256"] = file_sha256(path)
     return record
 
 
 def _prepare_outdir(out: Path, overwrite: bool) -> None:
+    try:
+        _make_outdir(out, overwrite)
+    except OSError as err:
+        raise DataError(f"--out {str(out)!r}: {os_error_message(err)}") from None
+
+
+def _make_outdir(out: Path, overwrite: bool) -> None:
     used = [p for p in (out / d for d in (*SUBDIRS, MANIFEST)) if p.is_file() or (p.is_dir() and any(p.iterdir()))]
     if used and not overwrite:
         raise DataError(
@@ -120,7 +131,10 @@ def prepare(
         "files": records,
         "skipped": skipped,
     }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    try:
+        (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    except OSError as err:
+        raise DataError(f"--out: {os_error_message(err, out / MANIFEST)}") from None
     log.info("wrote %d image(s) x3 to %s (%d skipped)", len(records), out, len(skipped))
     return manifest
 

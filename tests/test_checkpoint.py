@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import random
 from pathlib import Path
 
@@ -10,7 +12,15 @@ import pytest
 import torch
 
 import utils.checkpoint
-from utils.checkpoint import CheckpointError, check_model_name, load_checkpoint, save_checkpoint
+from utils.checkpoint import (
+    CheckpointError,
+    check_model_name,
+    load_checkpoint,
+    load_newest,
+    resume_candidates,
+    save_checkpoint,
+    state_dict_mismatch,
+)
 from utils.sampler import ResumableSampler
 from utils.seed import ItemSeeded, preserved_rng, rng_state, set_rng_state
 
@@ -61,6 +71,66 @@ def test_missing_and_corrupt_files_are_named(tmp_path: Path) -> None:
     torch.save({"weights": torch.zeros(1)}, other)
     with pytest.raises(CheckpointError, match=r"lacks keys .*found \['weights'\]"):
         load_checkpoint(other)
+
+
+def test_garbage_files_give_one_line_without_torch_advice(tmp_path: Path) -> None:
+    files = {"random.pt": bytes(range(256)) * 3, "text.pt": b"hello, not a checkpoint\n", "empty.pt": b""}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(CheckpointError) as info:
+            load_checkpoint(tmp_path / name)
+        msg = str(info.value)
+        assert msg.startswith(f"checkpoint {str(tmp_path / name)!r} is corrupt or not a PyTorch checkpoint: ")
+        assert "\n" not in msg and "weights_only" not in msg and len(msg) < 300, msg
+
+
+def test_disk_full_is_named_and_the_old_file_stays(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "latest.pt"
+    save_checkpoint(state(1), path)
+
+    def full(fd: int, data: memoryview) -> None:
+        os.write(fd, bytes(data[:10]))
+        os.close(fd)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(utils.checkpoint, "_write_all", full)
+    with pytest.raises(
+        CheckpointError, match=r"^disk full writing .*latest\.pt \(No space left on device\); the previous"
+    ):
+        save_checkpoint(state(2), path)
+    assert load_checkpoint(path)["iteration"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["latest.pt"]
+
+
+def test_state_dict_mismatch_is_one_summary_line() -> None:
+    model = {
+        "a.weight": torch.zeros(8, 3),
+        "a.bias": torch.zeros(8),
+        "b.weight": torch.zeros(4, 8),
+        "c": torch.zeros(1),
+    }
+    ckpt = {
+        "a.weight": torch.zeros(16, 3),
+        "a.bias": torch.zeros(16),
+        "b.weight": torch.zeros(4, 8),
+        "d": torch.zeros(1),
+    }
+    assert state_dict_mismatch(model, ckpt) == (
+        "2 of 4 tensors differ in shape, e.g. a.weight: checkpoint (16, 3) vs model (8, 3); "
+        "1 model tensor(s) missing from the checkpoint, e.g. c; 1 checkpoint tensor(s) the model does not have, e.g. d"
+    )
+    assert state_dict_mismatch(model, dict(model)) is None
+
+
+def test_resume_candidates_newest_first(tmp_path: Path) -> None:
+    for name in ("iter_10.pt", "iter_9.pt", "iter_100.pt", "best.pt", "latest.pt", "iter_x.pt"):
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in resume_candidates(tmp_path)] == ["latest.pt", "iter_100.pt", "iter_10.pt", "iter_9.pt"]
+    save_checkpoint(state(9), tmp_path / "iter_9.pt")
+    path, loaded, skipped = load_newest(tmp_path)
+    assert path == tmp_path / "iter_9.pt" and loaded["iteration"] == 9
+    assert [p.name for p, _ in skipped] == ["latest.pt", "iter_100.pt", "iter_10.pt"]
+    assert load_newest(tmp_path / "none") == (None, None, [])
 
 
 def test_model_name_mismatch_names_both(tmp_path: Path) -> None:
@@ -127,3 +197,5 @@ def test_resumable_sampler_skips_consumed_batches() -> None:
     assert [i for _, i in other_epoch] != [i for _, i in order]
     with pytest.raises(ValueError, match=r"batches_done=4 outside \[0, 3\]"):
         part.set_position(0, 4)
+    with pytest.raises(ValueError, match=r"train.batch_size must be >= 1, got 0"):
+        ResumableSampler(data, batch_size=0, num_replicas=1, rank=0, seed=5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,42 @@ def test_repo_configs_resolve() -> None:
     for path in configs:
         cfg = load_config(path)
         assert (cfg["train"]["iterations"] is None) != (cfg["train"]["epochs"] is None), path
+
+
+def test_exponent_numbers_are_floats_in_files_and_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "exp.yaml"
+    path.write_text("train:\n  optimizer: {lr: 2e-4, weight_decay: 1E-2}\n  scheduler: {min_lr: 1e-6}\n")
+    cfg = load_config(path, ["train.grad_clip=5e-1", "train.iterations=1e3"])
+    opt = cfg["train"]["optimizer"]
+    assert (opt["lr"], opt["weight_decay"], cfg["train"]["scheduler"]["min_lr"]) == (2e-4, 1e-2, 1e-6)
+    assert cfg["train"]["grad_clip"] == 0.5 and cfg["train"]["iterations"] == 1000  # integral float -> int
+    assert isinstance(cfg["train"]["iterations"], int)
+    save_config(cfg, tmp_path / "saved.yaml")
+    assert load_config(tmp_path / "saved.yaml") == cfg
+    assert resolve_config(None, ["name=1e5x"])["name"] == "1e5x"  # not a number: stays a string
+    with pytest.raises(ConfigError, match=r"'train.iterations' expects int, got float 2.5"):
+        resolve_config(None, ["train.iterations=2.5"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.batch_size=0", "'train.batch_size' must be >= 1, got 0"),
+        ("train.batch_size=-4", "'train.batch_size' must be >= 1, got -4"),
+        ("train.optimizer.lr=-1e-4", "'train.optimizer.lr' must be >= 0, got -0.0001"),
+        ("train.iterations=0", "'train.iterations' must be >= 1, got 0"),
+        ("train.epochs=-1", "'train.epochs' must be >= 1, got -1"),
+        ("train.ema=1.0", "'train.ema' must be < 1, got 1.0"),
+        ("logging.save_every=0", "'logging.save_every' must be >= 1, got 0"),
+        ("data.train.num_workers=-1", "'data.train.num_workers' must be >= 0, got -1"),
+    ],
+)
+def test_out_of_range_numbers_name_key_value_and_bound(tmp_path: Path, override: str, message: str) -> None:
+    path = write(tmp_path, {"name": "a"})
+    with pytest.raises(ConfigError, match=re.escape(message) + r" \(in .*exp\.yaml\)"):
+        load_config(path, [override])
+
+
+def test_bad_override_yaml_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"^override 'train.losses=\[\{': the value is not valid YAML \("):
+        resolve_config(None, ["train.losses=[{"])

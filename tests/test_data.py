@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from data import DataError, HRAugment, build_dataset
 from data.degrade import fit_hr
 from data.imresize import imresize
-from data.io import read_rgb
+from data.io import read_rgb, read_rgb_array
 from data.prepare import main as prepare_main
 
 BICUBIC = Image.Resampling.BICUBIC
@@ -163,11 +163,25 @@ def test_bad_files_are_named_and_skip_bad_counts(tmp_path, caplog):
     assert "skipped 2 bad file(s) of 5" in caplog.text and "text.png" in caplog.text
 
 
-def test_truncated_png_fails_at_decode_or_is_skipped(tmp_path, caplog):
+def test_truncated_files_are_found_by_the_scan_and_corrupt_pixels_at_decode(tmp_path, caplog):
     _save(tmp_path / "a.png", _rgb(32, 32, 1))
     _save(tmp_path / "b.png", _rgb(32, 32, 2))
+    _save(tmp_path / "c.jpg", _rgb(32, 32, 3))
     data = (tmp_path / "b.png").read_bytes()
     (tmp_path / "b.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=r"b\.png' is truncated: the PNG file stops before its end marker.*skip_bad"):
+        build_dataset(_hr_section(tmp_path), 8, True)  # at construction, before any training
+    jpg = (tmp_path / "c.jpg").read_bytes()
+    (tmp_path / "c.jpg").write_bytes(jpg[: len(jpg) - 100])
+    with caplog.at_level(logging.WARNING):
+        ds = build_dataset(_hr_section(tmp_path, skip_bad=True), 8, True)
+    assert len(ds) == 1 and "skipped 2 bad file(s) of 3" in caplog.text and "c.jpg' is truncated" in caplog.text
+
+    (tmp_path / "c.jpg").write_bytes(jpg + bytes(range(256)) * 4)  # data appended after a complete JPEG: fine
+    assert len(build_dataset(_hr_section(tmp_path, skip_bad=True), 8, True)) == 2
+    (tmp_path / "c.jpg").unlink()
+    idat = data.index(b"IDAT") + 8  # complete file, scrambled compressed pixels: only decoding finds it
+    (tmp_path / "b.png").write_bytes(data[:idat] + bytes(64) + data[idat + 64 :])
     ds = build_dataset(_hr_section(tmp_path), 8, True)
     with pytest.raises(DataError, match=r"b\.png.*skip_bad=true"):
         ds[1]
@@ -175,6 +189,31 @@ def test_truncated_png_fails_at_decode_or_is_skipped(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         item = ds[1]
     assert item["name"] == "a" and "b.png" in caplog.text
+
+
+def test_read_rgb_array_scales_16_bit_rgb_and_gray(tmp_path):
+    import struct
+    import zlib
+
+    def png(path, ctype, values):  # a hand-written 16-bit PNG (Pillow cannot write 16-bit RGB)
+        def chunk(tag, body):
+            return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
+
+        h, w = values.shape[:2]
+        raw = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in values)
+        ihdr = struct.pack(">IIBBBBB", w, h, 16, ctype, 0, 0, 0)
+        path.write_bytes(
+            b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+        )
+
+    rgb = np.array([[[65535, 32768, 257], [1000, 0, 65280]]])
+    png(tmp_path / "rgb16.png", 2, rgb)
+    out = read_rgb_array(tmp_path / "rgb16.png").astype(int)
+    assert np.abs(out - np.round(rgb * 255 / 65535)).max() <= 1 and out.max() == 255  # scaled, not clipped to 255
+    gray = np.array([[0, 65535, 32768, 1000]])
+    png(tmp_path / "g16.png", 0, gray)
+    out = read_rgb_array(tmp_path / "g16.png")
+    assert out.shape == (1, 4, 3) and out[..., 1].tolist() == [[0, 255, 128, 4]]
 
 
 def test_config_errors(tmp_path):

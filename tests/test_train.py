@@ -206,7 +206,7 @@ def test_mixed_precision_steps(tmp_path: Path, amp: str) -> None:
     assert "validation iter 2" in run_log(tmp_path)
 
 
-def test_epochs_mode_and_resume_auto_without_checkpoint(tmp_path: Path) -> None:
+def test_epochs_mode_and_resume_auto_without_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     cfg = write_config(tmp_path, logging={"val_every": 100, "save_every": 100})
     sets = [
         "train.iterations=null",
@@ -220,7 +220,7 @@ def test_epochs_mode_and_resume_auto_without_checkpoint(tmp_path: Path) -> None:
     assert "no checkpoint in" in run_log(tmp_path)
     both = ["train.iterations=4", "train.epochs=2"]
     assert train.main(["--config", str(cfg), "--set", *both]) == 1
-    assert "set exactly one of train.iterations and train.epochs" in run_log(tmp_path)
+    assert "set exactly one of train.iterations and train.epochs" in capsys.readouterr().err
 
 
 def test_param_groups_exempt_ssm_and_flagged_parameters() -> None:
@@ -235,18 +235,20 @@ def test_param_groups_exempt_ssm_and_flagged_parameters() -> None:
     assert {id(p) for p in no_decay["params"]} == {id(net.proj.bias), id(net.A_logs), id(net.Ds), id(net.gate)}
 
 
-def test_checkpoint_of_other_model_is_refused(tmp_path: Path) -> None:
+def test_checkpoint_of_other_model_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     cfg = write_config(tmp_path, logging={"val_every": 100})
     other = tmp_path / "other.pt"
     utils.checkpoint.save_checkpoint({"model_name": "bicubic", "model": {}, "config": {}, "iteration": 3}, other)
     assert train.main(["--config", str(cfg), "--resume", str(other)]) == 1
-    assert "trained with model 'bicubic', but the config builds model 'tiny_test_net'" in run_log(tmp_path)
+    assert "trained with model 'bicubic', but the config builds model 'tiny_test_net'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # refused before the run folder was made
 
 
-def test_bad_loss_entry_is_a_config_error(tmp_path: Path) -> None:
+def test_bad_loss_entry_is_a_config_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     cfg = write_config(tmp_path, logging={"val_every": 100})
     assert train.main(["--config", str(cfg), "--set", "train.losses=[{type: nope, weight: 1.0}]"]) == 1
-    assert "train.losses[0]" in run_log(tmp_path) and "nope" in run_log(tmp_path)
+    err = capsys.readouterr().err
+    assert "train.losses[0]" in err and "nope" in err
 
 
 def test_lr_schedules() -> None:

@@ -3,12 +3,15 @@
 The schema below lists every accepted key with its default, type and allowed values. A key
 that is not in the schema, or a value of the wrong type or outside its choices, is an error
 that names the dotted key and what is allowed. ``model`` keys beyond ``name`` are checked
-against the registered network's constructor.
+against the registered network's constructor. Numbers in exponent form without a dot (``2e-4``,
+``1E5``) are floats in files and ``--set`` values (plain YAML 1.1 reads them as strings), and
+an integral float such as ``1e5`` is accepted for an integer key.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,16 +25,28 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Opt:
-    """One leaf of the schema: default value, accepted types, optional closed set of values."""
+    """One leaf of the schema: default value, accepted types, optional closed set of values, numeric range."""
 
     default: Any
     types: tuple[type, ...]
     choices: tuple[Any, ...] | None = None
     nullable: bool = False
+    low: float | None = None
+    high: float | None = None
+    high_open: bool = False
 
 
-def _o(default: Any, *types: type, choices: tuple[Any, ...] | None = None, nullable: bool = False) -> Opt:
-    return Opt(default, types or (type(default),), choices, nullable or default is None)
+def _o(
+    default: Any,
+    *types: type,
+    choices: tuple[Any, ...] | None = None,
+    nullable: bool = False,
+    low: float | None = None,
+    high: float | None = None,
+    high_open: bool = False,
+) -> Opt:
+    """A schema leaf; ``low``/``high`` bound numbers (inclusive; ``high_open`` excludes ``high``)."""
+    return Opt(default, types or (type(default),), choices, nullable or default is None, low, high, high_open)
 
 
 NUM = (int, float)
@@ -48,58 +63,58 @@ SCHEMA: dict[str, Any] = {
             "type": _o("hr_folder", str, choices=("hr_folder", "paired", "sample")),
             "hr_dir": _o(None, str),
             "lr_dir": _o(None, str),
-            "hr_size": _o(128, int),
+            "hr_size": _o(128, int, low=1),
             "fit": _o("center_crop", str, choices=("center_crop", "resize")),
             "resize_kernel": _o("pil", str, choices=("pil", "matlab")),
             "flip": _o(True, bool),
             "random_scale": _o(True, bool),
             "scale_range": _o([1.0, 1.3], list),
             "skip_bad": _o(False, bool),
-            "num_workers": _o(2, int),
-            "repeat": _o(1, int),
-            "max_images": _o(None, int),
+            "num_workers": _o(2, int, low=0),
+            "repeat": _o(1, int, low=1),
+            "max_images": _o(None, int, low=1),
         },
         "val": {
             "type": _o("sample", str, choices=("hr_folder", "paired", "sample", "none")),
             "hr_dir": _o(None, str),
             "lr_dir": _o(None, str),
-            "hr_size": _o(128, int),
+            "hr_size": _o(128, int, low=1),
             "fit": _o("center_crop", str, choices=("center_crop", "resize")),
             "resize_kernel": _o("pil", str, choices=("pil", "matlab")),
             "skip_bad": _o(False, bool),
-            "max_images": _o(None, int),
+            "max_images": _o(None, int, low=1),
         },
     },
     "train": {
-        "batch_size": _o(4, int),
-        "iterations": _o(None, int),
-        "epochs": _o(None, int),
+        "batch_size": _o(4, int, low=1),
+        "iterations": _o(None, int, low=1),
+        "epochs": _o(None, int, low=1),
         "optimizer": {
             "type": _o("adamw", str, choices=("adam", "adamw")),
-            "lr": _o(4e-4, *NUM),
+            "lr": _o(4e-4, *NUM, low=0),
             "betas": _o([0.9, 0.999], list),
-            "weight_decay": _o(0.0, *NUM),
+            "weight_decay": _o(0.0, *NUM, low=0),
             "weight_decay_policy": _o("weights_only", str, choices=("weights_only", "all")),  # all = released codes
         },
         "scheduler": {
             "type": _o("multistep", str, choices=("multistep", "cosine", "constant")),
             "unit": _o("epoch", str, choices=("epoch", "iter")),
             "milestones": _o([], list),
-            "gamma": _o(0.5, *NUM),
-            "warmup": _o(0, int),
-            "min_lr": _o(0.0, *NUM),
+            "gamma": _o(0.5, *NUM, low=0),
+            "warmup": _o(0, int, low=0),
+            "min_lr": _o(0.0, *NUM, low=0),
         },
         "losses": _o([{"type": "l1", "weight": 1.0}], list),
         "amp": _o("none", str, choices=("none", "bf16", "fp16")),
-        "ema": _o(0.0, *NUM),
-        "grad_clip": _o(0.0, *NUM),
+        "ema": _o(0.0, *NUM, low=0, high=1, high_open=True),
+        "grad_clip": _o(0.0, *NUM, low=0),
     },
     "logging": {
-        "print_every": _o(10, int),
-        "val_every": _o(500, int),
-        "save_every": _o(500, int),
+        "print_every": _o(10, int, low=1),
+        "val_every": _o(500, int, low=1),
+        "save_every": _o(500, int, low=1),
         "keep_iter_checkpoints": _o(True, bool),
-        "sample_every": _o(500, int),
+        "sample_every": _o(500, int, low=1),
         "tensorboard": _o(True, bool),
         "progress_bar": _o(True, bool),
     },
@@ -119,16 +134,24 @@ def default_config() -> dict[str, Any]:
     return _defaults(SCHEMA)
 
 
-def _check_leaf(key: str, opt: Opt, value: Any) -> None:
+def _check_leaf(key: str, opt: Opt, value: Any) -> Any:
+    """The accepted value (an integral float given for an int key becomes an int), else ConfigError."""
     if value is None:
         if not opt.nullable:
             raise ConfigError(f"config key {key!r} may not be null; expected {_typename(opt)}")
-        return
+        return None
+    if isinstance(value, float) and opt.types == (int,) and value.is_integer():
+        value = int(value)
     ok = isinstance(value, opt.types) and not (isinstance(value, bool) and bool not in opt.types)
     if not ok:
         raise ConfigError(f"config key {key!r} expects {_typename(opt)}, got {type(value).__name__} {value!r}")
     if opt.choices is not None and value not in opt.choices:
         raise ConfigError(f"config key {key!r} must be one of {list(opt.choices)}, got {value!r}")
+    if opt.low is not None and value < opt.low:
+        raise ConfigError(f"config key {key!r} must be >= {opt.low}, got {value!r}")
+    if opt.high is not None and (value >= opt.high if opt.high_open else value > opt.high):
+        raise ConfigError(f"config key {key!r} must be {'<' if opt.high_open else '<='} {opt.high}, got {value!r}")
+    return value
 
 
 def _typename(opt: Opt) -> str:
@@ -148,8 +171,23 @@ def _merge(base: dict[str, Any], update: dict[str, Any], schema: dict[str, Any],
                 raise ConfigError(f"config key {dotted!r} is a section; expected a mapping, got {value!r}")
             _merge(base[key], value, spec, dotted + ".")
         else:
-            _check_leaf(dotted, spec, value)
-            base[key] = copy.deepcopy(value)
+            base[key] = copy.deepcopy(_check_leaf(dotted, spec, value))
+
+
+class NumberLoader(yaml.SafeLoader):
+    """YAML safe loader that also reads ``2e-4``, ``1E5``, ``-3e+2`` as floats (YAML 1.2 style)."""
+
+
+NumberLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` with exponent numbers read as floats (:class:`NumberLoader`)."""
+    return yaml.load(text, Loader=NumberLoader)
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -157,7 +195,11 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if "=" not in item:
         raise ConfigError(f"override {item!r} must look like key.sub=value")
     key, raw = item.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else None
+    try:
+        value = load_yaml(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {item!r}: the value is not valid YAML ({str(err).splitlines()[0]})") from None
+    return key.strip().split("."), value
 
 
 def _nested(path: list[str], value: Any) -> dict[str, Any]:
@@ -221,7 +263,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from err
     if data is None:

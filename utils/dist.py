@@ -57,3 +57,12 @@ def any_rank(flags: torch.Tensor, info: DistInfo) -> torch.Tensor:
 def cleanup() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def all_ok(ok: bool, info: DistInfo) -> bool:
+    """True when ``ok`` holds on every rank (an all-reduce under DDP, so all ranks fail together)."""
+    if not info.distributed:
+        return ok
+    flag = torch.tensor([int(ok)], device=info.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())

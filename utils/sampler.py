@@ -16,6 +16,8 @@ class ResumableSampler(DistributedSampler):
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, num_replicas: int, rank: int, seed: int) -> None:
+        if batch_size < 1:
+            raise ValueError(f"train.batch_size must be >= 1, got {batch_size}")
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=False)
         self.batch_size = batch_size
         self.skip = 0
