@@ -43,7 +43,7 @@ from metrics.io import IMAGE_EXTENSIONS, csv_text, format_summary, summarize, wr
 from metrics.io import read_rgb as read_scored
 from metrics.psnr_ssim import CONVENTIONS, calculate_psnr, calculate_ssim, describe
 from metrics.tensor import QUANTIZE, tensor_to_uint8
-from utils.checkpoint import CheckpointError, check_model_name, load_checkpoint
+from utils.checkpoint import check_model_name, load_checkpoint, load_weights
 from utils.cli import run_cli
 from utils.config import load_config, resolve_config
 from utils.value_range import predict_unit
@@ -103,19 +103,7 @@ def load_model(
     set_default_backend(cfg["ssm"]["backend"])
     net = build_model(cfg["model"])
     which = "ema" if use_ema and state.get("ema") is not None else "model"
-    weights = state[which]
-    try:
-        result = net.load_state_dict(weights, strict=False)
-    except RuntimeError as err:  # shape mismatches
-        raise CheckpointError(
-            f"checkpoint {str(checkpoint)!r} ({which} weights) does not fit model {cfg['model']!r}: {err}"
-        ) from None
-    if result.missing_keys or result.unexpected_keys:
-        raise CheckpointError(
-            f"checkpoint {str(checkpoint)!r} ({which} weights) does not fit model {cfg['model']!r}: "
-            f"missing keys {result.missing_keys or 'none'}; unexpected keys {result.unexpected_keys or 'none'} "
-            "(was it trained with other model.* settings? pass the matching --config)"
-        )
+    load_weights(net, state[which], checkpoint, which, (state.get("config") or {}).get("model"), cfg["model"])
     info = {"model_name": state["model_name"], "weights": which, "iteration": state["iteration"]}
     return net.to(device).eval(), cfg, info
 

@@ -50,7 +50,6 @@ from utils.checkpoint import (
     load_checkpoint,
     load_newest,
     load_weights,
-    model_settings_diff,
     save_checkpoint,
 )
 from utils.cli import os_error_message
@@ -334,11 +333,9 @@ class Trainer:
     def resume(self, path: Path, state: dict[str, Any]) -> None:
         """Put a loaded checkpoint's weights, optimiser, schedule, RNG and data position in place."""
         check_model_name(state, self.model_name, path)
-        try:
-            load_weights(self.net, state["model"], path)
-        except CheckpointError as err:
-            diff = model_settings_diff((state.get("config") or {}).get("model"), self.cfg["model"])
-            raise CheckpointError(f"{err}" + (f" (checkpoint vs config: {diff})" if diff else "")) from None
+        load_weights(
+            self.net, state["model"], path, "model", (state.get("config") or {}).get("model"), self.cfg["model"]
+        )
         if self.ema is not None:
             if state.get("ema") is None:
                 self.log.warning(f"{path} has no EMA weights; EMA restarts from the current weights")

@@ -143,8 +143,16 @@ def model_settings_diff(saved: Mapping[str, Any] | None, current: Mapping[str, A
     return ", ".join(f"model.{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in keys)
 
 
-def load_weights(net: nn.Module, weights: Mapping[str, Any], path: str | Path, what: str = "model") -> None:
-    """``net.load_state_dict(weights)``; a mismatch raises a short ``CheckpointError`` (counts and one example)."""
+def load_weights(
+    net: nn.Module,
+    weights: Mapping[str, Any],
+    path: str | Path,
+    what: str = "model",
+    saved_model_cfg: Mapping[str, Any] | None = None,
+    model_cfg: Mapping[str, Any] | None = None,
+) -> None:
+    """``net.load_state_dict(weights)``; a mismatch raises a short ``CheckpointError`` (counts and one example,
+    plus the model settings that differ between ``saved_model_cfg`` and ``model_cfg`` when both are given)."""
     problem = state_dict_mismatch(net.state_dict(), weights)
     if problem is None:
         try:
@@ -152,7 +160,11 @@ def load_weights(net: nn.Module, weights: Mapping[str, Any], path: str | Path, w
             return
         except RuntimeError as err:
             problem = str(err).splitlines()[0]
-    raise CheckpointError(f"checkpoint {str(path)!r} ({what} weights) does not fit the configured network: {problem}")
+    diff = model_settings_diff(saved_model_cfg, model_cfg) if model_cfg is not None else ""
+    hint = f" (checkpoint vs config: {diff})" if diff else ""
+    raise CheckpointError(
+        f"checkpoint {str(path)!r} ({what} weights) does not fit the configured network: {problem}{hint}"
+    )
 
 
 def resume_candidates(ckpt_dir: str | Path) -> list[Path]:
