@@ -9,6 +9,7 @@ The gradient of last_state is propagated (mamba_ssm's kernel ignores it).
 
 from __future__ import annotations
 
+import functools
 from types import ModuleType
 
 import torch
@@ -17,6 +18,7 @@ CHUNK = 64  # time steps per associative scan on the GPU
 _FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 
 
+@functools.cache
 def triton_available() -> bool:
     """True when triton imports."""
     try:
@@ -44,6 +46,12 @@ def kernel_module(interpret: bool) -> ModuleType:
 def block_n(d_state: int) -> int:
     """The state tile: d_state rounded up to a power of two (at least 2)."""
     return max(2, 1 << (d_state - 1).bit_length())
+
+
+def num_warps(d_state: int, chunk: int, backward: bool) -> int:
+    """Warps per program: 8 for the backward on tiles of 1024+ elements, where 4 warps come close to 255
+    registers per thread and spill on sm_90 (``python -m bench.triton_compile``), else 4."""
+    return 8 if backward and block_n(d_state) * chunk >= 1024 else 4
 
 
 def _check_dtypes(**tensors: torch.Tensor | None) -> None:
@@ -85,11 +93,15 @@ class _TritonScan(torch.autograd.Function):
         # Absent optional inputs get a stand-in pointer (never read): one signature per dtype set.
         kernels.scan_fwd_kernel[(batch * d,)](
             u, delta, A32, B, C, _or(D32, A32), _or(z, u), _or(bias32, A32), y, states, last,
-            d, length, n, n_chunks, d // groups, groups, **flags,
+            d, length, n, n_chunks, d // groups, groups, **flags, num_warps=num_warps(n, chunk, False),
         )  # fmt: skip
         ctx.save_for_backward(u, delta, A32, B, C, D32, z, bias32, states)
         ctx.flags, ctx.grouped, ctx.chunk, ctx.interpret = flags, grouped, chunk, interpret
-        ctx.input_dtypes = (A.dtype, D.dtype if D is not None else None, (delta_bias.dtype if delta_bias is not None else None))
+        ctx.input_dtypes = (
+            A.dtype,
+            D.dtype if D is not None else None,
+            (delta_bias.dtype if delta_bias is not None else None),
+        )
         ctx.set_materialize_grads(False)
         return y, last
 
@@ -113,7 +125,7 @@ class _TritonScan(torch.autograd.Function):
             u, delta, A32, B, C, _or(D32, A32), _or(z, u), _or(bias32, A32), dy, states,
             dA if dlast is None else dlast.contiguous(), du, ddelta, _or(dz, du), dA, dB, dC, _or(dD, dA), _or(dbias, dA),
             d, length, n, states.shape[1], d // groups, groups,
-            HAS_DLAST=dlast is not None, **ctx.flags,
+            HAS_DLAST=dlast is not None, **ctx.flags, num_warps=num_warps(n, ctx.chunk, True),
         )  # fmt: skip
         a_dtype, d_dtype, bias_dtype = ctx.input_dtypes
         if not ctx.grouped:
