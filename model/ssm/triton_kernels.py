@@ -4,7 +4,7 @@ Inside a chunk the recurrence h_t = a_t h_{t-1} + b_t is one ``tl.associative_sc
 the state is carried from chunk to chunk, so a program runs L / CHUNK dependent steps, not L. The forward
 stores the state entering every chunk (fp32) so the backward can rebuild each chunk's states. The backward
 walks the chunks in reverse and runs the adjoint recurrence lambda_t = a_{t+1} lambda_{t+1} + dy_t C_t
-as a reverse scan, starting from the gradient of the last state.
+as a forward scan over the time-reversed chunk, starting from the gradient of the last state.
 
 Loaded by ``model.ssm.triton_scan`` (compiled or interpreted), never imported at package import time.
 """
@@ -170,8 +170,6 @@ def scan_bwd_kernel(
         tmask = tt < L
         u = tl.load(u_ptr + row + tt, mask=tmask, other=0.0).to(tl.float32)
         dt, pre = _delta(delta_ptr + row, tt, tmask, bias, HAS_BIAS, SOFTPLUS)
-        # delta of the next step inside this chunk: the decay that carries lambda_{t+1} back to t.
-        dt_next, _ = _delta(delta_ptr + row, tt + 1, (tt + 1 < L) & (t < CHUNK - 1), bias, HAS_BIAS, SOFTPLUS)
         mask2 = nmask[:, None] & tmask[None, :]
         bc_offs = bc + n[:, None] * L + tt[None, :]
         Bt = tl.load(B_ptr + bc_offs, mask=mask2, other=0.0).to(tl.float32)
@@ -193,11 +191,22 @@ def scan_bwd_kernel(
             dout = dy * zv * sig
         else:
             dout = dy
-        decay_next = tl.exp(dt_next[None, :] * A[:, None])
-        cum_next, lam_local = tl.associative_scan(
-            (decay_next, dout[None, :] * Ct), axis=1, combine_fn=_combine, reverse=True
+        # The adjoint runs backwards in time: a forward scan over the chunk loaded time-reversed (column j is
+        # step CHUNK-1-j), flipped back afterwards; no reverse=True scan, whose operand order triton has varied.
+        tr = c * CHUNK + (CHUNK - 1 - t)
+        rmask = tr < L
+        # delta of the next step inside this chunk: the decay that carries lambda_{t+1} back to t.
+        dt_next_r, _ = _delta(delta_ptr + row, tr + 1, (tr + 1 < L) & (t > 0), bias, HAS_BIAS, SOFTPLUS)
+        dout_r = tl.load(dy_ptr + row + tr, mask=rmask, other=0.0).to(tl.float32)
+        if HAS_Z:
+            z_r = tl.load(z_ptr + row + tr, mask=rmask, other=0.0).to(tl.float32)
+            dout_r = dout_r * z_r * tl.sigmoid(z_r)
+        C_r = tl.load(C_ptr + bc + n[:, None] * L + tr[None, :], mask=nmask[:, None] & rmask[None, :], other=0.0)
+        decay_next_r = tl.exp(dt_next_r[None, :] * A[:, None])
+        cum_r, lam_r = tl.associative_scan(
+            (decay_next_r, dout_r[None, :] * C_r.to(tl.float32)), axis=1, combine_fn=_combine
         )
-        lam = lam_local + cum_next * adj[:, None]
+        lam = tl.flip(lam_r + cum_r * adj[:, None], 1)
         adj = tl.sum(tl.where(t[None, :] == 0, decay * lam, 0.0), axis=1)
         tl.atomic_add(dC_ptr + bc_offs, dout[None, :] * hs, mask=mask2)
         tl.atomic_add(dB_ptr + bc_offs, lam * (dt * u)[None, :], mask=mask2)
