@@ -1,7 +1,7 @@
 """The ``triton`` backend: the selective scan as two Triton kernels (forward, reverse-time backward).
 
 ``selective_scan_triton`` runs the compiled kernels on CUDA tensors and the Triton interpreter on CPU
-tensors (tests only: about 6 ms per program per chunk step). Triton is imported on first use, so
+tensors (tests only: milliseconds per program and chunk step). Triton is imported on first use, so
 ``import model`` works without it. Contract (mamba_ssm's): u, delta, z, B, C float32/float16/bfloat16;
 A, D, delta_bias are used in float32; y has u's dtype; last_state and all accumulation are float32.
 The gradient of last_state is propagated (mamba_ssm's kernel ignores it).
@@ -9,10 +9,12 @@ The gradient of last_state is propagated (mamba_ssm's kernel ignores it).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from types import ModuleType
 
 import torch
+from torch.autograd.function import once_differentiable
 
 CHUNK = 64  # time steps per associative scan on the GPU
 _FLOATS = (torch.float32, torch.float16, torch.bfloat16)
@@ -64,6 +66,11 @@ def _or(t: torch.Tensor | None, stand_in: torch.Tensor) -> torch.Tensor:
     return stand_in if t is None else t
 
 
+def _on_device(t: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Launch on ``t``'s GPU (triton launches on the current device)."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
 class _TritonScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, chunk):
@@ -91,10 +98,12 @@ class _TritonScan(torch.autograd.Function):
             CHUNK=chunk,
         )
         # Absent optional inputs get a stand-in pointer (never read): one signature per dtype set.
-        kernels.scan_fwd_kernel[(batch * d,)](
-            u, delta, A32, B, C, _or(D32, A32), _or(z, u), _or(bias32, A32), y, states, last,
-            d, length, n, n_chunks, d // groups, groups, **flags, num_warps=num_warps(n, chunk, False),
-        )  # fmt: skip
+        if batch * d:
+            with _on_device(u):
+                kernels.scan_fwd_kernel[(batch * d,)](
+                    u, delta, A32, B, C, _or(D32, A32), _or(z, u), _or(bias32, A32), y, states, last,
+                    d, length, n, n_chunks, d // groups, groups, **flags, num_warps=num_warps(n, chunk, False),
+                )  # fmt: skip
         ctx.save_for_backward(u, delta, A32, B, C, D32, z, bias32, states)
         ctx.flags, ctx.grouped, ctx.chunk, ctx.interpret = flags, grouped, chunk, interpret
         ctx.input_dtypes = (
@@ -106,6 +115,7 @@ class _TritonScan(torch.autograd.Function):
         return y, last
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dy, dlast):
         u, delta, A32, B, C, D32, z, bias32, states = ctx.saved_tensors
         batch, d, length = u.shape
@@ -121,12 +131,15 @@ class _TritonScan(torch.autograd.Function):
         dC = torch.zeros(batch, groups, n, length, **f32)
         dD = torch.empty(batch * d, **f32) if D32 is not None else None
         dbias = torch.empty(batch * d, **f32) if bias32 is not None else None
-        kernels.scan_bwd_kernel[(batch * d,)](
-            u, delta, A32, B, C, _or(D32, A32), _or(z, u), _or(bias32, A32), dy, states,
-            dA if dlast is None else dlast.contiguous(), du, ddelta, _or(dz, du), dA, dB, dC, _or(dD, dA), _or(dbias, dA),
-            d, length, n, states.shape[1], d // groups, groups,
-            HAS_DLAST=dlast is not None, **ctx.flags, num_warps=num_warps(n, ctx.chunk, True),
-        )  # fmt: skip
+        if batch * d:
+            with _on_device(u):
+                kernels.scan_bwd_kernel[(batch * d,)](
+                    u, delta, A32, B, C, _or(D32, A32), _or(z, u), _or(bias32, A32), dy, states,
+                    dA if dlast is None else dlast.contiguous(), du, ddelta, _or(dz, du), dA, dB, dC,
+                    _or(dD, dA), _or(dbias, dA),
+                    d, length, n, states.shape[1], d // groups, groups,
+                    HAS_DLAST=dlast is not None, **ctx.flags, num_warps=num_warps(n, ctx.chunk, True),
+                )  # fmt: skip
         a_dtype, d_dtype, bias_dtype = ctx.input_dtypes
         if not ctx.grouped:
             dB, dC = dB[:, 0], dC[:, 0]
