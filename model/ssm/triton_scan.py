@@ -71,79 +71,101 @@ def _on_device(t: torch.Tensor) -> contextlib.AbstractContextManager:
     return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
+def forward_launch(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A32: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D32: torch.Tensor | None,
+    z: torch.Tensor | None,
+    bias32: torch.Tensor | None,
+    softplus: bool,
+    chunk: int,
+) -> tuple[list, dict, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The forward kernel's arguments and launch options, and its outputs (y, chunk states, last state).
+    Absent optional inputs get a stand-in pointer that is never read: one signature per dtype set."""
+    batch, d, length = u.shape
+    n = A32.shape[1]
+    groups = B.shape[1] if B.dim() == 4 else 1
+    n_chunks = -(-length // chunk)
+    y = torch.empty_like(u)
+    states = torch.empty(batch * d, n_chunks, n, device=u.device, dtype=torch.float32)
+    last = torch.empty(batch, d, n, device=u.device, dtype=torch.float32)
+    args = [u, delta, A32, B, C, _or(D32, A32), _or(z, u), _or(bias32, A32), y, states, last]
+    args += [d, length, n, n_chunks, d // groups, groups]
+    meta = dict(
+        HAS_D=D32 is not None,
+        HAS_Z=z is not None,
+        HAS_BIAS=bias32 is not None,
+        SOFTPLUS=bool(softplus),
+        BLOCK_N=block_n(n),
+        CHUNK=chunk,
+        num_warps=num_warps(n, chunk, False),
+    )
+    return args, meta, (y, states, last)
+
+
+def backward_launch(
+    saved: tuple[torch.Tensor | None, ...], dy: torch.Tensor, dlast: torch.Tensor | None, meta: dict
+) -> tuple[list, dict, tuple[torch.Tensor | None, ...]]:
+    """The backward kernel's arguments and launch options for the forward's ``saved`` tensors and ``meta``, and
+    its outputs (du, ddelta, dz, dA (b*d, N), dB, dC (b, G, N, L), dD, dbias (b*d,))."""
+    u, delta, A32, B, C, D32, z, bias32, states = saved
+    batch, d, length = u.shape
+    n = A32.shape[1]
+    groups = B.shape[1] if B.dim() == 4 else 1
+    f32 = dict(device=u.device, dtype=torch.float32)
+    du, ddelta = torch.empty_like(u), torch.empty_like(delta)
+    dz = torch.empty_like(z) if z is not None else None
+    dA = torch.empty(batch * d, n, **f32)
+    dB = torch.zeros(batch, groups, n, length, **f32)
+    dC = torch.zeros(batch, groups, n, length, **f32)
+    dD = torch.empty(batch * d, **f32) if D32 is not None else None
+    dbias = torch.empty(batch * d, **f32) if bias32 is not None else None
+    args = [u, delta, A32, B, C, _or(D32, A32), _or(z, u), _or(bias32, A32), dy, states, _or(dlast, dA)]
+    args += [du, ddelta, _or(dz, du), dA, dB, dC, _or(dD, dA), _or(dbias, dA)]
+    args += [d, length, n, states.shape[1], d // groups, groups]
+    meta = {**meta, "HAS_DLAST": dlast is not None, "num_warps": num_warps(n, meta["CHUNK"], True)}
+    return args, meta, (du, ddelta, dz, dA, dB, dC, dD, dbias)
+
+
 class _TritonScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, chunk):
-        batch, d, length = u.shape
-        n = A.shape[1]
-        interpret = u.device.type != "cuda"
-        kernels = kernel_module(interpret)
-        grouped = B.dim() == 4
-        groups = B.shape[1] if grouped else 1
         u, delta, B, C = (t.contiguous() for t in (u, delta, B, C))
         z = z.contiguous() if z is not None else None
         A32 = A.float().contiguous()
         D32 = D.float().contiguous() if D is not None else None
         bias32 = delta_bias.float().contiguous() if delta_bias is not None else None
-        n_chunks = -(-length // chunk)
-        y = torch.empty_like(u)
-        states = torch.empty(batch * d, n_chunks, n, device=u.device, dtype=torch.float32)
-        last = torch.empty(batch, d, n, device=u.device, dtype=torch.float32)
-        flags = dict(
-            HAS_D=D is not None,
-            HAS_Z=z is not None,
-            HAS_BIAS=delta_bias is not None,
-            SOFTPLUS=bool(delta_softplus),
-            BLOCK_N=block_n(n),
-            CHUNK=chunk,
-        )
-        # Absent optional inputs get a stand-in pointer (never read): one signature per dtype set.
-        if batch * d:
+        interpret = u.device.type != "cuda"
+        args, meta, (y, states, last) = forward_launch(u, delta, A32, B, C, D32, z, bias32, delta_softplus, chunk)
+        if u.shape[0] * u.shape[1]:
             with _on_device(u):
-                kernels.scan_fwd_kernel[(batch * d,)](
-                    u, delta, A32, B, C, _or(D32, A32), _or(z, u), _or(bias32, A32), y, states, last,
-                    d, length, n, n_chunks, d // groups, groups, **flags, num_warps=num_warps(n, chunk, False),
-                )  # fmt: skip
+                kernel_module(interpret).scan_fwd_kernel[(u.shape[0] * u.shape[1],)](*args, **meta)
         ctx.save_for_backward(u, delta, A32, B, C, D32, z, bias32, states)
-        ctx.flags, ctx.grouped, ctx.chunk, ctx.interpret = flags, grouped, chunk, interpret
-        ctx.input_dtypes = (
-            A.dtype,
-            D.dtype if D is not None else None,
-            (delta_bias.dtype if delta_bias is not None else None),
-        )
+        ctx.meta, ctx.interpret = meta, interpret
+        ctx.input_dtypes = tuple(t.dtype if t is not None else None for t in (A, D, delta_bias))
         ctx.set_materialize_grads(False)
         return y, last
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dy, dlast):
-        u, delta, A32, B, C, D32, z, bias32, states = ctx.saved_tensors
-        batch, d, length = u.shape
-        n = A32.shape[1]
-        groups = B.shape[1] if ctx.grouped else 1
-        kernels = kernel_module(ctx.interpret)
-        f32 = dict(device=u.device, dtype=torch.float32)
+        saved = ctx.saved_tensors
+        u, B, C = saved[0], saved[3], saved[4]
+        batch, d, _ = u.shape
         dy = dy.contiguous() if dy is not None else torch.zeros_like(u)
-        du, ddelta = torch.empty_like(u), torch.empty_like(delta)
-        dz = torch.empty_like(z) if z is not None else None
-        dA = torch.empty(batch * d, n, **f32)
-        dB = torch.zeros(batch, groups, n, length, **f32)
-        dC = torch.zeros(batch, groups, n, length, **f32)
-        dD = torch.empty(batch * d, **f32) if D32 is not None else None
-        dbias = torch.empty(batch * d, **f32) if bias32 is not None else None
+        dlast = dlast.contiguous() if dlast is not None else None
+        args, meta, grads = backward_launch(saved, dy, dlast, ctx.meta)
         if batch * d:
             with _on_device(u):
-                kernels.scan_bwd_kernel[(batch * d,)](
-                    u, delta, A32, B, C, _or(D32, A32), _or(z, u), _or(bias32, A32), dy, states,
-                    dA if dlast is None else dlast.contiguous(), du, ddelta, _or(dz, du), dA, dB, dC,
-                    _or(dD, dA), _or(dbias, dA),
-                    d, length, n, states.shape[1], d // groups, groups,
-                    HAS_DLAST=dlast is not None, **ctx.flags, num_warps=num_warps(n, ctx.chunk, True),
-                )  # fmt: skip
+                kernel_module(ctx.interpret).scan_bwd_kernel[(batch * d,)](*args, **meta)
+        du, ddelta, dz, dA, dB, dC, dD, dbias = grads
         a_dtype, d_dtype, bias_dtype = ctx.input_dtypes
-        if not ctx.grouped:
+        if B.dim() == 3:
             dB, dC = dB[:, 0], dC[:, 0]
-        dA = dA.view(batch, d, n).sum(0).to(a_dtype)
+        dA = dA.view(batch, d, dA.shape[1]).sum(0).to(a_dtype)
         dD = dD.view(batch, d).sum(0).to(d_dtype) if dD is not None else None
         dbias = dbias.view(batch, d).sum(0).to(bias_dtype) if dbias is not None else None
         return du, ddelta, dA, dB.to(B.dtype), dC.to(C.dtype), dD, dz, dbias, None, None, None
