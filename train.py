@@ -479,9 +479,10 @@ class Trainer:
         tcfg, lcfg = self.cfg["train"], self.cfg["logging"]
         bs, ws = tcfg["batch_size"], self.info.world_size
         n_params = sum(p.numel() for p in self.net.parameters())
+        scan_backend = model.ssm.resolve_backend(self.cfg["ssm"]["backend"], self.device)[0]
         self.log.info(
             f"model {self.model_name} ({n_params / 1e6:.3f}M parameters) on {self.device}, ssm backend "
-            f"{self.cfg['ssm']['backend']}; world size {ws}, batch size {bs} per process, effective batch size {bs * ws}; "
+            f"{scan_backend} (ssm.backend {self.cfg['ssm']['backend']}); world size {ws}, batch size {bs} per process, effective batch size {bs * ws}; "
             f"{len(self.train_set)} training images, {self.iters_per_epoch} iterations per epoch, "
             f"{self.total_iters} iterations; amp {self.amp}, ema {tcfg['ema']}; run folder {self.run_dir}"
         )

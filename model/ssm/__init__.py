@@ -4,9 +4,8 @@
 backend)`` follows mamba_ssm's ``selective_scan_fn``. Backends: ``reference`` (time loop, the
 test oracle), ``torch`` (a compiled C++ CPU kernel where it builds, else a
 chunked pure-PyTorch scan on any device), ``mamba_ssm`` (its CUDA kernel,
-imported lazily), ``triton`` (reserved for a project kernel on CUDA: not written yet, it needs a
-GPU to build and test; selecting it is an error) and ``auto`` (mamba_ssm on CUDA when it imports,
-else torch).
+imported lazily), ``triton`` (the project's Triton kernels, CUDA only, triton imported lazily) and
+``auto`` (on CUDA mamba_ssm when it imports, else triton when it imports, else torch; torch elsewhere).
 """
 
 from __future__ import annotations
@@ -51,6 +50,14 @@ def _mamba_ssm_fn() -> Callable | None:
     return mamba_ssm_backend(selective_scan_fn)
 
 
+def _triton_fn() -> Callable | None:
+    try:
+        from model.ssm.triton_scan import selective_scan_triton, triton_available
+    except Exception:
+        return None
+    return selective_scan_triton if triton_available() else None
+
+
 def resolve_backend(name: str, device: torch.device) -> tuple[str, Callable]:
     """Map a backend name (``auto`` included) to the function that runs on ``device``."""
     if name not in BACKENDS:
@@ -64,11 +71,14 @@ def resolve_backend(name: str, device: torch.device) -> tuple[str, Callable]:
             raise RuntimeError("ssm.backend=mamba_ssm but mamba_ssm does not import (see requirements-cuda.txt)")
     if name == "mamba_ssm":
         raise RuntimeError("ssm.backend=mamba_ssm needs CUDA tensors")
+    if name in ("auto", "triton") and cuda:
+        fn = _triton_fn()
+        if fn is not None:
+            return "triton", fn
+        if name == "triton":
+            raise RuntimeError("ssm.backend=triton but triton does not import (it ships with torch's CUDA wheels)")
     if name == "triton":
-        raise RuntimeError(
-            "ssm.backend=triton (CUDA only) has no kernel in this version yet; use mamba_ssm (requirements-cuda.txt) "
-            "or torch"
-        )
+        raise RuntimeError(f"ssm.backend=triton needs CUDA tensors, got {device.type} (use torch on CPU)")
     if name == "reference":
         return "reference", selective_scan_reference
     return "torch", selective_scan_torch

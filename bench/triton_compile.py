@@ -1,0 +1,241 @@
+"""Compile every Triton scan kernel configuration the models launch ahead of time, without a GPU.
+
+    .venv/bin/python -m bench.triton_compile [--configs CONFIG.yaml ...] [--archs 80 90] [--json]
+
+The launches are read off the models: each config's network runs one forward at its training size on
+CPU with the scan replaced by a recorder (shapes and options of every call). Each recorded call, in fp32
+and in bf16 (what autocast feeds the scan; A, D, delta_bias stay fp32), gives a forward and a backward
+launch built by ``model.ssm.triton_scan`` itself and specialised the way triton's JIT does (integer
+arguments equal to 1 become constants, multiples of 16 and 16-byte aligned pointers get divisibility
+hints). One extra call covers the widest API use (z, D, delta_bias, grouped B/C, last-state gradient).
+Each distinct kernel is compiled to a cubin for every target with triton's bundled ptxas, and its
+resource usage read with the bundled cuobjdump: registers per thread, stack and local memory (where
+spills go); shared memory from triton's metadata. Exits 1 when a kernel uses local memory. Nothing
+runs on a GPU: speed is not measured here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from model.ssm.triton_scan import CHUNK, backward_launch, forward_launch
+
+MODEL_CONFIGS = ("configs/hybrimamba_x8_celeba.yaml", "configs/rhmc_x8_celeba.yaml", "configs/ablations/mamba1d.yaml")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+@dataclasses.dataclass(frozen=True)
+class ScanCall:
+    """What decides a launch's specialisation: shapes (batch aside) and options of one selective_scan call."""
+
+    d: int
+    length: int
+    d_state: int
+    groups: int | None  # None: B, C of shape (batch, N, L)
+    has_d: bool
+    has_z: bool
+    has_bias: bool
+    softplus: bool
+    last_state: bool
+
+
+API_CALL = ScanCall(192, 16384, 16, 4, True, True, True, True, True)
+
+
+@contextlib.contextmanager
+def _recording(calls: list[ScanCall]) -> Iterator[None]:
+    """Replace the scan in the model modules by a recorder returning zeros."""
+    import model.mamba1d
+    import model.ss2d
+
+    def record(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, return_last_state=False):
+        groups = B.shape[1] if B.dim() == 4 else None
+        flags = (D is not None, z is not None, delta_bias is not None, bool(delta_softplus), return_last_state)
+        calls.append(ScanCall(u.shape[1], u.shape[2], A.shape[1], groups, *flags))
+        y = torch.zeros_like(u)
+        return (y, u.new_zeros(u.shape[0], u.shape[1], A.shape[1])) if return_last_state else y
+
+    saved = {m: m.selective_scan for m in (model.ss2d, model.mamba1d)}
+    try:
+        for m in saved:
+            m.selective_scan = record
+        yield
+    finally:
+        for m, fn in saved.items():
+            m.selective_scan = fn
+
+
+def model_scan_calls(config: str | Path) -> list[ScanCall]:
+    """The distinct scan calls of one forward of ``config``'s network on a training-size input."""
+    from model import build_model
+    from utils.config import load_config
+
+    cfg = load_config(config)
+    size = cfg["data"]["train"]["hr_size"]  # the networks map the bicubic-upsampled input at HR size
+    net = build_model(cfg["model"]).eval()
+    calls: list[ScanCall] = []
+    with _recording(calls), torch.no_grad():
+        net(torch.zeros(1, cfg["model"]["in_channels"], size, size))
+    return list(dict.fromkeys(calls))
+
+
+def _launch_args(call: ScanCall, dtype: torch.dtype) -> dict[str, tuple[list, dict]]:
+    """Kernel name -> (arguments, options) that ``model.ssm.triton_scan`` passes for ``call`` (batch 1, CPU)."""
+    x = dict(dtype=dtype)
+    f = dict(dtype=torch.float32)
+    bc = (1, call.d_state, call.length) if call.groups is None else (1, call.groups, call.d_state, call.length)
+    u, delta, z = (torch.empty(1, call.d, call.length, **x) for _ in range(3))
+    A32 = torch.empty(call.d, call.d_state, **f)
+    D32, bias32 = torch.empty(call.d, **f), torch.empty(call.d, **f)
+    B, C = torch.empty(bc, **x), torch.empty(bc, **x)
+    fwd_args, meta, (y, states, last) = forward_launch(
+        u, delta, A32, B, C, D32 if call.has_d else None, z if call.has_z else None,
+        bias32 if call.has_bias else None, call.softplus, CHUNK,
+    )  # fmt: skip
+    saved = (u, delta, A32, B, C, D32 if call.has_d else None, z if call.has_z else None)
+    saved += (bias32 if call.has_bias else None, states)
+    bwd_args, bwd_meta, _ = backward_launch(saved, torch.empty_like(y), last if call.last_state else None, meta)
+    return {"scan_fwd_kernel": (fwd_args, meta), "scan_bwd_kernel": (bwd_args, bwd_meta)}
+
+
+@dataclasses.dataclass
+class ASTSourceArgs:
+    """What ``triton.compiler.ASTSource`` takes besides the kernel."""
+
+    signature: dict
+    constexprs: dict
+    attrs: dict
+
+    def key(self) -> str:
+        return json.dumps(
+            [self.signature, sorted(map(str, self.constexprs.items())), sorted(map(str, self.attrs.items()))]
+        )
+
+
+def specialise(kernel, args: list, meta: dict, backend) -> tuple[ASTSourceArgs, dict]:
+    """ASTSource arguments (signature, constexprs, attrs) and compile options, as triton's JIT derives them."""
+    from triton.runtime.jit import native_specialize_impl
+
+    names = kernel.arg_names
+    signature, constexprs, attrs = {}, {}, {}
+    for i, (name, arg) in enumerate(zip(names, args)):
+        kind, attr = native_specialize_impl(type(backend), arg, False, True, True)
+        signature[name] = kind
+        if kind == "constexpr":
+            constexprs[name] = attr
+        elif attr:
+            attrs[(i,)] = backend.parse_attr(attr)
+    options = {k: v for k, v in meta.items() if k not in names}
+    for name in names[len(args) :]:
+        signature[name] = "constexpr"
+        constexprs[name] = meta[name]
+    return ASTSourceArgs(signature, constexprs, attrs), options
+
+
+def _resources(cubin: bytes, cuobjdump: str) -> dict[str, int]:
+    """Registers, stack and local bytes of the one kernel in ``cubin``, read by cuobjdump."""
+    with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
+        f.write(cubin)
+    try:
+        text = subprocess.run([cuobjdump, "-res-usage", f.name], check=True, capture_output=True, text=True).stdout
+    finally:
+        os.remove(f.name)
+    fields = dict(re.findall(r"(REG|STACK|LOCAL):(\d+)", text))
+    return {"regs": int(fields["REG"]), "stack": int(fields["STACK"]), "local": int(fields["LOCAL"])}
+
+
+def _describe(call: ScanCall) -> str:
+    """Shape and options (D, z, delta_bias, softplus, last-state gradient) of a call."""
+    flags = (call.has_d, call.has_z, call.has_bias, call.softplus, call.last_state)
+    opts = "+".join(name for name, on in zip(("D", "z", "bias", "softplus", "dlast"), flags) if on)
+    g = "-" if call.groups is None else call.groups
+    return f"d={call.d} L={call.length} N={call.d_state} G={g} {opts}"
+
+
+def compile_all(configs=MODEL_CONFIGS, archs: tuple[int, ...] = (80, 90), dtypes=tuple(DTYPES)) -> list[dict]:
+    """Compile every distinct kernel that ``configs`` launch (plus the API's widest call) for every arch: one
+    row each, with the models and the number of (d, L) calls that launch it."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource, make_backend
+
+    if triton.knobs.runtime.interpret:
+        raise RuntimeError("bench.triton_compile: unset TRITON_INTERPRET (the interpreter compiles nothing)")
+    from model.ssm import triton_kernels
+
+    cuobjdump = triton.knobs.nvidia.cuobjdump.path
+    calls = {}
+    for config in configs:
+        for call in model_scan_calls(config):
+            calls.setdefault(call, []).append(Path(config).stem)
+    calls.setdefault(API_CALL, []).append("api-widest")
+    rows: dict[tuple, dict] = {}  # one per distinct compiled kernel
+    for call, users in calls.items():
+        for dtype in dtypes:
+            for kernel_name, (args, meta) in _launch_args(call, DTYPES[dtype]).items():
+                kernel = getattr(triton_kernels, kernel_name)
+                for arch in archs:
+                    target = GPUTarget("cuda", arch, 32)
+                    src_args, options = specialise(kernel, args, meta, make_backend(target))
+                    key = (kernel_name, arch, dtype, src_args.key(), json.dumps(options))
+                    if key in rows:
+                        rows[key]["models"] = ",".join(dict.fromkeys(rows[key]["models"].split(",") + users))
+                        rows[key]["calls"] += 1
+                        continue
+                    src = ASTSource(fn=kernel, signature=src_args.signature, constexprs=src_args.constexprs,
+                                    attrs=src_args.attrs)  # fmt: skip
+                    compiled = triton.compile(src, target=target, options=options)
+                    rows[key] = dict(
+                        models=",".join(dict.fromkeys(users)),
+                        calls=1,
+                        first_call=_describe(call),
+                        dtype=dtype,
+                        kernel=kernel_name.removesuffix("_kernel"),
+                        arch=f"sm_{arch}",
+                        warps=compiled.metadata.num_warps,
+                        shared=compiled.metadata.shared,
+                        cubin_bytes=len(compiled.asm["cubin"]),
+                        **_resources(compiled.asm["cubin"], cuobjdump),
+                    )
+    return list(rows.values())
+
+
+def format_table(rows: list[dict]) -> str:
+    cols = ("models", "calls", "first_call", "dtype", "kernel", "arch", "warps", "regs", "shared", "stack", "local")
+    cols += ("cubin_bytes",)
+    lines = [cols] + [tuple(str(r[c]) for c in cols) for r in rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(cols))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip() for line in lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--configs", nargs="+", default=list(MODEL_CONFIGS), help="experiment configs to read launches from"
+    )
+    parser.add_argument("--archs", type=int, nargs="+", default=[80, 90], help="compute capabilities (80 = A100)")
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
+    args = parser.parse_args(argv)
+    rows = compile_all(args.configs, tuple(args.archs))
+    print(json.dumps(rows) if args.json else format_table(rows))
+    spilled = [r for r in rows if r["local"] or r["stack"]]
+    if spilled:
+        names = ", ".join(f"{r['models']} {r['first_call']} {r['dtype']} {r['kernel']} {r['arch']}" for r in spilled)
+        raise SystemExit(f"error: local memory (register spills) in {names}")
+
+
+if __name__ == "__main__":
+    from utils.cli import run_cli
+
+    run_cli(main)

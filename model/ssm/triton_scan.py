@@ -1,0 +1,193 @@
+"""The ``triton`` backend: the selective scan as two Triton kernels (forward, reverse-time backward).
+
+``selective_scan_triton`` runs the compiled kernels on CUDA tensors and the Triton interpreter on CPU
+tensors (tests only: milliseconds per program and chunk step). Triton is imported on first use, so
+``import model`` works without it. Contract (mamba_ssm's): u, delta, z, B, C float32/float16/bfloat16;
+A, D, delta_bias are used in float32; y has u's dtype; last_state and all accumulation are float32.
+The gradient of last_state is propagated (mamba_ssm's kernel ignores it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from types import ModuleType
+
+import torch
+from torch.autograd.function import once_differentiable
+
+CHUNK = 64  # time steps per associative scan on the GPU
+_FLOATS = (torch.float32, torch.float16, torch.bfloat16)
+
+
+@functools.cache
+def triton_available() -> bool:
+    """True when triton imports."""
+    try:
+        import triton  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def kernel_module(interpret: bool) -> ModuleType:
+    """The kernels module; ``interpret`` (CPU tensors) needs triton's interpreter, which triton only turns
+    on when TRITON_INTERPRET=1 is in the environment before ``import triton``."""
+    import triton
+
+    if interpret and not triton.knobs.runtime.interpret:
+        raise RuntimeError(
+            "selective_scan (triton): CPU tensors run only under the Triton interpreter; set TRITON_INTERPRET=1 "
+            "before triton is imported (tests only), or use CUDA tensors"
+        )
+    from model.ssm import triton_kernels
+
+    return triton_kernels
+
+
+def block_n(d_state: int) -> int:
+    """The state tile: d_state rounded up to a power of two (at least 2)."""
+    return max(2, 1 << (d_state - 1).bit_length())
+
+
+def num_warps(d_state: int, chunk: int, backward: bool) -> int:
+    """Warps per program: 8 for the backward on tiles of 1024+ elements, where 4 warps come close to 255
+    registers per thread and spill on sm_90 (``python -m bench.triton_compile``), else 4."""
+    return 8 if backward and block_n(d_state) * chunk >= 1024 else 4
+
+
+def _check_dtypes(**tensors: torch.Tensor | None) -> None:
+    for name, t in tensors.items():
+        if t is not None and t.dtype not in _FLOATS:
+            raise TypeError(f"selective_scan (triton): {name} must be float32, float16 or bfloat16, got {t.dtype}")
+
+
+def _or(t: torch.Tensor | None, stand_in: torch.Tensor) -> torch.Tensor:
+    return stand_in if t is None else t
+
+
+def _on_device(t: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Launch on ``t``'s GPU (triton launches on the current device)."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
+def forward_launch(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A32: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D32: torch.Tensor | None,
+    z: torch.Tensor | None,
+    bias32: torch.Tensor | None,
+    softplus: bool,
+    chunk: int,
+) -> tuple[list, dict, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The forward kernel's arguments and launch options, and its outputs (y, chunk states, last state).
+    Absent optional inputs get a stand-in pointer that is never read: one signature per dtype set."""
+    batch, d, length = u.shape
+    n = A32.shape[1]
+    groups = B.shape[1] if B.dim() == 4 else 1
+    n_chunks = -(-length // chunk)
+    y = torch.empty_like(u)
+    states = torch.empty(batch * d, n_chunks, n, device=u.device, dtype=torch.float32)
+    last = torch.empty(batch, d, n, device=u.device, dtype=torch.float32)
+    args = [u, delta, A32, B, C, _or(D32, A32), _or(z, u), _or(bias32, A32), y, states, last]
+    args += [d, length, n, n_chunks, d // groups, groups]
+    meta = dict(
+        HAS_D=D32 is not None,
+        HAS_Z=z is not None,
+        HAS_BIAS=bias32 is not None,
+        SOFTPLUS=bool(softplus),
+        BLOCK_N=block_n(n),
+        CHUNK=chunk,
+        num_warps=num_warps(n, chunk, False),
+    )
+    return args, meta, (y, states, last)
+
+
+def backward_launch(
+    saved: tuple[torch.Tensor | None, ...], dy: torch.Tensor, dlast: torch.Tensor | None, meta: dict
+) -> tuple[list, dict, tuple[torch.Tensor | None, ...]]:
+    """The backward kernel's arguments and launch options for the forward's ``saved`` tensors and ``meta``, and
+    its outputs (du, ddelta, dz, dA (b*d, N), dB, dC (b, G, N, L), dD, dbias (b*d,))."""
+    u, delta, A32, B, C, D32, z, bias32, states = saved
+    batch, d, length = u.shape
+    n = A32.shape[1]
+    groups = B.shape[1] if B.dim() == 4 else 1
+    f32 = dict(device=u.device, dtype=torch.float32)
+    du, ddelta = torch.empty_like(u), torch.empty_like(delta)
+    dz = torch.empty_like(z) if z is not None else None
+    dA = torch.empty(batch * d, n, **f32)
+    dB = torch.zeros(batch, groups, n, length, **f32)
+    dC = torch.zeros(batch, groups, n, length, **f32)
+    dD = torch.empty(batch * d, **f32) if D32 is not None else None
+    dbias = torch.empty(batch * d, **f32) if bias32 is not None else None
+    args = [u, delta, A32, B, C, _or(D32, A32), _or(z, u), _or(bias32, A32), dy, states, _or(dlast, dA)]
+    args += [du, ddelta, _or(dz, du), dA, dB, dC, _or(dD, dA), _or(dbias, dA)]
+    args += [d, length, n, states.shape[1], d // groups, groups]
+    meta = {**meta, "HAS_DLAST": dlast is not None, "num_warps": num_warps(n, meta["CHUNK"], True)}
+    return args, meta, (du, ddelta, dz, dA, dB, dC, dD, dbias)
+
+
+class _TritonScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, chunk):
+        u, delta, B, C = (t.contiguous() for t in (u, delta, B, C))
+        z = z.contiguous() if z is not None else None
+        A32 = A.float().contiguous()
+        D32 = D.float().contiguous() if D is not None else None
+        bias32 = delta_bias.float().contiguous() if delta_bias is not None else None
+        interpret = u.device.type != "cuda"
+        args, meta, (y, states, last) = forward_launch(u, delta, A32, B, C, D32, z, bias32, delta_softplus, chunk)
+        if u.shape[0] * u.shape[1]:
+            with _on_device(u):
+                kernel_module(interpret).scan_fwd_kernel[(u.shape[0] * u.shape[1],)](*args, **meta)
+        ctx.save_for_backward(u, delta, A32, B, C, D32, z, bias32, states)
+        ctx.meta, ctx.interpret = meta, interpret
+        ctx.input_dtypes = tuple(t.dtype if t is not None else None for t in (A, D, delta_bias))
+        ctx.set_materialize_grads(False)
+        return y, last
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy, dlast):
+        saved = ctx.saved_tensors
+        u, B, C = saved[0], saved[3], saved[4]
+        batch, d, _ = u.shape
+        dy = dy.contiguous() if dy is not None else torch.zeros_like(u)
+        dlast = dlast.contiguous() if dlast is not None else None
+        args, meta, grads = backward_launch(saved, dy, dlast, ctx.meta)
+        if batch * d:
+            with _on_device(u):
+                kernel_module(ctx.interpret).scan_bwd_kernel[(batch * d,)](*args, **meta)
+        du, ddelta, dz, dA, dB, dC, dD, dbias = grads
+        a_dtype, d_dtype, bias_dtype = ctx.input_dtypes
+        if B.dim() == 3:
+            dB, dC = dB[:, 0], dC[:, 0]
+        dA = dA.view(batch, d, dA.shape[1]).sum(0).to(a_dtype)
+        dD = dD.view(batch, d).sum(0).to(d_dtype) if dD is not None else None
+        dbias = dbias.view(batch, d).sum(0).to(bias_dtype) if dbias is not None else None
+        return du, ddelta, dA, dB.to(B.dtype), dC.to(C.dtype), dD, dz, dbias, None, None, None
+
+
+def selective_scan_triton(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+    chunk: int = CHUNK,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """The selective scan in Triton (interpreted on CPU tensors); ``chunk``: time steps per parallel scan,
+    a power of two."""
+    _check_dtypes(u=u, delta=delta, B=B, C=C, z=z, A=A, D=D, delta_bias=delta_bias)
+    if chunk < 2 or chunk & (chunk - 1):
+        raise ValueError(f"selective_scan (triton): chunk must be a power of two >= 2, got {chunk}")
+    y, last = _TritonScan.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, chunk)
+    return (y, last) if return_last_state else y
