@@ -78,7 +78,7 @@ def test_fresh_run_into_an_existing_run_is_refused_and_bad_input_changes_nothing
             "--set",
             "model.width=-2",
         ): "config key 'model' {'name': 'tiny_test_net', 'width': -2} does not build a network",
-        ("--set", "ssm.backend=triton"): "ssm.backend=triton (CUDA only) has no kernel",
+        ("--set", "ssm.backend=triton"): "ssm.backend=triton needs CUDA tensors, got cpu",
         (
             "--set",
             "train.scheduler.type=multistep",
