@@ -1,15 +1,10 @@
 """Listing, pairing and decoding image files, with errors that name the file.
 
-Policy for image modes (what a face-SR researcher expects from mixed photo folders):
-RGB is used as stored; grayscale (L, 1), palette (P), CMYK and YCbCr are converted to RGB by
-Pillow; images with transparency (RGBA, LA, PA, palette with a transparent colour) are
-composited over a white background; 16-bit grayscale (I;16*, or I with values <= 65535) is
-scaled to 8 bits with ``round(v * 255 / 65535)`` (Pillow's own conversion clips instead);
-16-bit RGB / RGBA PNGs are scaled by Pillow when it opens them (high byte, ``v // 256``, within
-one level of ``v * 255 / 65535``), never clipped. Float images (F) and I images with values
-above 65535 are rejected. Each kind of conversion is logged once per process. EXIF orientation
-is ignored (pixels as stored, like the published pipelines). :func:`read_rgb_array` is the same
-reading as a uint8 array, for scripts that score images.
+Image modes follow the one policy of :mod:`utils.image_decode` (shared with ``test.py`` and the
+metric scripts): grey, palette, CMYK, YCbCr converted; transparency composited over white; 16-bit
+images scaled with ``round(v / 257)``, never clipped; 16-bit with alpha, float and out-of-range
+32-bit images refused. Each kind of conversion is logged once per process. :func:`read_rgb_array`
+is the same reading as a uint8 array.
 
 The header check (:func:`open_header`) also reads the last bytes of PNG and JPEG files: a file
 that stops before its end marker (IEND / EOI) is reported as truncated before any training.
@@ -25,9 +20,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from utils.image_decode import IMAGE_EXTENSIONS, decode_rgb
+
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 _MAX_LISTED = 10
 _logged_conversions: set[str] = set()
 
@@ -126,39 +122,12 @@ def open_header(path: Path) -> tuple[int, int]:
     return size
 
 
-def _to_rgb(img: Image.Image, path: Path) -> Image.Image:
-    mode = img.mode
-    if mode == "RGB":
-        return img
-    if mode.startswith("I;16") or mode == "I":
-        arr = np.asarray(img)
-        if mode == "I" and (arr.min() < 0 or arr.max() > 65535):
-            raise DataError(f"image {str(path)!r} has 32-bit integer pixels outside 0..65535; expected 8 or 16 bits")
-        _note_once("16-bit", path)
-        gray = np.round(arr.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8)
-        return Image.fromarray(gray, mode="L").convert("RGB")
-    if mode == "F":
-        raise DataError(f"image {str(path)!r} has floating-point pixels (mode F); expected an 8- or 16-bit image")
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info):
-        _note_once(f"{mode} (alpha composited on white)", path)
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    _note_once(mode, path)
-    return img.convert("RGB")
-
-
 def read_rgb(path: str | Path) -> Image.Image:
-    """Decode an image file to a loaded 8-bit RGB PIL image (mode policy in the module docstring)."""
-    path = Path(path)
+    """Decode an image file to an 8-bit RGB PIL image (mode policy: :mod:`utils.image_decode`)."""
     try:
-        with Image.open(path) as img:
-            img.load()
-            return _to_rgb(img, path)
-    except DataError:
-        raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise DataError(f"cannot read image {str(path)!r}: {err}") from None
+        return Image.fromarray(decode_rgb(path, note=lambda kind: _note_once(kind, path)))
+    except (OSError, ValueError) as err:
+        raise DataError(str(err)) from None
 
 
 def read_rgb_array(path: str | Path) -> np.ndarray:

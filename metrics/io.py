@@ -1,10 +1,7 @@
 """Image folders for scoring: reading RGB images, pairing by file stem, per-image CSV, means.
 
-Image modes (numpy / PIL only): 8-bit RGB as stored; grey, palette, CMYK, YCbCr converted by
-Pillow; transparency composited over white (like ``data.io``); 16-bit images (grey ``I;16``,
-``I`` within 0..65535, 48-bit RGB PNG) scaled to 8 bits with ``round(v / 257)``, i.e.
-``round(v * 255 / 65535)`` (Pillow's own conversion clips grey to 255 and keeps only the high byte
-of RGB). 16-bit images with alpha, float images and 32-bit values above 65535 are refused.
+Image modes: the policy of :mod:`utils.image_decode`, shared with the training data (numpy / PIL
+only: 16-bit images scaled with ``round(v / 257)``, never clipped).
 
 Averaging rule (every metric, every script and ``test.py``): the folder mean is the mean over
 the finite per-image values; images whose value is inf (PSNR of identical images) or NaN (e.g.
@@ -26,69 +23,13 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
-_RGB16 = {"RGB;16B": "RGB;16L", "RGB;16L": "RGB;16B"}  # rawmode of the high byte -> rawmode of the low byte
-
-
-def _scale16(values: np.ndarray) -> np.ndarray:
-    """0..65535 integers -> uint8 with round(v / 257) (exact: v / 257 is never a tie)."""
-    return np.floor(values.astype(np.float64) / 257.0 + 0.5).astype(np.uint8)
-
-
-def _rgb16(path: Path) -> np.ndarray | None:
-    """A 48-bit RGB file scaled to uint8, or None when the file is not one.
-
-    Pillow decodes such files as 8-bit RGB keeping the high byte of each sample; decoding the
-    same data a second time with the byte-swapped raw mode gives the low bytes.
-    """
-    halves = []
-    for swap in (False, True):
-        with Image.open(path) as img:
-            if img.mode != "RGB" or len(img.tile) != 1 or img.tile[0].args not in _RGB16:
-                return None
-            if swap:
-                img.tile = [img.tile[0]._replace(args=_RGB16[img.tile[0].args])]
-            img.load()
-            halves.append(np.asarray(img, dtype=np.uint16))
-    return _scale16(halves[0] * 256 + halves[1])
-
-
-def _to_rgb(img: Image.Image, path: Path) -> np.ndarray:
-    mode = img.mode
-    if mode.startswith("I;16") or mode == "I":
-        arr = np.asarray(img)
-        if arr.min() < 0 or arr.max() > 65535:
-            raise ValueError(f"image {str(path)!r} has 32-bit pixels outside 0..65535; expected 8 or 16 bits")
-        return np.repeat(_scale16(arr)[..., None], 3, axis=2)
-    if mode == "F":
-        raise ValueError(f"image {str(path)!r} has floating-point pixels (mode F); expected an 8- or 16-bit image")
-    if any(str(getattr(tile, "args", "")).endswith(";16B") for tile in img.tile) and mode != "RGB":
-        raise ValueError(
-            f"image {str(path)!r} is a 16-bit image with alpha ({mode}); save it as 8- or 16-bit RGB without alpha"
-        )
-    if mode in ALPHA_MODES or (mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(white, rgba)
-    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+from utils.image_decode import IMAGE_EXTENSIONS, decode_rgb
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
-    """Read an image file as an HxWx3 uint8 RGB array (mode policy in the module docstring)."""
-    path = Path(path)
-    try:
-        rgb16 = _rgb16(path)
-        if rgb16 is not None:
-            return rgb16
-        with Image.open(path) as img:
-            return _to_rgb(img, path)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"image file {str(path)!r} does not exist") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise ValueError(f"cannot read image file {str(path)!r}: {err}") from None
+    """Read an image file as an HxWx3 uint8 RGB array (mode policy: :mod:`utils.image_decode`)."""
+    return decode_rgb(path)
 
 
 def list_images(folder: str | Path, role: str = "image") -> dict[str, Path]:

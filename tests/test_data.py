@@ -209,7 +209,11 @@ def test_read_rgb_array_scales_16_bit_rgb_and_gray(tmp_path):
     rgb = np.array([[[65535, 32768, 257], [1000, 0, 65280]]])
     png(tmp_path / "rgb16.png", 2, rgb)
     out = read_rgb_array(tmp_path / "rgb16.png").astype(int)
-    assert np.abs(out - np.round(rgb * 255 / 65535)).max() <= 1 and out.max() == 255  # scaled, not clipped to 255
+    assert np.array_equal(out, np.floor(rgb / 257 + 0.5))  # both bytes used: round(v / 257), not clipped
+
+    from metrics.io import read_rgb as read_scored
+
+    assert np.array_equal(read_scored(tmp_path / "rgb16.png"), out)  # one policy for training data and metrics
     gray = np.array([[0, 65535, 32768, 1000]])
     png(tmp_path / "g16.png", 0, gray)
     out = read_rgb_array(tmp_path / "g16.png")

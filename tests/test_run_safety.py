@@ -218,11 +218,11 @@ def test_bad_training_images_before_and_during_the_run(tmp_path: Path, capsys: p
     latest = tmp_path / "run" / "checkpoints" / "latest.pt"
     it = load_checkpoint(latest)["iteration"]
     assert it < 9
-    assert f"cannot read image '{faces[3]}'" in run_log(tmp_path)
+    assert f"cannot read image file '{faces[3]}'" in run_log(tmp_path)
     assert f"saved {latest} at iteration {it} first" in run_log(tmp_path)
 
     assert train.main(["--config", str(cfg), "--set", "data.train.skip_bad=true", "name=skip"]) == 0
-    assert f"skipping bad file: cannot read image '{faces[3]}'" in run_log(tmp_path, "skip")  # in train.log
+    assert f"skipping bad file: cannot read image file '{faces[3]}'" in run_log(tmp_path, "skip")  # in train.log
 
 
 def test_resume_auto_falls_back_to_the_newest_loadable_checkpoint(old_run: Path, capsys: pytest.CaptureFixture) -> None:
