@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from bench.timing import fmt_time, median_time, sync
 from model.registry import build_model
 from model.ss2d import K_DIRECTIONS, SS2D
 from model.ssm import BACKENDS, resolve_backend, set_default_backend
@@ -62,11 +62,6 @@ class Report:
             torch.cuda.empty_cache()
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _reset_peak(device: torch.device) -> int:
     if device.type != "cuda":
         return 0
@@ -76,22 +71,6 @@ def _reset_peak(device: torch.device) -> int:
 
 def _peak_mib(device: torch.device, base: int) -> str:
     return f"{(torch.cuda.max_memory_allocated(device) - base) / 2**20:.0f}" if device.type == "cuda" else "-"
-
-
-def _median_time(run: Callable[[], object], device: torch.device, repeats: int) -> float:
-    run()  # warm-up: kernel builds, autotuning, allocator
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        run()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def _fmt(seconds: float) -> str:
-    return f"{seconds * 1e3:.2f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
 def available_backends(device: torch.device) -> tuple[dict[str, Callable], dict[str, str]]:
@@ -233,9 +212,9 @@ def _time_scan(fn, batch, d, n, length, dtype, device, repeats) -> str:
                 v.grad = None
         fn(**inputs, delta_softplus=True).sum().backward()
 
-    fwd = _median_time(forward, device, repeats)
-    fwd_bwd = _median_time(forward_backward, device, repeats)
-    return f"{_fmt(fwd):>12}{_fmt(fwd_bwd):>12}{_peak_mib(device, base):>10}"
+    fwd = median_time(forward, device, repeats, warmup=True)
+    fwd_bwd = median_time(forward_backward, device, repeats, warmup=True)
+    return f"{fmt_time(fwd):>12}{fmt_time(fwd_bwd):>12}{_peak_mib(device, base):>10}"
 
 
 def training(report: Report, configs: dict[str, dict], args: argparse.Namespace) -> None:
@@ -274,11 +253,11 @@ def _train_row(cfg: dict, precision: str, batch: int, device: torch.device, args
     for _ in range(2):
         step()
     base = _reset_peak(device)
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     for _ in range(args.iterations):
         step()
-    _sync(device)
+    sync(device)
     per_step = (time.perf_counter() - t0) / args.iterations
     return f"{batch / per_step:>10.1f}{per_step:>10.3f}{_peak_mib(device, base):>10}"
 

@@ -17,12 +17,12 @@ import argparse
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
-import time
 
 import torch
+
+from bench.timing import fmt_time, median_time, sync
 
 
 def _backend_fns(device: torch.device, only: str | None = None) -> tuple[dict[str, object], dict[str, str]]:
@@ -61,27 +61,9 @@ def _inputs(batch: int, d: int, n: int, length: int, groups: int, device: torch.
     return {k: v.to(device).requires_grad_(grad) for k, v in tensors.items()}
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _maxrss_bytes() -> int:
     scale = 1 if sys.platform == "darwin" else 1024  # Linux reports KiB
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
-
-
-def _time(run, device: torch.device, repeats: int, budget_s: float) -> float:
-    """Median wall time of up to ``repeats`` runs; stops repeating once ``budget_s`` is spent."""
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < repeats and (not times or time.perf_counter() - start < budget_s):
-        _sync(device)
-        t0 = time.perf_counter()
-        run()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def worker(args: argparse.Namespace) -> dict:
@@ -93,7 +75,7 @@ def worker(args: argparse.Namespace) -> dict:
     fn(**small, delta_softplus=True).sum().backward()
     del small
     inputs = _inputs(args.batch, args.d, args.states, args.length, args.groups, device, grad=True)
-    _sync(device)
+    sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
@@ -109,8 +91,8 @@ def worker(args: argparse.Namespace) -> dict:
             v.grad = None
         fn(**inputs, delta_softplus=True).sum().backward()
 
-    fwd = _time(forward, device, args.repeats, args.budget)
-    fwd_bwd = _time(forward_backward, device, args.repeats, args.budget)
+    fwd = median_time(forward, device, args.repeats, args.budget)
+    fwd_bwd = median_time(forward_backward, device, args.repeats, args.budget)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _maxrss_bytes()
     return {"fwd": fwd, "fwd_bwd": fwd_bwd, "peak_mib": (peak - base) / 2**20}
 
@@ -129,10 +111,6 @@ def _run_case(args: argparse.Namespace, backend: str, n: int, length: int) -> di
         tail = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
         return {"error": tail[:60]}
     return json.loads(lines[-1])
-
-
-def _fmt_time(s: float) -> str:
-    return f"{s * 1e3:.1f} ms" if s < 1 else f"{s:.2f} s"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -193,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
                 cols = []
                 for key in ("fwd", "fwd_bwd"):
                     speedup = f"{ref[key] / r[key]:.1f}x" if key in ref else "-"
-                    cols.append(f"{_fmt_time(r[key]):>12}{speedup:>8}")
+                    cols.append(f"{fmt_time(r[key]):>12}{speedup:>8}")
                 print(f"{backend:<16}{n:>4}{length:>7}{''.join(cols)}{r['peak_mib']:>10.0f}", flush=True)
     if failed and args.tiny:
         raise SystemExit(f"bench.scan: {failed} case(s) failed")
