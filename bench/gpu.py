@@ -214,7 +214,7 @@ def _time_scan(fn, batch, d, n, length, dtype, device, repeats) -> str:
 
     fwd = median_time(forward, device, repeats, warmup=True)
     fwd_bwd = median_time(forward_backward, device, repeats, warmup=True)
-    return f"{fmt_time(fwd):>12}{fmt_time(fwd_bwd):>12}{_peak_mib(device, base):>10}"
+    return f"{fmt_time(fwd, 2):>12}{fmt_time(fwd_bwd, 2):>12}{_peak_mib(device, base):>10}"
 
 
 def training(report: Report, configs: dict[str, dict], args: argparse.Namespace) -> None:
