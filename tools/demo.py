@@ -179,6 +179,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     print(compare.markdown_table(result["table"]))
     print(border_md)
+    bic_band, sr_band = borders["Bicubic"]["band_mean"], borders[model_name]["band_mean"]
+    verdict = "met" if sr_band <= bic_band else "NOT met (see README, 'Border artefacts')"
+    print(
+        f"border check (model's mean |SR - HR| in the outer {BAND}-px band <= bicubic's): {sr_band:.2f} vs {bic_band:.2f}, {verdict}"
+    )
     print(f"table: {result['paths']['markdown']} (LaTeX: {result['paths']['latex']})")
     print(f"figure ({img.width}x{img.height}, LR | Bicubic | SR | HR): {result['paths']['figure']}")
     return {**result, "borders": borders, "train_seconds": train_s, "moved": moved, "run_dir": run_dir}
