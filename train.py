@@ -28,12 +28,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
-from torchvision.utils import make_grid, save_image
 from tqdm import tqdm
 
 import model.ssm
@@ -44,6 +44,7 @@ from metrics.psnr_ssim import calculate_psnr, calculate_ssim
 from metrics.tensor import tensor_to_uint8
 from model.losses import WeightedLoss
 from model.registry import build_model
+from utils import figure
 from utils.checkpoint import (
     CheckpointError,
     check_model_name,
@@ -428,18 +429,21 @@ class Trainer:
 
     @torch.no_grad()
     def save_samples(self, fallback: dict[str, Any]) -> None:
-        """Grid of LR | SR | HR rows from the first validation images (or the current batch)."""
+        """Labelled LR | SR | HR grid (one row per image, tiles >= 128 px) of the first validation images."""
         batch = next(iter(DataLoader(self.val_set, batch_size=SAMPLE_IMAGES))) if self.val_set is not None else fallback
-        lr, hr = batch["lr"][:SAMPLE_IMAGES], batch["hr"][:SAMPLE_IMAGES]
+        lr = batch["lr_small"] if "lr_small" in batch else batch["lr"]
+        lr, lr_up, hr = lr[:SAMPLE_IMAGES], batch["lr"][:SAMPLE_IMAGES], batch["hr"][:SAMPLE_IMAGES]
         net = self._eval_net()
         was_training = net.training
         net.eval()
-        sr = self._predict(net, lr.to(self.device)).clamp(0, 1).cpu()
+        sr = self._predict(net, lr_up.to(self.device)).clamp(0, 1).cpu()
         net.train(was_training)
-        grid = make_grid(torch.stack([lr, sr, hr], dim=1).flatten(0, 1), nrow=3, padding=2)
-        save_image(grid, self.run_dir / "samples" / f"iter_{self.iteration:07d}.png")
+        rows = [list(images) for images in zip(tensor_to_uint8(lr), tensor_to_uint8(sr), tensor_to_uint8(hr))]
+        tile = min(256, max(128, 2 * hr.shape[-1]))
+        fig = figure.grid(rows, ["LR", f"SR (iter {self.iteration})", "HR"], tile=tile)
+        figure.save_figure(fig, self.run_dir / "samples" / f"iter_{self.iteration:07d}.png")
         if self.writer is not None:
-            self.writer.add_image("samples/LR_SR_HR", grid, self.iteration)
+            self.writer.add_image("samples/LR_SR_HR", np.asarray(fig), self.iteration, dataformats="HWC")
 
     def evaluate(self) -> None:
         """Validation on rank 0 (with RNG states untouched); best.pt when PSNR improves."""
