@@ -560,8 +560,7 @@ class Trainer:
             return None
         except DataError as e:
             batch, err = None, e
-        failed = any_rank(torch.tensor([int(err is not None)], device=self.device), self.info)
-        if not failed.item():
+        if all_ok(err is None, self.info):  # no tensor, no device sync with one process
             return batch
         why = data_error_message(err) if err is not None else "another process met an unreadable training image"
         try:
