@@ -36,6 +36,41 @@ def _delta(delta_ptr, offs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.con
 
 
 @triton.jit
+def _program(pid, d, L, N, G, ch_per_group, A_ptr, D_ptr, bias_ptr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
+             BLOCK_N: tl.constexpr):  # fmt: skip
+    """This program's (batch, channel) row offset, its B/C group offset, the state lanes and A, D, bias."""
+    ch = pid % d
+    grp = (pid // d) * G + ch // ch_per_group
+    row = pid.to(tl.int64) * L
+    bc = grp.to(tl.int64) * N * L
+    n = tl.arange(0, BLOCK_N)
+    nmask = n < N
+    A = tl.load(A_ptr + ch * N + n, mask=nmask, other=0.0)
+    bias = 0.0
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + ch)
+    Dv = 0.0
+    if HAS_D:
+        Dv = tl.load(D_ptr + ch)
+    return row, bc, n, nmask, A, bias, Dv
+
+
+@triton.jit
+def _chunk_states(u_ptr, delta_ptr, B_ptr, row, bc, tt, tmask, n, nmask, A, h0, bias, L, HAS_BIAS: tl.constexpr,
+                  SOFTPLUS: tl.constexpr):  # fmt: skip
+    """One chunk's states h_t (N, CHUNK) from the state h0 entering it, with the terms the backward reuses."""
+    u = tl.load(u_ptr + row + tt, mask=tmask, other=0.0).to(tl.float32)
+    dt, pre = _delta(delta_ptr + row, tt, tmask, bias, HAS_BIAS, SOFTPLUS)
+    mask2 = nmask[:, None] & tmask[None, :]
+    bc_offs = bc + n[:, None] * L + tt[None, :]
+    Bt = tl.load(B_ptr + bc_offs, mask=mask2, other=0.0).to(tl.float32)
+    decay = tl.exp(dt[None, :] * A[:, None])
+    drive = (dt * u)[None, :] * Bt
+    cum_decay, h_local = tl.associative_scan((decay, drive), axis=1, combine_fn=_combine)
+    return h_local + cum_decay * h0[:, None], u, dt, pre, mask2, bc_offs, Bt, decay, drive
+
+
+@triton.jit
 def scan_fwd_kernel(
     u_ptr,
     delta_ptr,
@@ -63,35 +98,19 @@ def scan_fwd_kernel(
 ):
     """y (u's dtype) and the fp32 state entering every chunk, (b*d, n_chunks, N), plus the last state."""
     pid = tl.program_id(0)
-    ch = pid % d
-    grp = (pid // d) * G + ch // ch_per_group
-    row = pid.to(tl.int64) * L
-    bc = grp.to(tl.int64) * N * L
-    n = tl.arange(0, BLOCK_N)
-    nmask = n < N
+    row, bc, n, nmask, A, bias, Dv = _program(
+        pid, d, L, N, G, ch_per_group, A_ptr, D_ptr, bias_ptr, HAS_D, HAS_BIAS, BLOCK_N
+    )
     t = tl.arange(0, CHUNK)
-    A = tl.load(A_ptr + ch * N + n, mask=nmask, other=0.0)
-    bias = 0.0
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + ch)
-    Dv = 0.0
-    if HAS_D:
-        Dv = tl.load(D_ptr + ch)
     h = tl.zeros([BLOCK_N], dtype=tl.float32)
     state_row = pid.to(tl.int64) * n_chunks * N
     for c in range(n_chunks):
         tt = c * CHUNK + t
         tmask = tt < L
         tl.store(states_ptr + state_row + c * N + n, h, mask=nmask)
-        u = tl.load(u_ptr + row + tt, mask=tmask, other=0.0).to(tl.float32)
-        dt, _ = _delta(delta_ptr + row, tt, tmask, bias, HAS_BIAS, SOFTPLUS)
-        mask2 = nmask[:, None] & tmask[None, :]
-        bc_offs = bc + n[:, None] * L + tt[None, :]
-        Bt = tl.load(B_ptr + bc_offs, mask=mask2, other=0.0).to(tl.float32)
-        decay = tl.exp(dt[None, :] * A[:, None])
-        drive = (dt * u)[None, :] * Bt
-        cum_decay, h_local = tl.associative_scan((decay, drive), axis=1, combine_fn=_combine)
-        hs = h_local + cum_decay * h[:, None]
+        hs, u, _, _, mask2, bc_offs, _, _, _ = _chunk_states(
+            u_ptr, delta_ptr, B_ptr, row, bc, tt, tmask, n, nmask, A, h, bias, L, HAS_BIAS, SOFTPLUS
+        )
         Ct = tl.load(C_ptr + bc_offs, mask=mask2, other=0.0).to(tl.float32)
         y = tl.sum(Ct * hs, axis=0)
         if HAS_D:
@@ -142,20 +161,10 @@ def scan_bwd_kernel(
     """Gradients: du, ddelta, dz per element; dA (b*d, N), dD, dbias (b*d,) per program; dB, dC (b, G, N, L)
     fp32 summed over a group's channels with atomic adds."""
     pid = tl.program_id(0)
-    ch = pid % d
-    grp = (pid // d) * G + ch // ch_per_group
-    row = pid.to(tl.int64) * L
-    bc = grp.to(tl.int64) * N * L
-    n = tl.arange(0, BLOCK_N)
-    nmask = n < N
+    row, bc, n, nmask, A, bias, Dv = _program(
+        pid, d, L, N, G, ch_per_group, A_ptr, D_ptr, bias_ptr, HAS_D, HAS_BIAS, BLOCK_N
+    )
     t = tl.arange(0, CHUNK)
-    A = tl.load(A_ptr + ch * N + n, mask=nmask, other=0.0)
-    bias = 0.0
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + ch)
-    Dv = 0.0
-    if HAS_D:
-        Dv = tl.load(D_ptr + ch)
     if HAS_DLAST:
         adj = tl.load(dlast_ptr + pid.to(tl.int64) * N + n, mask=nmask, other=0.0)
     else:
@@ -168,17 +177,11 @@ def scan_bwd_kernel(
         c = n_chunks - 1 - i
         tt = c * CHUNK + t
         tmask = tt < L
-        u = tl.load(u_ptr + row + tt, mask=tmask, other=0.0).to(tl.float32)
-        dt, pre = _delta(delta_ptr + row, tt, tmask, bias, HAS_BIAS, SOFTPLUS)
-        mask2 = nmask[:, None] & tmask[None, :]
-        bc_offs = bc + n[:, None] * L + tt[None, :]
-        Bt = tl.load(B_ptr + bc_offs, mask=mask2, other=0.0).to(tl.float32)
-        Ct = tl.load(C_ptr + bc_offs, mask=mask2, other=0.0).to(tl.float32)
         h0 = tl.load(states_ptr + state_row + c * N + n, mask=nmask, other=0.0)
-        decay = tl.exp(dt[None, :] * A[:, None])
-        drive = (dt * u)[None, :] * Bt
-        cum_decay, h_local = tl.associative_scan((decay, drive), axis=1, combine_fn=_combine)
-        hs = h_local + cum_decay * h0[:, None]
+        hs, u, dt, pre, mask2, bc_offs, Bt, decay, drive = _chunk_states(
+            u_ptr, delta_ptr, B_ptr, row, bc, tt, tmask, n, nmask, A, h0, bias, L, HAS_BIAS, SOFTPLUS
+        )
+        Ct = tl.load(C_ptr + bc_offs, mask=mask2, other=0.0).to(tl.float32)
         dy = tl.load(dy_ptr + row + tt, mask=tmask, other=0.0).to(tl.float32)
         if HAS_Z:
             zv = tl.load(z_ptr + row + tt, mask=tmask, other=0.0).to(tl.float32)
