@@ -40,7 +40,6 @@ from tqdm import tqdm
 from data.degrade import KERNELS, degrade, resize, to_tensor
 from data.io import DataError, list_images, pair_by_stem, read_rgb
 from metrics.io import IMAGE_EXTENSIONS, csv_text, format_summary, summarize, write_csv
-from metrics.io import read_rgb as read_scored
 from metrics.psnr_ssim import CONVENTIONS, calculate_psnr, calculate_ssim, describe
 from metrics.tensor import QUANTIZE, tensor_to_uint8
 from utils.checkpoint import check_model_name, load_checkpoint, load_weights
@@ -204,7 +203,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]
             kinds.add(kind)
             if batch and batch[-1][1].shape != x.shape:
                 flush()
-            gt = None if hr_path is None else read_scored(hr_path)  # decoded as the metric scripts decode it
+            gt = None if hr is None else np.asarray(hr)  # one decoder (utils.image_decode) for data and metrics
             batch.append((stem, x, gt))
             if len(batch) == args.batch_size:
                 flush()
