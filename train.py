@@ -163,7 +163,7 @@ class Trainer:
         self.log = logging.getLogger("train")
         model.ssm.set_default_backend(cfg["ssm"]["backend"])
         try:
-            model.ssm.resolve_backend(cfg["ssm"]["backend"], self.device)
+            self.scan_backend = model.ssm.resolve_backend(cfg["ssm"]["backend"], self.device)[0]
         except (ValueError, RuntimeError) as err:
             raise ConfigError(str(err)) from None
 
@@ -483,10 +483,9 @@ class Trainer:
         tcfg, lcfg = self.cfg["train"], self.cfg["logging"]
         bs, ws = tcfg["batch_size"], self.info.world_size
         n_params = sum(p.numel() for p in self.net.parameters())
-        scan_backend = model.ssm.resolve_backend(self.cfg["ssm"]["backend"], self.device)[0]
         self.log.info(
             f"model {self.model_name} ({n_params / 1e6:.3f}M parameters) on {self.device}, ssm backend "
-            f"{scan_backend} (ssm.backend {self.cfg['ssm']['backend']}); world size {ws}, batch size {bs} per process, effective batch size {bs * ws}; "
+            f"{self.scan_backend} (ssm.backend {self.cfg['ssm']['backend']}); world size {ws}, batch size {bs} per process, effective batch size {bs * ws}; "
             f"{len(self.train_set)} training images, {self.iters_per_epoch} iterations per epoch, "
             f"{self.total_iters} iterations; amp {self.amp}, ema {tcfg['ema']}; run folder {self.run_dir}"
         )
