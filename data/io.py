@@ -3,8 +3,7 @@
 Image modes follow the one policy of :mod:`utils.image_decode` (shared with ``test.py`` and the
 metric scripts): grey, palette, CMYK, YCbCr converted; transparency composited over white; 16-bit
 images scaled with ``round(v / 257)``, never clipped; 16-bit with alpha, float and out-of-range
-32-bit images refused. Each kind of conversion is logged once per process. :func:`read_rgb_array`
-is the same reading as a uint8 array.
+32-bit images refused. Each kind of conversion is logged once per process.
 
 The header check (:func:`open_header`) also reads the last bytes of PNG and JPEG files: a file
 that stops before its end marker (IEND / EOI) is reported as truncated before any training.
@@ -17,7 +16,6 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
-import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from utils.image_decode import IMAGE_EXTENSIONS, decode_rgb
@@ -128,11 +126,6 @@ def read_rgb(path: str | Path) -> Image.Image:
         return Image.fromarray(decode_rgb(path, note=lambda kind: _note_once(kind, path)))
     except (OSError, ValueError) as err:
         raise DataError(str(err)) from None
-
-
-def read_rgb_array(path: str | Path) -> np.ndarray:
-    """:func:`read_rgb` as an HxWx3 uint8 array (16-bit images scaled, not clipped)."""
-    return np.asarray(read_rgb(path), dtype=np.uint8)
 
 
 def check_min_size(path: Path, size: tuple[int, int], minimum: tuple[int, int], key: str) -> None:

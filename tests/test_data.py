@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from data import DataError, HRAugment, build_dataset
 from data.degrade import fit_hr
 from data.imresize import imresize
-from data.io import read_rgb, read_rgb_array
+from data.io import read_rgb
 from data.prepare import main as prepare_main
 
 BICUBIC = Image.Resampling.BICUBIC
@@ -191,7 +191,7 @@ def test_truncated_files_are_found_by_the_scan_and_corrupt_pixels_at_decode(tmp_
     assert item["name"] == "a" and "b.png" in caplog.text
 
 
-def test_read_rgb_array_scales_16_bit_rgb_and_gray(tmp_path):
+def test_read_rgb_scales_16_bit_rgb_and_gray(tmp_path):
     import struct
     import zlib
 
@@ -208,7 +208,7 @@ def test_read_rgb_array_scales_16_bit_rgb_and_gray(tmp_path):
 
     rgb = np.array([[[65535, 32768, 257], [1000, 0, 65280]]])
     png(tmp_path / "rgb16.png", 2, rgb)
-    out = read_rgb_array(tmp_path / "rgb16.png").astype(int)
+    out = np.asarray(read_rgb(tmp_path / "rgb16.png")).astype(int)
     assert np.array_equal(out, np.floor(rgb / 257 + 0.5))  # both bytes used: round(v / 257), not clipped
 
     from metrics.io import read_rgb as read_scored
@@ -216,7 +216,7 @@ def test_read_rgb_array_scales_16_bit_rgb_and_gray(tmp_path):
     assert np.array_equal(read_scored(tmp_path / "rgb16.png"), out)  # one policy for training data and metrics
     gray = np.array([[0, 65535, 32768, 1000]])
     png(tmp_path / "g16.png", 0, gray)
-    out = read_rgb_array(tmp_path / "g16.png")
+    out = np.asarray(read_rgb(tmp_path / "g16.png"))
     assert out.shape == (1, 4, 3) and out[..., 1].tolist() == [[0, 255, 128, 4]]
 
 
