@@ -6,7 +6,7 @@
 
 Each ``--method NAME=DIR`` is a prediction folder (as test.py writes it: PNGs named like the
 ground truth; other files are ignored). Scores are computed here from the images with the
-metric functions (fsr convention: PSNR/SSIM on truncated uint8 Y, no crop; VIFp on float Y;
+metric functions (fsr convention: PSNR/SSIM on truncated uint8 Y, no crop; VIFp on grey luminance;
 LPIPS-alex when asked), so the table does not depend on where test.py puts its CSV.
 Writes ``figure.png`` (one row per image; columns [LR,] methods..., HR, titled; with ``--crop``
 a red box and a zoomed inset of that box in every tile), ``table.md``, ``table.tex`` and
@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from metrics.io import finite_mean, list_images, pair_folders, read_pair, read_rgb, write_csv
+from metrics.io import finite_mean, list_images, read_rgb, score_folders, write_csv
 from metrics.psnr_ssim import calculate_psnr, calculate_ssim
 from metrics.vif import calculate_vif
 from utils import figure
@@ -52,21 +52,16 @@ def parse_method(spec: str) -> tuple[str, Path]:
 
 def score_method(pred_dir: str | Path, gt_dir: str | Path, lpips_model: Any = None) -> list[dict[str, Any]]:
     """Per-image rows {name, psnr, ssim, vif[, lpips]} of one prediction folder against the ground truth."""
-    rows = []
-    for stem, pred_path, gt_path in pair_folders(pred_dir, gt_dir):
-        pred, gt = read_pair(pred_path, gt_path)
-        row: dict[str, Any] = {
-            "name": stem,
-            "psnr": calculate_psnr(pred, gt, "fsr"),
-            "ssim": calculate_ssim(pred, gt, "fsr"),
-            "vif": calculate_vif(pred, gt),
-        }
-        if lpips_model is not None:
-            from metrics.lpips import calculate_lpips
+    metrics: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+        "psnr": lambda pred, gt: calculate_psnr(pred, gt, "fsr"),
+        "ssim": lambda pred, gt: calculate_ssim(pred, gt, "fsr"),
+        "vif": calculate_vif,
+    }
+    if lpips_model is not None:
+        from metrics.lpips import calculate_lpips
 
-            row["lpips"] = calculate_lpips(pred, gt, model=lpips_model)
-        rows.append(row)
-    return rows
+        metrics["lpips"] = lambda pred, gt: calculate_lpips(pred, gt, model=lpips_model)
+    return score_folders(pred_dir, gt_dir, metrics, progress=False)
 
 
 def summarize_methods(per_method: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
