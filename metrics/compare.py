@@ -172,7 +172,7 @@ def comparison_figure(
         if lrs is not None:
             if stem not in lrs:
                 raise ValueError(f"image {stem!r} is missing from the LR folder {str(lr_dir)!r}")
-            row.append(Image.fromarray(read_rgb(lrs[stem])).resize((tile, tile), Image.Resampling.NEAREST))
+            row.append(read_rgb(lrs[stem]))  # grid() shows it at tile size, nearest
         row += [_with_crop(read_rgb(f[stem]), crop, tile, zoom) for _, f in folders]
         row.append(_with_crop(hr, crop, tile, zoom))
         rows.append(row)

@@ -32,7 +32,7 @@ import train
 from data.degrade import degrade, fit_hr
 from data.sample import face_crops
 from metrics import compare
-from metrics.io import list_images, read_rgb
+from metrics.io import pair_folders, read_pair
 from utils.config import load_config
 
 BAND = 2
@@ -76,10 +76,9 @@ def band_mask(height: int, width: int, band: int = BAND) -> np.ndarray:
 def border_errors(pred_dir: Path, gt_dir: Path, band: int = BAND) -> dict[str, float]:
     """Mean and max |pred - gt| (RGB, 0..255) over all images, in the outer band and in the interior."""
     border, inner = [], []
-    for stem, gt_path in list_images(gt_dir, "ground-truth").items():
-        gt = read_rgb(gt_path).astype(np.int16)
-        pred = read_rgb(list_images(pred_dir, "prediction")[stem]).astype(np.int16)
-        diff = np.abs(pred - gt)
+    for _, pred_path, gt_path in pair_folders(pred_dir, gt_dir):
+        pred, gt = read_pair(pred_path, gt_path)
+        diff = np.abs(pred.astype(np.int16) - gt.astype(np.int16))
         mask = band_mask(*gt.shape[:2], band)
         border.append(diff[mask])
         inner.append(diff[~mask])
