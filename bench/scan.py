@@ -22,6 +22,7 @@ import sys
 
 import torch
 
+from bench.inputs import scan_inputs
 from bench.timing import fmt_time, median_time, sync
 
 
@@ -46,21 +47,6 @@ def _backend_fns(device: torch.device, only: str | None = None) -> tuple[dict[st
     return fns, skipped
 
 
-def _inputs(batch: int, d: int, n: int, length: int, groups: int, device: torch.device, grad: bool) -> dict:
-    g = torch.Generator().manual_seed(0)
-    tensors = {
-        "u": torch.randn(batch, d, length, generator=g),
-        "delta": torch.randn(batch, d, length, generator=g) - 2.0,
-        "A": -torch.rand(d, n, generator=g) * 4 - 0.5,
-        "B": torch.randn(batch, groups, n, length, generator=g),
-        "C": torch.randn(batch, groups, n, length, generator=g),
-        "D": torch.randn(d, generator=g),
-        "z": torch.randn(batch, d, length, generator=g),
-        "delta_bias": torch.randn(d, generator=g) * 0.1,
-    }
-    return {k: v.to(device).requires_grad_(grad) for k, v in tensors.items()}
-
-
 def _maxrss_bytes() -> int:
     scale = 1 if sys.platform == "darwin" else 1024  # Linux reports KiB
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
@@ -71,10 +57,10 @@ def worker(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     fn = _backend_fns(device, only=args.backend)[0][args.backend]
     # Warm up (kernel build, lazy imports) on a tiny problem so the memory baseline stays low.
-    small = _inputs(1, args.groups, args.states, 64, args.groups, device, grad=True)
+    small = scan_inputs(1, args.groups, args.states, 64, args.groups, torch.float32, device, with_z=True)
     fn(**small, delta_softplus=True).sum().backward()
     del small
-    inputs = _inputs(args.batch, args.d, args.states, args.length, args.groups, device, grad=True)
+    inputs = scan_inputs(args.batch, args.d, args.states, args.length, args.groups, torch.float32, device, with_z=True)
     sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
