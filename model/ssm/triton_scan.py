@@ -94,16 +94,21 @@ def forward_launch(
     last = torch.empty(batch, d, n, device=u.device, dtype=torch.float32)
     args = [u, delta, A32, B, C, _or(D32, A32), _or(z, u), _or(bias32, A32), y, states, last]
     args += [d, length, n, n_chunks, d // groups, groups]
-    meta = dict(
-        HAS_D=D32 is not None,
-        HAS_Z=z is not None,
-        HAS_BIAS=bias32 is not None,
-        SOFTPLUS=bool(softplus),
-        BLOCK_N=block_n(n),
-        CHUNK=chunk,
-        num_warps=num_warps(n, chunk, False),
-    )
+    meta = forward_meta(n, D32 is not None, z is not None, bias32 is not None, softplus, chunk)
     return args, meta, (y, states, last)
+
+
+def forward_meta(d_state: int, has_d: bool, has_z: bool, has_bias: bool, softplus: bool, chunk: int) -> dict:
+    """The forward kernel's constexpr arguments and launch options."""
+    return dict(
+        HAS_D=has_d,
+        HAS_Z=has_z,
+        HAS_BIAS=has_bias,
+        SOFTPLUS=bool(softplus),
+        BLOCK_N=block_n(d_state),
+        CHUNK=chunk,
+        num_warps=num_warps(d_state, chunk, False),
+    )
 
 
 def backward_launch(
@@ -130,6 +135,59 @@ def backward_launch(
     return args, meta, (du, ddelta, dz, dA, dB, dC, dD, dbias)
 
 
+def scan_forward(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A32: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D32: torch.Tensor | None,
+    z: torch.Tensor | None,
+    bias32: torch.Tensor | None,
+    softplus: bool,
+    chunk: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Run the forward kernel on contiguous inputs (A, D, delta_bias already float32): y (u's dtype), the last
+    state (batch, d, N) float32, and the float32 chunk states the backward reads (``saved_states_shape``)."""
+    args, meta, (y, states, last) = forward_launch(u, delta, A32, B, C, D32, z, bias32, softplus, chunk)
+    if u.shape[0] * u.shape[1]:
+        with _on_device(u):
+            kernel_module(not u.is_cuda).scan_fwd_kernel[(u.shape[0] * u.shape[1],)](*args, **meta)
+    return y, last, states
+
+
+def saved_states_shape(batch: int, d: int, length: int, d_state: int, chunk: int) -> tuple[int, ...]:
+    """Shape of the chunk states ``scan_forward`` returns (for fake tensors)."""
+    return (batch * d, -(-length // chunk), d_state)
+
+
+def scan_backward(
+    saved: tuple[torch.Tensor | None, ...],
+    dy: torch.Tensor,
+    dlast: torch.Tensor | None,
+    softplus: bool,
+    chunk: int,
+) -> tuple[torch.Tensor | None, ...]:
+    """Run the backward kernel for ``saved`` = (u, delta, A32, B, C, D32, z, bias32, states) as ``scan_forward``
+    was called and returned, on a contiguous ``dy`` (and ``dlast`` or None): (du, ddelta, dA, dB, dC, dD, dz,
+    dbias) with dA (d, N), dD and dbias (d,) float32 summed over the batch, dB and dC float32 shaped like B, C."""
+    u, B = saved[0], saved[3]
+    batch, d, _ = u.shape
+    D32, z, bias32 = saved[5:8]
+    meta = forward_meta(saved[2].shape[1], D32 is not None, z is not None, bias32 is not None, softplus, chunk)
+    args, meta, grads = backward_launch(saved, dy, dlast, meta)
+    if batch * d:
+        with _on_device(u):
+            kernel_module(not u.is_cuda).scan_bwd_kernel[(batch * d,)](*args, **meta)
+    du, ddelta, dz, dA, dB, dC, dD, dbias = grads
+    if B.dim() == 3:
+        dB, dC = dB[:, 0], dC[:, 0]
+    dA = dA.view(batch, d, dA.shape[1]).sum(0)
+    dD = dD.view(batch, d).sum(0) if dD is not None else None
+    dbias = dbias.view(batch, d).sum(0) if dbias is not None else None
+    return du, ddelta, dA, dB, dC, dD, dz, dbias
+
+
 class _TritonScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, chunk):
@@ -138,13 +196,9 @@ class _TritonScan(torch.autograd.Function):
         A32 = A.float().contiguous()
         D32 = D.float().contiguous() if D is not None else None
         bias32 = delta_bias.float().contiguous() if delta_bias is not None else None
-        interpret = u.device.type != "cuda"
-        args, meta, (y, states, last) = forward_launch(u, delta, A32, B, C, D32, z, bias32, delta_softplus, chunk)
-        if u.shape[0] * u.shape[1]:
-            with _on_device(u):
-                kernel_module(interpret).scan_fwd_kernel[(u.shape[0] * u.shape[1],)](*args, **meta)
+        y, last, states = scan_forward(u, delta, A32, B, C, D32, z, bias32, delta_softplus, chunk)
         ctx.save_for_backward(u, delta, A32, B, C, D32, z, bias32, states)
-        ctx.meta, ctx.interpret = meta, interpret
+        ctx.softplus, ctx.chunk = bool(delta_softplus), chunk
         ctx.input_dtypes = tuple(t.dtype if t is not None else None for t in (A, D, delta_bias))
         ctx.set_materialize_grads(False)
         return y, last
@@ -154,20 +208,13 @@ class _TritonScan(torch.autograd.Function):
     def backward(ctx, dy, dlast):
         saved = ctx.saved_tensors
         u, B, C = saved[0], saved[3], saved[4]
-        batch, d, _ = u.shape
         dy = dy.contiguous() if dy is not None else torch.zeros_like(u)
         dlast = dlast.contiguous() if dlast is not None else None
-        args, meta, grads = backward_launch(saved, dy, dlast, ctx.meta)
-        if batch * d:
-            with _on_device(u):
-                kernel_module(ctx.interpret).scan_bwd_kernel[(batch * d,)](*args, **meta)
-        du, ddelta, dz, dA, dB, dC, dD, dbias = grads
+        du, ddelta, dA, dB, dC, dD, dz, dbias = scan_backward(saved, dy, dlast, ctx.softplus, ctx.chunk)
         a_dtype, d_dtype, bias_dtype = ctx.input_dtypes
-        if B.dim() == 3:
-            dB, dC = dB[:, 0], dC[:, 0]
-        dA = dA.view(batch, d, dA.shape[1]).sum(0).to(a_dtype)
-        dD = dD.view(batch, d).sum(0).to(d_dtype) if dD is not None else None
-        dbias = dbias.view(batch, d).sum(0).to(bias_dtype) if dbias is not None else None
+        dA = dA.to(a_dtype)
+        dD = dD.to(d_dtype) if dD is not None else None
+        dbias = dbias.to(bias_dtype) if dbias is not None else None
         return du, ddelta, dA, dB.to(B.dtype), dC.to(C.dtype), dD, dz, dbias, None, None, None
 
 
