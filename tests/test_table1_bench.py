@@ -1,0 +1,106 @@
+"""bench/table1.py end to end at tiny scale on CPU (sample faces), and the shipped configs/table1 rows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import ablations, table1
+from model import build_model, list_models
+from utils.config import load_config
+
+REPO = Path(__file__).resolve().parents[1]
+ROWS = REPO / "configs" / "table1"
+SAMPLE = ["data.val.type=sample", "data.val.hr_size=64", "data.val.max_images=2", "logging.tensorboard=false"]
+TINY_MAMBAIR = """base: {rows}/mambair.yaml
+name: tiny_mambair
+model: {{embed_dim: 30, depths: [1], d_state: 2}}
+data:
+  train: {{type: sample, hr_size: 64, num_workers: 0, random_scale: false}}
+train: {{batch_size: 1}}
+"""
+
+
+def table_rows(text: str) -> dict[str, dict[str, str]]:
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    head = [c.strip() for c in lines[0].strip("|").split(" | ")]
+    return {
+        r["Method"]: r for r in (dict(zip(head, (c.strip() for c in ln.strip("|").split(" | ")))) for ln in lines[1:])
+    }
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    tmp = tmp_path_factory.mktemp("table1")
+    rows = tmp / "rows"
+    rows.mkdir()
+    (rows / "protocol.yaml").write_text(f"base: {ROWS / 'protocol.yaml'}\n")
+    (rows / "bicubic.yaml").write_text(f"base: {ROWS / 'bicubic.yaml'}\n")
+    (rows / "mambair.yaml").write_text(TINY_MAMBAIR.format(rows=ROWS))
+    (rows / "unregistered.yaml").write_text(
+        "base: protocol.yaml\nname: table1_unregistered\nmodel: {name: no_such_net}\n"
+    )
+    faces = ablations.export_val_hr(load_config(ROWS / "bicubic.yaml", SAMPLE), tmp / "faces")
+    out = tmp / "table.md"
+    argv = ["--config_dir", str(rows), "--out", str(out), "--iterations", "2", "--work_dir", str(tmp / "work")]
+    argv += ["--device", "cpu", "--lpips_weights", str(tmp / "missing_alexnet.pth")]
+    argv += ["--set", *SAMPLE, f"eval.helen_hr_dir={faces}", f"eval.celeba_hr_dir={faces}"]
+    table1.main(argv)
+    return {"tmp": tmp, "text": out.read_text(), "json": json.loads(out.with_suffix(".json").read_text())}
+
+
+def test_rows_in_table_order_with_published_values_beside_ours(bench: dict) -> None:
+    rows = table_rows(bench["text"])
+    assert list(rows) == ["Bicubic", "MambaIR", "unregistered"]
+    bicubic = rows["Bicubic"]
+    assert bicubic["Helen PSNR ↑"].endswith("(24.07)") and bicubic["CelebA SSIM ↑"].endswith("(0.6605)")
+    assert rows["MambaIR"]["Params (M)"].endswith("(20.4)") and rows["MambaIR"]["GMACs"].endswith("(5.3)")
+    assert rows["MambaIR"]["Status"] == "ok" and "--iterations 2" in bench["text"]
+
+
+def test_scores_are_test_py_summaries_on_each_set(bench: dict) -> None:
+    rows = table_rows(bench["text"])
+    for method, name in (("Bicubic", "table1_bicubic"), ("MambaIR", "tiny_mambair")):
+        for s in ("Helen", "CelebA"):
+            summary = json.loads((bench["tmp"] / "work" / name / f"test_{s}" / "summary.json").read_text())
+            assert summary["count"] == 2
+            assert rows[method][f"{s} PSNR ↑"].startswith(f"{summary['psnr']:.2f}")
+            assert rows[method][f"{s} VIF ↑"] == f"{summary['vif']:.4f}"
+    trained = json.loads((bench["tmp"] / "work" / "tiny_mambair" / "test_Helen" / "summary.json").read_text())
+    assert trained["iteration"] == 2
+
+
+def test_complexity_is_counted_at_the_lr_for_lr_input_networks(bench: dict) -> None:
+    by_stem = {r["stem"]: r for r in bench["json"]}
+    assert by_stem["mambair"]["input_size"] == 8 and by_stem["bicubic"]["input_size"] == 64
+    net = build_model(load_config(bench["tmp"] / "rows" / "mambair.yaml", SAMPLE)["model"])
+    assert by_stem["mambair"]["params"] == sum(p.numel() for p in net.parameters())
+
+
+def test_an_unregistered_network_fails_with_its_reason_and_the_others_go_on(bench: dict) -> None:
+    row = table_rows(bench["text"])["unregistered"]
+    assert row["Status"].startswith("failed:") and "unknown model 'no_such_net'" in row["Status"]
+    assert row["Helen PSNR ↑"] == "—"
+
+
+def test_row_selection_and_missing_rows() -> None:
+    assert [p.stem for p in table1.row_configs(ROWS, ["swinir", "bicubic"])] == ["bicubic", "swinir"]
+    with pytest.raises(FileNotFoundError, match="--rows nope"):
+        table1.row_configs(ROWS, ["nope"])
+
+
+def test_shipped_rows_share_the_protocol() -> None:
+    protocol = load_config(ROWS / "protocol.yaml")
+    stems = {p.stem for p in table1.row_configs(ROWS, None)}
+    assert {"bicubic", "sparnet", "swinir", "mambair", "hybrimamba", "rhmc"} <= stems
+    for stem in stems:
+        try:
+            cfg = load_config(ROWS / f"{stem}.yaml")
+        except ValueError:
+            assert stem in ("dic", "sfmnet", "wfen") and not {"dic", "sfmnet", "wfen"} <= set(list_models())
+            continue
+        assert cfg["data"] == protocol["data"] or cfg["model"]["name"] == "sparnet"  # SPARNet trains in [-1, 1]
+        assert cfg["eval"] == protocol["eval"] and cfg["scale"] == 8
+        assert cfg["data"]["train"]["hr_dir"] == protocol["data"]["train"]["hr_dir"]
