@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from bench import ablations, table1
 from model import build_model, list_models
@@ -104,3 +105,22 @@ def test_shipped_rows_share_the_protocol() -> None:
         assert cfg["data"] == protocol["data"] or cfg["model"]["name"] == "sparnet"  # SPARNet trains in [-1, 1]
         assert cfg["eval"] == protocol["eval"] and cfg["scale"] == 8
         assert cfg["data"]["train"]["hr_dir"] == protocol["data"]["train"]["hr_dir"]
+
+
+def test_test_py_gives_lr_input_networks_the_lr(tmp_path: Path) -> None:
+    import test as test_script
+    from data.degrade import degrade, to_tensor
+    from data.io import DataError
+    from data.sample import face_crops
+
+    hr = face_crops(1)[0].resize((64, 64))
+    small, up = degrade(hr, 8)
+    for name, img in (("hr", hr), ("small", small), ("up", up)):
+        img.save(tmp_path / f"{name}.png")
+    x, kind = test_script.network_input(tmp_path / "hr.png", None, 8, 64, True, "pil", lr_input=True)
+    assert kind == "degraded" and torch.equal(x, to_tensor(small))
+    x, kind = test_script.network_input(tmp_path / "small.png", hr, 8, 64, False, "pil", lr_input=True)
+    assert kind == "small" and x.shape == (3, 8, 8)
+    assert test_script.network_input(tmp_path / "small.png", hr, 8, 64, False, "pil")[0].shape == (3, 64, 64)
+    with pytest.raises(DataError, match="already upsampled"):
+        test_script.network_input(tmp_path / "up.png", hr, 8, 64, False, "pil", lr_input=True)
