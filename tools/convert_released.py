@@ -435,7 +435,8 @@ def main(argv: list[str] | None = None) -> dict[str, torch.Tensor]:
         torch.save(converted, args.out)
         print(f"{len(ours)} tensors -> {len(converted)} released keys in {args.out}")
         return converted
-    converted = to_ours(unwrap_released(state), args.model, target, embed_dim)
+    state = unwrap_released(state)
+    converted = to_ours(state, args.model, target, embed_dim)
     _load_strict(target, converted, "the converted state dict")
     checkpoint = {"model_name": args.model, "model": converted, "ema": None, "config": cfg, "iteration": 0}
     save_checkpoint({**checkpoint, "converted_from": str(args.src)}, args.out)
