@@ -213,6 +213,12 @@ class Trainer:
 
         val_cfg = cfg["data"]["val"]
         self.val_set = build_dataset(val_cfg, cfg["scale"], train=False)  # None for type none
+        for key, dataset in (("train", self.train_set), ("val", self.val_set)):
+            if self.input_key == "lr_small" and getattr(dataset, "upsampled", False):
+                raise ConfigError(
+                    f"model {self.model_name!r} takes the HR/{cfg['scale']} LR, but data.{key}.lr_dir "
+                    "holds upsampled LR images; point it at the small LR or use type hr_folder"
+                )
         self.iteration = self.epoch = self.batches_done = 0
         self.best_psnr: float | None = None
         self.last_good: Path | None = None

@@ -124,3 +124,24 @@ def test_test_py_gives_lr_input_networks_the_lr(tmp_path: Path) -> None:
     assert test_script.network_input(tmp_path / "small.png", hr, 8, 64, False, "pil")[0].shape == (3, 64, 64)
     with pytest.raises(DataError, match="already upsampled"):
         test_script.network_input(tmp_path / "up.png", hr, 8, 64, False, "pil", lr_input=True)
+
+
+def test_training_an_lr_input_network_on_upsampled_lr_is_a_config_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import train
+    from data.degrade import degrade
+    from data.sample import face_crops
+
+    for sub in ("HR", "LR"):
+        (tmp_path / sub).mkdir()
+    for i, face in enumerate(face_crops(2)):
+        hr = face.resize((64, 64))
+        hr.save(tmp_path / "HR" / f"{i}.png")
+        degrade(hr, 8)[1].save(tmp_path / "LR" / f"{i}.png")  # the 64x64 bicubic upsampling
+    cfg = tmp_path / "row.yaml"
+    cfg.write_text(TINY_MAMBAIR.format(rows=ROWS))
+    paired = f"{{type: paired, hr_dir: {tmp_path / 'HR'}, lr_dir: {tmp_path / 'LR'}, hr_size: 64, num_workers: 0}}"
+    argv = ["--config", str(cfg), "--set", f"data.train={paired}", "data.val.type=none"]
+    assert train.main([*argv, f"paths.experiments_root={tmp_path / 'runs'}", "logging.tensorboard=false"]) == 1
+    assert "takes the HR/8 LR, but data.train.lr_dir holds upsampled LR images" in capsys.readouterr().err
