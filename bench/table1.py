@@ -104,19 +104,6 @@ def row_configs(config_dir: Path, rows: list[str] | None) -> list[Path]:
     return [found[s] for s in sorted(found, key=lambda s: (rank.get(s, len(ORDER)), s))]
 
 
-def complexity(cfg: dict[str, Any]) -> dict[str, int]:
-    """Parameters and MACs of the row's network at its input: LR (``lr_input``) or the bicubic upsampling."""
-    from metrics.complexity import count_flops, count_parameters
-    from model import build_model
-    from model.ssm import set_default_backend
-
-    set_default_backend(cfg["ssm"]["backend"])
-    net = build_model(cfg["model"])
-    size = cfg["data"]["val"]["hr_size"]
-    size = size // cfg["scale"] if getattr(net, "lr_input", False) else size
-    return {"params": count_parameters(net), "macs": count_flops(net, (size, size))["macs"], "size": size}
-
-
 def eval_sets(cfg: dict[str, Any]) -> dict[str, Path]:
     """{set: HR folder} of the protocol; a missing folder is an error naming its key."""
     sets = {}
@@ -137,7 +124,7 @@ def bench_row(row: Row, args: argparse.Namespace, work_dir: Path, lpips: bool, s
         raise ablations.RowError(f"name {row.name!r} is used by an earlier row (runs would share a folder); rename it")
     seen.add(row.name)
     sets = eval_sets(cfg)
-    cx = complexity(cfg)
+    cx = ablations.complexity(cfg)
     row.params, row.macs, row.input_size = cx["params"], cx["macs"], cx["size"]
     run_dir = work_dir / cfg["name"]
     checkpoint = run_dir / "checkpoints" / "latest.pt"

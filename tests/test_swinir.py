@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from metrics.complexity import count_flops, count_parameters
+from metrics.complexity import count_flops, count_parameters, profile
 from model import build_model
 from model.swinir import SwinIR, SwinTransformerLayer, WindowAttention, shifted_window_mask
 from tools.convert_released import to_ours, to_released
@@ -93,3 +93,5 @@ def test_table1_configuration_counts():
     net = build_model({"name": "swinir"})
     assert abs(count_parameters(net) / 11.9e6 - 1) < 0.03
     assert abs(count_flops(net, (16, 16))["macs"] / 3.8e9 - 1) < 0.15
+    report = profile({"name": "swinir", **TINY}, devices=())  # metrics.complexity's default: the LR of 128x128
+    assert report["size"] == [16, 16]
