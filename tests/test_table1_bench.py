@@ -102,9 +102,12 @@ def test_shipped_rows_share_the_protocol() -> None:
         except ValueError:
             assert stem in ("dic", "sfmnet", "wfen") and not {"dic", "sfmnet", "wfen"} <= set(list_models())
             continue
-        assert cfg["data"] == protocol["data"] or cfg["model"]["name"] == "sparnet"  # SPARNet trains in [-1, 1]
-        assert cfg["eval"] == protocol["eval"] and cfg["scale"] == 8
-        assert cfg["data"]["train"]["hr_dir"] == protocol["data"]["train"]["hr_dir"]
+        assert cfg["eval"] == protocol["eval"] and cfg["scale"] == protocol["scale"] == 8, stem
+        assert cfg["data"]["val"] == protocol["data"]["val"], stem
+        train, shared = cfg["data"]["train"], protocol["data"]["train"]
+        assert {k: train[k] for k in ("hr_dir", "hr_size", "resize_kernel")} == {
+            k: shared[k] for k in ("hr_dir", "hr_size", "resize_kernel")
+        }, stem
 
 
 def test_test_py_gives_lr_input_networks_the_lr(tmp_path: Path) -> None:
