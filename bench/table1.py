@@ -123,9 +123,9 @@ def bench_row(row: Row, args: argparse.Namespace, work_dir: Path, lpips: bool, s
     if row.name in seen:
         raise ablations.RowError(f"name {row.name!r} is used by an earlier row (runs would share a folder); rename it")
     seen.add(row.name)
-    sets = eval_sets(cfg)
     cx = ablations.complexity(cfg)
     row.params, row.macs, row.input_size = cx["params"], cx["macs"], cx["size"]
+    sets = eval_sets(cfg)  # after the counts: a run without the test sets still prints them
     run_dir = work_dir / cfg["name"]
     checkpoint = run_dir / "checkpoints" / "latest.pt"
     if row.model in ablations.UNTRAINED_MODELS:
