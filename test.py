@@ -117,9 +117,9 @@ def plan(lr_dir: str, hr_dir: str | None, degrade_hr: bool) -> list[tuple[str, P
 
 
 def network_input(
-    path: Path, hr: Image.Image | None, scale: int, hr_size: int, degrade_hr: bool, kernel: str
+    path: Path, hr: Image.Image | None, scale: int, hr_size: int, degrade_hr: bool, kernel: str, lr_input: bool = False
 ) -> tuple[torch.Tensor, str]:
-    """(3, H, W) bicubic-upsampled input in [0, 1] and how it was made; a wrong size names the file."""
+    """(3, H, W) bicubic-upsampled input in [0, 1] (the LR itself for ``lr_input`` networks) and how it was made."""
     img = read_rgb(path)
     w, h = img.size
     if degrade_hr:
@@ -127,12 +127,16 @@ def network_input(
             raise DataError(f"image {str(path)!r} is {w}x{h}; --degrade needs sides divisible by the scale {scale}")
         if hr is not None and hr.size != img.size:
             raise DataError(f"image {str(path)!r} is {w}x{h} but its HR is {hr.size[0]}x{hr.size[1]}")
-        return to_tensor(degrade(img, scale, kernel)[1]), "degraded"
+        return to_tensor(degrade(img, scale, kernel)[0 if lr_input else 1]), "degraded"
     tw, th = hr.size if hr is not None else (hr_size, hr_size)
     if (w, h) == (tw, th):
+        if lr_input:
+            raise DataError(
+                f"LR image {str(path)!r} is already upsampled ({w}x{h}); this network takes the HR/{scale} LR"
+            )
         return to_tensor(img), "upsampled"
     if (w * scale, h * scale) == (tw, th):
-        return to_tensor(resize(img, (tw, th), kernel)), "small"
+        return to_tensor(img if lr_input else resize(img, (tw, th), kernel)), "small"
     raise DataError(
         f"LR image {str(path)!r} is {w}x{h} (WxH); expected {tw // scale}x{th // scale} (HR/{scale}) or "
         f"{tw}x{th} (already upsampled), for HR size {tw}x{th}"
@@ -199,7 +203,9 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]
     with bar:
         for stem, path, hr_path in items:
             hr = read_rgb(hr_path) if hr_path is not None else None
-            x, kind = network_input(path, hr, scale, hr_size, args.degrade, args.kernel)
+            x, kind = network_input(
+                path, hr, scale, hr_size, args.degrade, args.kernel, getattr(net, "lr_input", False)
+            )
             kinds.add(kind)
             if batch and batch[-1][1].shape != x.shape:
                 flush()

@@ -6,12 +6,13 @@ any counted op and is added through ``model.ssm.count_scan_flops()``. (An einsum
 contraction has size 1, e.g. SS2D's dt projection with dt_rank 1, is lowered to a broadcast
 multiply and not counted; it is a negligible 2 * K * Di * L.) One multiply-add is two
 FLOPs; MACs = FLOPs / 2 (the "FLOPs" of thop-based FSR tables are usually these MACs).
-The input size is the network input, i.e. the bicubic-upsampled LR (128x128 for x8 faces).
+The input size is the network input: the bicubic-upsampled LR (128x128 for x8 faces), or the LR
+itself (16x16) for networks with ``lr_input`` (SwinIR, MambaIR), the default of ``--size``.
 
 Latency: the median of ``--repeats`` (default 3) timed forwards after ``--warmup`` (default 1)
 untimed ones, with a progress bar (a forward of the full models takes seconds on a CPU).
 
-Script: ``python -m metrics.complexity --model NAME [--config CFG] [--size 128 128] [--device cpu cuda]
+Script: ``python -m metrics.complexity --model NAME [--config CFG] [--size H W] [--device cpu cuda]
 [--repeats 3] [--warmup 1] [--no_progress]``.
 """
 
@@ -101,16 +102,22 @@ def model_config(name: str | None, config: str | None) -> dict[str, Any]:
 
 def profile(
     model_cfg: dict[str, Any],
-    size: tuple[int, int] = (128, 128),
+    size: tuple[int, int] | None = None,
     devices: tuple[str, ...] = ("cpu",),
     warmup: int = 1,
     repeats: int = 3,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Build the model and report parameters, FLOPs / MACs and latency on each device."""
+    """Build the model and report parameters, FLOPs / MACs and latency on each device.
+
+    ``size`` None: the input of a 128x128 output, the 128 / scale LR for ``lr_input`` networks.
+    """
     from model import build_model
 
     model = build_model(model_cfg)
+    if size is None:
+        side = 128 // model.scale if getattr(model, "lr_input", False) else 128
+        size = (side, side)
     report: dict[str, Any] = {"model": model_cfg["name"], "size": list(size), "params": count_parameters(model)}
     report.update(count_flops(model, size))
     for device in devices:
@@ -126,7 +133,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description="Parameters, FLOPs / MACs and latency of a registered model")
     parser.add_argument("--model", default=None, help="registered model name")
     parser.add_argument("--config", default=None, help="experiment YAML whose model section is built")
-    parser.add_argument("--size", type=int, nargs=2, default=(128, 128), metavar=("H", "W"), help="network input")
+    parser.add_argument(
+        "--size", type=int, nargs=2, default=None, metavar=("H", "W"), help="network input (default: for 128x128 out)"
+    )
     parser.add_argument("--device", nargs="+", choices=("cpu", "cuda"), default=("cpu", "cuda"))
     parser.add_argument("--warmup", type=int, default=1, help="untimed forwards first (default 1)")
     parser.add_argument("--repeats", type=int, default=3, help="timed forwards; the median is reported (default 3)")
@@ -135,7 +144,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.repeats < 1 or args.warmup < 0:
         parser.error(f"--repeats must be >= 1 and --warmup >= 0, got {args.repeats} and {args.warmup}")
     cfg = model_config(args.model, args.config)
-    report = profile(cfg, tuple(args.size), tuple(args.device), args.warmup, args.repeats, not args.no_progress)
+    size = None if args.size is None else tuple(args.size)
+    report = profile(cfg, size, tuple(args.device), args.warmup, args.repeats, not args.no_progress)
     h, w = report["size"]
     print(f"model: {report['model']}  input: 1x3x{h}x{w}")
     print(f"params: {report['params'] / 1e6:.3f} M")

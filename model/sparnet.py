@@ -1,11 +1,15 @@
-"""SPARNet-style CNN baseline: residual Face Attention Units with hourglass spatial attention.
+"""SPARNet: residual Face Attention Units with hourglass spatial attention (Chen et al., TIP 2020).
 
-Written from the description in Chen et al., "Learning Spatial Attention for Face
-Super-Resolution" (TIP 2020): an encoder of down-sampling Face Attention Units (FAUs), a body
-of FAUs at the smallest feature size, and a decoder of up-sampling FAUs. Each FAU is a
-pre-activation residual block whose residual branch is multiplied by a spatial attention map
-predicted by a small hourglass. This is the 10.6M-parameter class of CNN that the published
-x8 tables list as SPARNet.
+Read top-down next to the paper's Fig. 2: an encoder of down-sampling Face Attention Units
+(FAUs), a body of FAUs at the smallest feature size, and a decoder of up-sampling FAUs. Each FAU
+is a pre-activation residual block whose residual branch is multiplied by a spatial attention map
+predicted by a small hourglass. Checked against the authors' released code (chaofengc/Face-SPARNet,
+models/sparnet.py and models/blocks.py): the same layers, widths, reflect padding, BatchNorm and
+LeakyReLU(0.2), nearest up-sampling, sigmoid attention and block counts, so the released weights
+load (tools.convert_released). The release sets the hourglass depth from a literal 64
+(log2(64 / bottleneck_size)); here it is log2(in_size / 2 / bottleneck_size), the same for its
+in_size 128. ``att_3d`` is the release's "spar3d" attention (one map per channel, SPARNetLight_Attn3D).
+Input: the 128x128 bicubic upsampling of the LR. Default: 10.52M parameters (Table 1: 10.6M).
 """
 
 from __future__ import annotations
@@ -13,23 +17,27 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from model.registry import register_model
 
 
-def conv_layer(c_in: int, c_out: int, scale: str = "none", norm: bool = True, act: bool = True) -> nn.Sequential:
+class ConvLayer(nn.Module):
     """[nearest x2 up] -> reflect-padded Conv3x3 (stride 2 for 'down') -> [BN] -> [LeakyReLU 0.2]."""
-    layers: list[nn.Module] = []
-    if scale == "up":
-        layers.append(nn.Upsample(scale_factor=2, mode="nearest"))
-    stride = 2 if scale == "down" else 1
-    layers.append(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=not norm, padding_mode="reflect"))
-    if norm:
-        layers.append(nn.BatchNorm2d(c_out))
-    if act:
-        layers.append(nn.LeakyReLU(0.2, inplace=True))
-    return nn.Sequential(*layers)
+
+    def __init__(self, c_in: int, c_out: int, scale: str = "none", norm: bool = True, act: bool = True) -> None:
+        super().__init__()
+        self.up = scale == "up"
+        stride = 2 if scale == "down" else 1
+        self.conv = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=not norm, padding_mode="reflect")
+        self.norm = nn.BatchNorm2d(c_out) if norm else nn.Identity()
+        self.act = nn.LeakyReLU(0.2, inplace=True) if act else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.up:
+            x = F.interpolate(x, scale_factor=2, mode="nearest")
+        return self.act(self.norm(self.conv(x)))
 
 
 class HourglassAttention(nn.Module):
@@ -43,11 +51,11 @@ class HourglassAttention(nn.Module):
         self.ups = nn.ModuleList()
         for level in range(depth):
             c1 = c_in if level == 0 else c_mid
-            self.skips.append(conv_layer(c1, c_mid))
-            self.downs.append(conv_layer(c1, c_mid, "down"))
-            self.ups.append(conv_layer(c_mid, c_mid, "up"))
-        self.bottom = conv_layer(c_mid, c_mid)
-        self.out = nn.Sequential(conv_layer(c_mid, c_attn, norm=False, act=False), nn.Sigmoid())
+            self.skips.append(ConvLayer(c1, c_mid))
+            self.downs.append(ConvLayer(c1, c_mid, "down"))
+            self.ups.append(ConvLayer(c_mid, c_mid, "up"))
+        self.bottom = ConvLayer(c_mid, c_mid)
+        self.out = nn.Sequential(ConvLayer(c_mid, c_attn, norm=False, act=False), nn.Sigmoid())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
@@ -58,7 +66,7 @@ class HourglassAttention(nn.Module):
         for up, skip in zip(reversed(self.ups), reversed(skips)):
             x = up(x)
             if x.shape[-2:] != skip.shape[-2:]:
-                x = nn.functional.interpolate(x, size=skip.shape[-2:])
+                x = F.interpolate(x, size=skip.shape[-2:])
             x = skip + x
         return self.out(x)
 
@@ -66,14 +74,17 @@ class HourglassAttention(nn.Module):
 class FaceAttentionUnit(nn.Module):
     """FAU: x' = shortcut(x) + A(r) * r, r = conv-BN-act-conv-BN(BN-act(x)), A an hourglass map."""
 
-    def __init__(self, c_in: int, c_out: int, scale: str = "none", hg_depth: int = 2, att_channels: int = 1) -> None:
+    def __init__(
+        self, c_in: int, c_out: int, scale: str = "none", hg_depth: int = 2, att_channels: int = 1, att_3d: bool = False
+    ) -> None:
         super().__init__()
         same = scale == "none" and c_in == c_out
-        self.shortcut = nn.Identity() if same else conv_layer(c_in, c_out, scale, norm=False, act=False)
+        self.shortcut = nn.Identity() if same else ConvLayer(c_in, c_out, scale, norm=False, act=False)
         self.preact = nn.Sequential(nn.BatchNorm2d(c_in), nn.LeakyReLU(0.2, inplace=False))
         first, second = {"down": ("none", "down"), "up": ("up", "none"), "none": ("none", "none")}[scale]
-        self.conv1 = conv_layer(c_in, c_out, first)
-        self.conv2 = conv_layer(c_out, c_out, second, act=False)
+        self.conv1 = ConvLayer(c_in, c_out, first)
+        self.conv2 = ConvLayer(c_out, c_out, second, act=False)
+        att_channels = c_out if att_3d else att_channels
         self.attention = HourglassAttention(c_out, att_channels, hg_depth) if hg_depth > 0 else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -97,6 +108,7 @@ class SPARNet(nn.Module):
         res_depth: int = 10,
         att_channels: int = 1,
         bottleneck_size: int = 4,
+        att_3d: bool = False,
     ) -> None:
         super().__init__()
         self.in_size = in_size
@@ -107,22 +119,25 @@ class SPARNet(nn.Module):
         steps = int(math.log2(in_size // min_feat_size))
         ch = clip(max_ch // (steps + 1))
         hg = int(math.log2(in_size // 2 // bottleneck_size))  # hourglass bottom at bottleneck_size
-        encoder: list[nn.Module] = [conv_layer(in_channels, ch, norm=False, act=False)]
+        encoder: list[nn.Module] = [ConvLayer(in_channels, ch, norm=False, act=False)]
         for _ in range(steps):
-            encoder.append(FaceAttentionUnit(clip(ch), clip(ch * 2), "down", hg, att_channels))
+            encoder.append(FaceAttentionUnit(clip(ch), clip(ch * 2), "down", hg, att_channels, att_3d))
             ch, hg = ch * 2, hg - 1
         self.encoder = nn.Sequential(*encoder)
         hg += 1
         self.body = nn.Sequential(
-            *[FaceAttentionUnit(clip(ch), clip(ch), "none", hg, att_channels) for _ in range(res_depth + 3 - steps)]
+            *[
+                FaceAttentionUnit(clip(ch), clip(ch), "none", hg, att_channels, att_3d)
+                for _ in range(res_depth + 3 - steps)
+            ]
         )
         decoder = []
         for _ in range(steps):
             hg += 1
-            decoder.append(FaceAttentionUnit(clip(ch), clip(ch // 2), "up", hg, att_channels))
+            decoder.append(FaceAttentionUnit(clip(ch), clip(ch // 2), "up", hg, att_channels, att_3d))
             ch //= 2
         self.decoder = nn.Sequential(*decoder)
-        self.tail = conv_layer(clip(ch), in_channels, norm=False, act=False)
+        self.tail = ConvLayer(clip(ch), in_channels, norm=False, act=False)
         self.min_size = 2**steps
         self.min_input = 2 * in_size // bottleneck_size  # the hourglass bottoms need at least 2x2 maps
 

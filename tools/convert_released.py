@@ -1,6 +1,6 @@
 """Convert a state dict of the authors' released networks into this framework's released presets, and back.
 
-    python -m tools.convert_released --model hybrimamba|rhmc --src RELEASED.pth --out OURS.pt
+    python -m tools.convert_released --model hybrimamba|rhmc|sparnet|swinir|mambair --src RELEASED.pth --out OURS.pt
                                      [--config YAML] [--set model.k=v ...] [--reverse]
 
 Forward: RELEASED.pth (their ``torch.save(generator.state_dict())``, with or without the
@@ -39,8 +39,9 @@ from utils.checkpoint import save_checkpoint
 from utils.cli import run_cli
 from utils.config import load_config
 
-MODELS = ("hybrimamba", "rhmc")
+MODELS = ("hybrimamba", "rhmc", "sparnet", "swinir", "mambair")
 PREFIXES = {"hybrimamba": ("module.",), "rhmc": ("module.", "FDBNet.")}
+PREFIXES |= {"sparnet": (), "swinir": (), "mambair": ()}  # saved unwrapped (net.module / BasicSR's bare_model)
 FIXED = "<fixed>"  # our key has no released tensor: a constant filter buffer or an identity ECA kernel
 SHOWN = 12
 
@@ -120,6 +121,92 @@ RH_BLOCK_RULES = [  # inside an HMCB (their single shared ``HMCB``)
     (r"hmcm\.rssm\.fam\.eca_[ab]\.conv\.weight", FIXED),
 ]
 RH_WAVELET_KEY = re.compile(r"(wave_pool|recon_block)([012])\.(LL|LH|HL|HH)\.weight")
+
+
+# ------------------------------------------------------------------ Table 1 baselines (bench.table1)
+# SPARNet: chaofengc/Face-SPARNet models/sparnet.py + blocks.py (released x8 CelebA weights, GitHub release v0.1.0).
+# Our ConvLayer (conv, norm) is their ConvLayer (conv2d, NormLayer.norm); their hourglass names its convs by
+# level, depth .. 1: our skips[i] / downs[i] / ups[i] are their b1_ / b2_ / b3_<depth - i>, bottom is b2_plus_1.
+SP_TOP = {"encoder": "encoder", "body": "res_layers", "decoder": "decoder"}
+SP_CONV = [(r"(.*)\.conv\.(weight|bias)", r"\1.conv2d.\2"), (r"(.*)\.norm\.(.+)", r"\1.norm.norm.\2")]
+SP_FAU = [
+    (r"shortcut\.(.+)", r"shortcut_func.\1"),
+    (r"preact\.0\.(.+)", r"preact_func.0.norm.\1"),
+    (r"(conv[12]\..+)", r"\1"),
+    (r"attention\.out\.0\.(.+)", r"att_func.out_block.0.\1"),
+    (r"attention\.bottom\.(.+)", r"att_func.b2_plus_1.\1"),
+]
+SP_HOURGLASS = {"skips": "b1_", "downs": "b2_", "ups": "b3_"}
+# SwinIR (JingyunLiang/SwinIR models/network_swinir.py) and MambaIR (csguoh/MambaIR basicsr/archs/mambair_arch.py):
+# the same top level (their SwinIR-style reconstruction: conv_before_upsample, upsample, conv_last).
+SR_TOP = [
+    (r"patch_norm\.(.+)", r"patch_embed.norm.\1"),
+    (r"reconstruction\.0\.0\.(.+)", r"conv_before_upsample.0.\1"),
+    (r"reconstruction\.1\.(\d+)\.(.+)", r"upsample.\1.\2"),
+    (r"reconstruction\.2\.(.+)", r"conv_last.\1"),
+    (r"((?:conv_first|conv_after_body|norm)\..+|layers\.\d+\.conv\..+)", r"\1"),
+]
+SWINIR_RULES = [
+    *SR_TOP,
+    (r"layers\.(\d+)\.layers\.(\d+)\.mlp\.0\.(.+)", r"layers.\1.residual_group.blocks.\2.mlp.fc1.\3"),
+    (r"layers\.(\d+)\.layers\.(\d+)\.mlp\.2\.(.+)", r"layers.\1.residual_group.blocks.\2.mlp.fc2.\3"),
+    (r"layers\.(\d+)\.layers\.(\d+)\.(.+)", r"layers.\1.residual_group.blocks.\2.\3"),
+]
+MAMBAIR_RULES = [
+    *SR_TOP,
+    (r"layers\.(\d+)\.blocks\.(\d+)\.vssm\.(.+)", r"layers.\1.residual_group.blocks.\2.self_attention.\3"),
+    (r"layers\.(\d+)\.blocks\.(\d+)\.cab\.(.+)", r"layers.\1.residual_group.blocks.\2.conv_blk.\3"),
+    (r"layers\.(\d+)\.blocks\.(\d+)\.(.+)", r"layers.\1.residual_group.blocks.\2.\3"),
+]
+TABLE1_RULES = {"swinir": SWINIR_RULES, "mambair": MAMBAIR_RULES}
+SWINIR_BUFFERS = re.compile(r".*\.attn\.relative_position_index|.*\.attn_mask")  # theirs persist; ours are rebuilt
+TABLE1_CONFIG = "configs/table1/{}.yaml"
+
+
+def sparnet_names(keys: list[str]) -> dict[str, str | None]:
+    """Released SPARNet names of our keys (None: not convertible); hourglass depths read from ``keys``."""
+    depth: dict[str, int] = {}
+    for key in keys:
+        match = re.match(r"(.+)\.attention\.skips\.(\d+)\.", key)
+        if match:
+            depth[match.group(1)] = max(depth.get(match.group(1), 0), int(match.group(2)) + 1)
+    out: dict[str, str | None] = {}
+    for key in keys:
+        match = re.fullmatch(r"(encoder|body|decoder)\.(\d+)\.(.+)", key)
+        if key.startswith("tail."):
+            name = "out_conv." + key[5:]
+        elif match is None:
+            name = None
+        elif match.group(1) == "encoder" and match.group(2) == "0":
+            name = "encoder.0." + match.group(3)
+        else:
+            block, rest = f"{match.group(1)}.{match.group(2)}", match.group(3)
+            hourglass = re.fullmatch(r"attention\.(skips|downs|ups)\.(\d+)\.(.+)", rest)
+            if hourglass:
+                level = depth[block] - int(hourglass.group(2))
+                inner = f"att_func.{SP_HOURGLASS[hourglass.group(1)]}{level}.{hourglass.group(3)}"
+            else:
+                inner = _apply(SP_FAU, rest)
+            name = None if inner is None else f"{SP_TOP[match.group(1)]}.{match.group(2)}.{inner}"
+        out[key] = name if name is None or ".preact_func." in name else (_apply(SP_CONV, name) or name)
+    return out
+
+
+def released_names(model: str, keys: list[str]) -> dict[str, str | None]:
+    """``released_name`` of every key (SPARNet's hourglass levels need all of its keys at once)."""
+    if model == "sparnet":
+        return sparnet_names(keys)
+    if model in TABLE1_RULES:
+        return {key: _apply(TABLE1_RULES[model], key) for key in keys}
+    return {key: released_name(model, key) for key in keys}
+
+
+def unwrap_released(state: dict[str, Any]) -> dict[str, Any]:
+    """BasicSR / KAIR checkpoints (SwinIR, MambaIR) hold the weights under ``params`` (or ``params_ema``)."""
+    for key in ("params", "params_ema"):
+        if key in state and isinstance(state[key], dict):
+            return state[key]
+    return state
 
 
 def _apply(rules: list[tuple[str, str]], key: str) -> str | None:
@@ -217,8 +304,9 @@ def to_ours(released: dict[str, Any], model: str, target: nn.Module, embed_dim: 
     if bad:
         raise ValueError(f"{len(bad)} entr(ies) of the source are not tensors (not a state dict?): {_listing(bad)}")
     out, used, missing, shapes, unmapped = {}, set(), [], [], []
+    names = released_names(model, list(target.state_dict()))
     for key, ref in target.state_dict().items():
-        name = released_name(model, key)
+        name = names[key]
         if name is None:
             unmapped.append(key)
         elif name == FIXED:
@@ -254,6 +342,10 @@ def to_ours(released: dict[str, Any], model: str, target: nn.Module, embed_dim: 
 
 def _released_extras(model: str, src: dict[str, torch.Tensor], used: set[str], embed_dim: int) -> set[str]:
     """Released keys with no counterpart in ours that are expected: checked, then dropped."""
+    if model in ("sparnet", "mambair"):
+        return set()
+    if model == "swinir":
+        return {k for k in src if k not in used and SWINIR_BUFFERS.fullmatch(k)}
     if model == "hybrimamba":  # decoderlayer_3: built, never called by their forward
         return {k for k in src if k.startswith("decoderlayer_3.") and k not in used}
     expected = released_wavelet_weights(embed_dim)
@@ -271,8 +363,9 @@ def _released_extras(model: str, src: dict[str, torch.Tensor], used: set[str], e
 def to_released(ours: dict[str, torch.Tensor], model: str, embed_dim: int) -> dict[str, torch.Tensor]:
     """Our state dict (released preset) -> the released key names and shapes, with their wrapper prefixes."""
     out: dict[str, torch.Tensor] = {}
+    names = released_names(model, list(ours))
     for key, value in ours.items():
-        name = released_name(model, key)
+        name = names[key]
         if name is None:
             raise ValueError(f"our key {key} has no released counterpart (not a released preset?)")
         if name == FIXED:
@@ -323,7 +416,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, torch.Tensor]:
     args = parse_args(argv)
-    config = args.config or f"configs/{args.model}_released.yaml"
+    default = TABLE1_CONFIG if args.model in TABLE1_RULES or args.model == "sparnet" else "configs/{}_released.yaml"
+    config = args.config or default.format(args.model)
     cfg = load_config(config, args.set)
     if cfg["model"]["name"] != args.model:
         raise ValueError(f"--config {config} builds model {cfg['model']['name']!r}, not --model {args.model!r}")
@@ -336,11 +430,12 @@ def main(argv: list[str] | None = None) -> dict[str, torch.Tensor]:
     if args.reverse:
         ours = state["model"] if "model_name" in state and "model" in state else state
         _load_strict(target, ours, f"--src {args.src}")
-        converted = to_released(ours, args.model, embed_dim)
+        converted = to_released(ours, args.model, embed_dim)  # SwinIR: without its rebuilt buffers
         args.out.parent.mkdir(parents=True, exist_ok=True)
         torch.save(converted, args.out)
         print(f"{len(ours)} tensors -> {len(converted)} released keys in {args.out}")
         return converted
+    state = unwrap_released(state)
     converted = to_ours(state, args.model, target, embed_dim)
     _load_strict(target, converted, "the converted state dict")
     checkpoint = {"model_name": args.model, "model": converted, "ema": None, "config": cfg, "iteration": 0}

@@ -118,6 +118,10 @@ SCHEMA: dict[str, Any] = {
         "tensorboard": _o(True, bool),
         "progress_bar": _o(True, bool),
     },
+    "eval": {  # HR test sets that bench.table1 scores (configs/table1/protocol.yaml)
+        "helen_hr_dir": _o(None, str),
+        "celeba_hr_dir": _o(None, str),
+    },
     "paths": {
         "experiments_root": _o("experiments", str),
         "resume": _o(None, str),
