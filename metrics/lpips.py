@@ -29,8 +29,9 @@ BACKBONES = {
 }
 
 
-def backbone_weights_path(net: str = "alex", weights: str | Path | None = None) -> Path:
-    """The torchvision ImageNet weights file for ``net``: ``weights`` if given, else the hub cache one."""
+def backbone_weights_path(net: str = "alex", weights: str | Path | None = None, flag: str = "--weights") -> Path:
+    """The torchvision ImageNet weights file for ``net``: ``weights`` if given, else the hub cache one
+    (the error names the caller's command-line ``flag``)."""
     if net not in BACKBONES:
         raise ValueError(f"LPIPS net must be one of {', '.join(BACKBONES)}, got {net!r}")
     filename, url = BACKBONES[net]
@@ -40,7 +41,7 @@ def backbone_weights_path(net: str = "alex", weights: str | Path | None = None) 
             f"LPIPS-{net} needs the torchvision ImageNet backbone weights file {filename!r}, not found at {str(path)!r}. "
             f"Download {url} on a machine with internet and copy it to "
             f"{Path(torch.hub.get_dir()) / 'checkpoints' / filename} (the torch hub cache), "
-            f"or pass its path with --weights / weights=."
+            f"or pass its path with {flag}."
         )
     return path
 
@@ -81,9 +82,10 @@ def build_lpips(
     weights: str | Path | None = None,
     device: str | torch.device = "cpu",
     random_backbone: bool = False,
+    flag: str = "--weights",
 ) -> lpips_pkg.LPIPS:
     """LPIPS v0.1 in eval mode with calibrated linear layers; ``random_backbone`` only for plumbing tests."""
-    path = None if random_backbone else backbone_weights_path(net, weights)
+    path = None if random_backbone else backbone_weights_path(net, weights, flag)
     with warnings.catch_warnings():  # torchvision's 'pretrained' deprecation inside lpips
         warnings.simplefilter("ignore", UserWarning)
         model = lpips_pkg.LPIPS(pretrained=True, net=net, version="0.1", pnet_rand=True, verbose=False)
