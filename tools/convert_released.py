@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from utils.checkpoint import save_checkpoint
+from utils.checkpoint import load_reason, safe_load, save_checkpoint
 from utils.cli import run_cli
 from utils.config import load_config
 
@@ -295,9 +295,9 @@ def _read_state(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"--src {str(path)!r} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = safe_load(path)
     except Exception as err:  # noqa: BLE001  (any unpickling failure is a bad input file)
-        raise ValueError(f"--src {str(path)!r} is not a readable PyTorch state dict: {err}") from None
+        raise ValueError(f"--src {str(path)!r} is not a readable PyTorch state dict: {load_reason(err)}") from None
     if not isinstance(state, dict):
         raise ValueError(f"--src {str(path)!r} holds a {type(state).__name__}, not a state dict")
     return state
@@ -313,8 +313,12 @@ def _load_strict(target: nn.Module, state: dict[str, torch.Tensor], what: str) -
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, choices=MODELS)
-    p.add_argument("--src", required=True, type=Path)
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument(
+        "--src", required=True, type=Path, help="released .pth (forward) or our checkpoint / state dict (--reverse)"
+    )
+    p.add_argument(
+        "--out", required=True, type=Path, help="our checkpoint for test.py (forward) or the released .pth (--reverse)"
+    )
     p.add_argument("--config", default=None, help="our model's YAML (default: configs/<model>_released.yaml)")
     p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help="config overrides")
     p.add_argument("--reverse", action="store_true", help="ours -> released (SRC is our checkpoint or state dict)")
