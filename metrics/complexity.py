@@ -32,8 +32,8 @@ from utils.cli import run_cli
 
 
 def count_parameters(model: nn.Module) -> int:
-    """Number of parameters (trainable or not, shared ones once)."""
-    return sum(p.numel() for p in model.parameters())
+    """Number of parameters (trainable or not, shared ones once; placeholders such as bicubic's dummy left out)."""
+    return sum(p.numel() for p in model.parameters() if not getattr(p, "_placeholder", False))
 
 
 @torch.no_grad()
