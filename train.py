@@ -55,7 +55,7 @@ from utils.checkpoint import (
 )
 from utils.cli import os_error_message
 from utils.config import ConfigError, load_config, save_config
-from utils.dist import DistInfo, all_ok, any_rank, cleanup, init_distributed
+from utils.dist import DistInfo, all_ok, any_rank, cleanup, init_distributed, peer_failure
 from utils.ema import ModelEMA
 from utils.logger import close_logger, open_log_file, setup_logger
 from utils.run_folder import RunFolderError, RunLock, claim
@@ -695,6 +695,17 @@ def main(argv: list[str] | None = None) -> int:
         return trainer.fit()
     except RUN_ERRORS as err:
         log.error(f"rank {info.rank}: {err}" if info.distributed else str(err))
+        return 1
+    except RuntimeError as err:  # a collective failed: another process died (kill -9, OOM) or lost its network
+        why = peer_failure(err) if info.distributed else None
+        if why is None:
+            raise
+        at = f" at iteration {trainer.iteration}" if trainer is not None else ""
+        saved = f"; {trainer._last_good_note()}" if trainer is not None else ""
+        log.error(
+            f"rank {info.rank}: another process died or lost its connection{at} ({why}){saved}; "
+            "continue with --resume auto"
+        )
         return 1
     finally:
         if trainer is not None:
