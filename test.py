@@ -26,6 +26,12 @@ as the papers' test scripts save them: ``uint8(clip(x * 255, 0, 255))``, truncat
 
 from __future__ import annotations
 
+import os
+
+# Before torch loads OpenMP: idle threads sleep instead of spinning, so a shared, loaded CPU does not
+# slow training 6x (README, "Threads"); OMP_WAIT_POLICY / OMP_NUM_THREADS set by the user win.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import json
 import logging

@@ -339,3 +339,21 @@ def test_fit_resize_takes_any_input_size(tmp_path, caplog):
     assert out.shape == (HR, HR, 3)
     small = Image.open(tmp_path / "photo" / "face_0.png").convert("RGB").resize((12, 12), Image.Resampling.BICUBIC)
     assert np.array_equal(out, np.asarray(small.resize((HR, HR), Image.Resampling.BICUBIC)))  # bicubic = identity net
+
+
+# ----------------------------------------------------------------- 10. threads under load
+@pytest.mark.parametrize("script", ["train.py", "test.py"])
+def test_omp_wait_policy_is_set_before_torch_loads(script):
+    """OpenMP reads OMP_WAIT_POLICY once, when torch loads it: the default must be set before any import of torch."""
+    import ast
+
+    body = ast.parse((REPO / script).read_text()).body
+    names = [ast.unparse(node) for node in body]
+    setting = next(i for i, text in enumerate(names) if "OMP_WAIT_POLICY" in text)
+    assert "setdefault('OMP_WAIT_POLICY', 'PASSIVE')" in names[setting]
+    first_import = min(
+        i
+        for i, node in enumerate(body)
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and "os" not in names[i] and "__future__" not in names[i]
+    )
+    assert setting < first_import
