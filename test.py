@@ -52,6 +52,7 @@ from data.io import DataError, index_by_stem, list_images, pair_by_stem, read_rg
 from metrics.io import IMAGE_EXTENSIONS, csv_text, format_summary, summarize, write_csv
 from metrics.psnr_ssim import CONVENTIONS, calculate_psnr, calculate_ssim, describe
 from metrics.tensor import QUANTIZE, tensor_to_uint8
+from utils.authors import refuse_authors_flags
 from utils.checkpoint import check_model_name, load_checkpoint, load_weights
 from utils.cli import os_error_message, run_cli
 from utils.config import load_config, resolve_config
@@ -66,6 +67,7 @@ QUANTIZE_TEXT = {
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    refuse_authors_flags(argv, "test.py")
     parser = argparse.ArgumentParser(description="Face SR inference and scoring with a trained checkpoint")
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--config", default=None, help="YAML to build the model from (default: the checkpoint's)")

@@ -51,6 +51,7 @@ from metrics.tensor import tensor_to_uint8
 from model.losses import WeightedLoss
 from model.registry import build_model
 from utils import figure
+from utils.authors import refuse_authors_flags
 from utils.checkpoint import (
     CheckpointError,
     check_model_name,
@@ -653,6 +654,7 @@ class Trainer:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    refuse_authors_flags(argv, "train.py")
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
