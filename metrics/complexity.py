@@ -17,6 +17,12 @@ Script: ``python -m metrics.complexity --model NAME [--config CFG] [--size 128 1
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":  # run by path (python metrics/x.py): the repository root first, not metrics/
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import argparse
 import json
 import statistics

@@ -6,21 +6,28 @@ from the torch hub cache (``<torch.hub.get_dir()>/checkpoints/<file>``) or an ex
 nothing is ever downloaded. Inputs are RGB scaled to [-1, 1] (uint8 images: x / 127.5 - 1).
 
 Script: ``python -m metrics.lpips --pred_dir P --gt_dir G [--net alex|vgg] [--weights FILE] [--csv FILE]``
-(default CSV: ``<pred_dir>_lpips_<net>.csv`` beside the folder).
+(default CSV: ``<pred_dir>_lpips_<net>.csv`` beside the folder); also ``python -m metrics.lpips GT_DIR SR_DIR``
+(HybriMamba's calc_lpips.py order) and, by path, ``python metrics/calculate_lpips.py ...`` (RHMC's).
 """
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":  # run by path (python metrics/x.py): the repository root first, not metrics/
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import argparse
 import functools
 import warnings
-from pathlib import Path
 
 import lpips as lpips_pkg
 import numpy as np
 import torch
 
 from metrics.io import default_csv, score_and_report
+from utils.authors import folder_args
 from utils.cli import run_cli
 
 BACKBONES = {
@@ -126,13 +133,13 @@ def calculate_lpips(
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(description="LPIPS v0.1 between two image folders paired by file name")
-    parser.add_argument("--pred_dir", required=True)
-    parser.add_argument("--gt_dir", required=True)
+    parser.add_argument("--pred_dir", "-restored_folder", default=None, help="super-resolved images")
+    parser.add_argument("--gt_dir", "-gt_folder", default=None, help="ground truth, paired by file name")
     parser.add_argument("--net", choices=tuple(BACKBONES), default="alex")
     parser.add_argument("--weights", default=None, help="torchvision backbone weights file (default: torch hub cache)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--csv", default=None, help="per-image CSV (default: <pred_dir>_lpips_<net>.csv beside it)")
-    args = parser.parse_args(argv)
+    args = folder_args(parser, argv, "GT_DIR SR_DIR")
     _cached(args.net, args.weights, args.device)  # a missing or bad weights file fails before any image is read
 
     def score(p: np.ndarray, g: np.ndarray) -> float:
