@@ -25,6 +25,7 @@ from torch import nn
 from utils.cli import os_error_message
 
 REQUIRED_KEYS = ("model_name", "model", "config", "iteration")
+_SHOWN_KEYS = 8
 ITER_PATTERN = re.compile(r"^iter_(\d+)\.pt$")
 
 
@@ -115,8 +116,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         what = "was refused" if NOT_LOADED in load_reason(err) else "is corrupt or not a PyTorch checkpoint"
         raise CheckpointError(f"checkpoint {str(path)!r} {what}: {load_reason(err)}") from None
     if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
-        found = sorted(state) if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError(f"checkpoint {str(path)!r} lacks keys {list(REQUIRED_KEYS)}; found {found}")
+        found = sorted(state)[:_SHOWN_KEYS] if isinstance(state, dict) else type(state).__name__
+        hint = ""
+        if isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values()):
+            hint = (
+                f": a bare state dict ({len(state)} tensors), not one of our checkpoints; the authors' released "
+                ".pth files convert with python -m tools.convert_released --model hybrimamba|rhmc --src FILE --out OURS.pt"
+            )
+        raise CheckpointError(f"checkpoint {str(path)!r} lacks keys {list(REQUIRED_KEYS)}; found {found}{hint}")
     return state
 
 

@@ -19,6 +19,11 @@ from typing import Any
 
 import yaml
 
+AUTHORS_CONFIGS = {  # the config paths of the authors' READMEs and scripts -> ours
+    name: "that is the RHMC repository's config; here: configs/rhmc_x8_celeba.yaml (paper) or configs/rhmc_released.yaml"
+    for name in ("model/RHMC/config.yaml", "model/HMC/config.yaml")
+}
+
 
 class ConfigError(ValueError):
     """A config file, key or value that is not accepted."""
@@ -295,7 +300,8 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if path.is_dir():
         raise ConfigError(f"config file {str(path)!r} is a folder; expected a YAML file")
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
+        hint = AUTHORS_CONFIGS.get(path.as_posix().removeprefix("./"), "")
+        raise ConfigError(f"config file {str(path)!r} does not exist" + (f"; {hint}" if hint else ""))
     try:
         data = load_yaml(path.read_text())
     except yaml.YAMLError as err:
