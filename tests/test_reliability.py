@@ -357,3 +357,89 @@ def test_omp_wait_policy_is_set_before_torch_loads(script):
         if isinstance(node, (ast.Import, ast.ImportFrom)) and "os" not in names[i] and "__future__" not in names[i]
     )
     assert setting < first_import
+
+
+# ----------------------------------------------------------------- 17. the authors' commands
+def _pairs(tmp_path: Path) -> tuple[Path, Path]:
+    gt, pred = tmp_path / "gts", tmp_path / "preds"
+    faces(gt, 2, 16, seed=1)
+    faces(pred, 2, 16, seed=2)
+    return pred, gt
+
+
+def _script(*argv: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ""}
+    return subprocess.run([sys.executable, *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=180)
+
+
+def test_rhmc_metric_commands_run_by_path_as_written(tmp_path):
+    pred, gt = _pairs(tmp_path)
+    from metrics.psnr_ssim import main as psnr_main
+
+    expected = psnr_main(["--pred_dir", str(pred), "--gt_dir", str(gt), "--csv", str(tmp_path / "a.csv")])
+    for script in ("metrics/calculate_psnr_ssim.py", "metrics/psnr_ssim.py"):
+        done = _script(script, "--pred_dir", str(pred), "--gt_dir", str(gt), "--csv", str(tmp_path / "b.csv"))
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert json.loads(done.stdout.splitlines()[-2])["psnr"] == expected["psnr"]
+    done = _script("metrics/calculate_lpips.py", "--pred_dir", str(pred), "--gt_dir", str(gt), "--weights", "none.pth")
+    assert done.returncode == 1 and done.stderr.startswith("error: LPIPS-alex needs the torchvision ImageNet backbone")
+    assert len(done.stderr.strip().splitlines()) == 1  # imported fine (not our metrics/lpips.py shadowing the package)
+
+
+def test_hybrimamba_positional_order_and_rhmc_flags(tmp_path):
+    from metrics.psnr_ssim import main as psnr_main
+
+    pred, gt = _pairs(tmp_path)
+    csv = ["--csv", str(tmp_path / "s.csv")]
+    named = psnr_main(["--pred_dir", str(pred), "--gt_dir", str(gt), *csv])
+    positional = psnr_main([str(gt), str(pred), *csv])  # HybriMamba: python psnr_ssim.py GT_DIR SR_DIR
+    rhmc_own = psnr_main(["-restored_folder", str(pred), "-gt_folder", str(gt), *csv])
+    assert named == positional == rhmc_own
+    with pytest.raises(SystemExit):
+        psnr_main([str(gt)])
+
+
+@pytest.mark.parametrize(
+    "script, flag, ours",
+    [
+        ("train.py", "--gpus 2", "bash train.sh CONFIG N"),
+        ("train.py", "--lr 0.0004", "--set train.optimizer.lr=VALUE"),
+        ("train.py", "--continue_train", "--resume auto"),
+        ("train.py", "--total_epochs 100", "--set train.epochs=N"),
+        ("train.py", "--batch_size 32", "--set train.batch_size=N"),
+        ("train.py", "--dataroot /data/CelebA", "--set data.train.hr_dir=DIR"),
+        ("test.py", "--pretrain_model_path ./ckpt/x.pt", "--checkpoint PATH"),
+        ("test.py", "--save_as_dir result/helen", "--out_dir DIR"),
+        ("test.py", "--name Mamba-SRx8", "--out_dir DIR"),
+    ],
+)
+def test_authors_flags_get_one_line_naming_ours(capsys, script, flag, ours):
+    from utils.authors import refuse_authors_flags
+
+    with pytest.raises(SystemExit) as info:
+        refuse_authors_flags(["--config", "c.yaml", *flag.split()], script)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        len(err) == 1 and err[0].startswith(f"{script}: {flag.split()[0]} is a flag of the authors'") and ours in err[0]
+    )
+
+
+def test_hybrimamba_train_command_through_train_py(tmp_path):
+    argv = "--gpus 3 --name Mamba-SRx8 --model Mamba --lr 0.0004 --batch_size 32 --total_epochs 100".split()
+    done = _script(str(REPO / "train.py"), *argv, cwd=tmp_path)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 6 and "Traceback" not in done.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_rhmc_config_path_and_released_state_dict_point_to_ours(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"model/RHMC/config.yaml' does not exist; .*configs/rhmc_x8_celeba.yaml"):
+        load_config("model/RHMC/config.yaml")
+    torch.save({"module.shallow_conv.weight": torch.zeros(2, 3, 3, 3)}, tmp_path / "released.pth")
+    with pytest.raises(
+        CheckpointError, match=r"lacks keys .*: a bare state dict \(1 tensors\).*tools.convert_released"
+    ):
+        load_checkpoint(tmp_path / "released.pth")
