@@ -20,7 +20,13 @@ models/mamba.py; RHMC-Project/RHMC model/HMC/SHMC.py). Besides renaming:
 - RHMC FAM: the release does not define its FAM class; ours with identity ECA kernels is their FIM
   class (``FAMblk.pos_enc1``, ``conv_spatial1_1`` ...), so the ECA kernels are written as identities.
 - HybriMamba ``decoderlayer_*3*``: built but never called by their forward; dropped for
-  ``top_decoder: false`` (and absent from the reverse output, so their class then needs ``strict=False``).
+  ``top_decoder: false``. The reverse output writes it anyway (initialised by our constructor of that
+  stage under ``torch.manual_seed(0)``; never called, so no output depends on it), so their test.py's
+  strict ``load_state_dict`` accepts the file.
+- RHMC on CPU: a freshly built released ``FDBNet`` cannot load any state dict before ``.cuda()``: its
+  fixed Haar filters are stride-0 ``expand`` views ("more than one element of the written-to tensor
+  refers to a single memory location"). Load with ``load_state_dict(state, assign=True)`` (torch >= 2.1;
+  the tensors of the file replace the views), or ``.cuda()`` first as the authors do.
 Unknown or missing keys and shape mismatches are errors that name and count them.
 """
 
@@ -291,6 +297,17 @@ def to_released(ours: dict[str, torch.Tensor], model: str, embed_dim: int) -> di
     return {prefix + k: v for k, v in out.items()}
 
 
+def unused_top_decoder(model_cfg: dict[str, Any], embed_dim: int) -> dict[str, torch.Tensor]:
+    """HybriMamba's ``decoderlayer_3.*`` (built, never called by their forward) for a ``top_decoder: false``
+    preset: our top decoder stage of the same settings, seeded, under the released names and prefix."""
+    from model import build_model
+
+    torch.manual_seed(0)
+    full = build_model({**model_cfg, "top_decoder": True})
+    stage = {k: v for k, v in full.state_dict().items() if k.startswith("decoder3.")}
+    return {k: v for k, v in to_released(stage, "hybrimamba", embed_dim).items()}
+
+
 def _read_state(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"--src {str(path)!r} does not exist")
@@ -341,6 +358,8 @@ def main(argv: list[str] | None = None) -> dict[str, torch.Tensor]:
         ours = state["model"] if "model_name" in state and "model" in state else state
         _load_strict(target, ours, f"--src {args.src}")
         converted = to_released(ours, args.model, embed_dim)
+        if args.model == "hybrimamba" and not cfg["model"].get("top_decoder", True):
+            converted |= unused_top_decoder(cfg["model"], embed_dim)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         torch.save(converted, args.out)
         print(f"{len(ours)} tensors -> {len(converted)} released keys in {args.out}")
