@@ -91,6 +91,20 @@ def data_error_message(err: DataError) -> str:
     return str(err)
 
 
+def check_batch_fits(batch_size: int, hr_size: int) -> None:
+    """One batch's LR and HR float32 tensors must fit in this machine's memory (checked before any data is read)."""
+    need = 2 * batch_size * 3 * hr_size**2 * 4
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not POSIX: no check
+        return
+    if need > total:
+        raise ConfigError(
+            f"train.batch_size={batch_size} at data.train.hr_size={hr_size}: one batch's LR and HR tensors take "
+            f"{need / 2**30:.1f} GiB, more than this machine's {total / 2**30:.1f} GiB; lower either"
+        )
+
+
 def param_groups(net: nn.Module, weight_decay: float, policy: str = "weights_only") -> list[dict[str, Any]]:
     """Policy ``weights_only``: biases, norms, SSM ``A_log``/``D`` and ``_no_weight_decay`` params are exempt.
     Policy ``all`` (the released training codes: AdamW over ``net.parameters()``): every parameter decays,
@@ -191,8 +205,9 @@ class Trainer:
         self.amp = tcfg["amp"]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
 
-        self.train_set = build_dataset(cfg["data"]["train"], cfg["scale"], train=True)
         bs = tcfg["batch_size"]
+        check_batch_fits(bs, cfg["data"]["train"]["hr_size"])
+        self.train_set = build_dataset(cfg["data"]["train"], cfg["scale"], train=True)
         self.sampler = ResumableSampler(self.train_set, bs, info.world_size, info.rank, cfg["seed"])
         self.iters_per_epoch = self.sampler.batches_per_epoch
         if self.iters_per_epoch == 0:

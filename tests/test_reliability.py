@@ -443,3 +443,11 @@ def test_rhmc_config_path_and_released_state_dict_point_to_ours(tmp_path, monkey
         CheckpointError, match=r"lacks keys .*: a bare state dict \(1 tensors\).*tools.convert_released"
     ):
         load_checkpoint(tmp_path / "released.pth")
+
+
+def test_a_batch_that_cannot_fit_in_memory_is_a_config_error(tmp_path, capsys):
+    cfg = write_config(tmp_path)
+    assert train.main(["--config", str(cfg), "--set", "data.train.hr_size=8192", "train.batch_size=4096"]) == 1
+    err = capsys.readouterr().err
+    assert "train.batch_size=4096 at data.train.hr_size=8192: one batch's LR and HR tensors take 6144.0 GiB" in err
+    assert not (tmp_path / "run").exists()
