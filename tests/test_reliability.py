@@ -451,3 +451,18 @@ def test_a_batch_that_cannot_fit_in_memory_is_a_config_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "train.batch_size=4096 at data.train.hr_size=8192: one batch's LR and HR tensors take 6144.0 GiB" in err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("script, lines", [("train.sh", 4), ("test.sh", 2)])
+def test_hybrimamba_shell_commands_as_written(tmp_path, script, lines):
+    argv = ["--dataroot", "/data/CelebA", "--name", "exp"] + (
+        ["--batch_size", "32", "--gpus", "2"] if script == "train.sh" else []
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHON": sys.executable}
+    done = subprocess.run(
+        ["bash", str(REPO / script), *argv], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    err = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(err) == lines, done.stderr
+    assert all("is a flag of the authors' HybriMamba scripts; here use" in line for line in err)
+    assert not any(tmp_path.iterdir())
