@@ -11,7 +11,10 @@ Inputs (per image, network input = bicubic-upsampled LR, like training):
 - ``--degrade``: ``--lr_dir`` holds HR images, degraded on the fly (PIL bicubic down by
   ``scale`` then up); they are also the ground truth unless ``--hr_dir`` is given.
 The expected HR size is each HR image's size when ``--hr_dir`` is given, else ``--hr_size``
-(default: the config's ``data.val.hr_size``).
+(default: the config's ``data.val.hr_size``). ``--fit resize`` takes an LR of any other size
+(e.g. a face cropped from a photo) and resizes it to HR/scale first (PIL bicubic), noted once.
+Two inputs with the same stem (a.png, a.jpg) are refused (their outputs would overwrite each
+other); an ``--out_dir`` inside a run folder whose training holds ``run.lock`` is refused.
 
 Outputs: ``<out_dir>/images/<stem>.png`` (uint8; the folder holds only the predictions, so it can
 be handed to any folder-scoring script, the papers' own included), and with ground truth
@@ -22,6 +25,12 @@ as the papers' test scripts save them: ``uint8(clip(x * 255, 0, 255))``, truncat
 """
 
 from __future__ import annotations
+
+import os
+
+# Before torch loads OpenMP: idle threads sleep instead of spinning, so a shared, loaded CPU does not
+# slow training 6x (README, "Threads"); OMP_WAIT_POLICY / OMP_NUM_THREADS set by the user win.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import json
@@ -36,15 +45,18 @@ import torch
 from PIL import Image
 from torch import nn
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from data.degrade import KERNELS, degrade, resize, to_tensor
-from data.io import DataError, list_images, pair_by_stem, read_rgb
+from data.io import DataError, index_by_stem, list_images, pair_by_stem, read_rgb
 from metrics.io import IMAGE_EXTENSIONS, csv_text, format_summary, summarize, write_csv
 from metrics.psnr_ssim import CONVENTIONS, calculate_psnr, calculate_ssim, describe
 from metrics.tensor import QUANTIZE, tensor_to_uint8
+from utils.authors import refuse_authors_flags
 from utils.checkpoint import check_model_name, load_checkpoint, load_weights
-from utils.cli import run_cli
+from utils.cli import os_error_message, run_cli
 from utils.config import load_config, resolve_config
+from utils.run_folder import live_lock_owner
 from utils.value_range import predict_unit
 
 log = logging.getLogger("test")
@@ -55,6 +67,7 @@ QUANTIZE_TEXT = {
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    refuse_authors_flags(argv, "test.py")
     parser = argparse.ArgumentParser(description="Face SR inference and scoring with a trained checkpoint")
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--config", default=None, help="YAML to build the model from (default: the checkpoint's)")
@@ -64,6 +77,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--degrade", action="store_true", help="--lr_dir holds HR images: bicubic down x scale then up")
     parser.add_argument("--hr_size", type=int, default=None, help="expected HR side without --hr_dir")
     parser.add_argument("--kernel", choices=KERNELS, default="pil", help="bicubic kernel for upsampling / --degrade")
+    parser.add_argument(
+        "--fit",
+        choices=("exact", "resize"),
+        default="exact",
+        help="exact (default): LR must be HR/scale or HR-sized; resize: any LR size is resized to HR/scale first",
+    )
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--no_ema", action="store_true", help="use the raw weights even when EMA weights exist")
@@ -111,15 +130,27 @@ def plan(lr_dir: str, hr_dir: str | None, degrade_hr: bool) -> list[tuple[str, P
     """(stem, input path, ground-truth path or None) per image; LR and HR pair by file stem."""
     inputs = list_images(lr_dir, "HR input folder (--degrade)" if degrade_hr else "LR folder")
     if hr_dir is None:
+        try:
+            index_by_stem(inputs, f"input folder {lr_dir!r}")
+        except DataError as err:
+            raise DataError(f"{err}: both outputs would be <stem>.png; rename or move one") from None
         return [(p.stem, p, p if degrade_hr else None) for p in inputs]
     pairs = pair_by_stem(inputs, list_images(hr_dir, "HR folder"), lr_dir, hr_dir)
     return [(lr.stem, lr, hr) for lr, hr in pairs]
 
 
 def network_input(
-    path: Path, hr: Image.Image | None, scale: int, hr_size: int, degrade_hr: bool, kernel: str, lr_input: bool = False
+    path: Path,
+    hr: Image.Image | None,
+    scale: int,
+    hr_size: int,
+    degrade_hr: bool,
+    kernel: str,
+    lr_input: bool = False,
+    fit: str = "exact",
 ) -> tuple[torch.Tensor, str]:
-    """(3, H, W) bicubic-upsampled input in [0, 1] (the LR itself for ``lr_input`` networks) and how it was made."""
+    """(3, H, W) bicubic-upsampled input in [0, 1] (the LR itself for ``lr_input`` networks) and how it was made;
+    a wrong size names the file (``fit="resize"``: resized to HR/scale instead)."""
     img = read_rgb(path)
     w, h = img.size
     if degrade_hr:
@@ -137,15 +168,27 @@ def network_input(
         return to_tensor(img), "upsampled"
     if (w * scale, h * scale) == (tw, th):
         return to_tensor(img if lr_input else resize(img, (tw, th), kernel)), "small"
+    if fit == "resize":
+        small = img.resize((tw // scale, th // scale), Image.Resampling.BICUBIC)
+        return to_tensor(small if lr_input else resize(small, (tw, th), kernel)), f"resized from {w}x{h}"
     raise DataError(
         f"LR image {str(path)!r} is {w}x{h} (WxH); expected {tw // scale}x{th // scale} (HR/{scale}) or "
         f"{tw}x{th} (already upsampled), for HR size {tw}x{th}"
         + ("" if hr is not None else " (set by --hr_size / data.val.hr_size)")
+        + "; --fit resize resizes any input to HR/scale"
     )
 
 
 def prepare_out_dir(out_dir: Path, stems: list[str]) -> Path:
-    """``<out_dir>/images``, created and checked writable before any inference; warns about stale images."""
+    """``<out_dir>/images``, created and checked writable before any inference; warns about stale images.
+    A folder inside a run folder that a live training holds (``run.lock``) is refused."""
+    for folder in (out_dir.resolve(), *out_dir.resolve().parents):
+        owner = live_lock_owner(folder)
+        if owner is not None:
+            raise OSError(
+                f"--out_dir {str(out_dir)!r} is inside the run folder {str(folder)!r}, in use by a running training "
+                f"({owner}); write elsewhere or wait for it to finish"
+            )
     images = out_dir / "images"
     try:
         images.mkdir(parents=True, exist_ok=True)
@@ -169,7 +212,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]
     if args.lpips:
         from metrics.lpips import build_lpips
 
-        lpips_model = build_lpips(args.lpips_net, args.lpips_weights, device)  # fails before any inference
+        # fails before any inference
+        lpips_model = build_lpips(args.lpips_net, args.lpips_weights, device, flag="--lpips_weights")
     net, cfg, info = load_model(args.checkpoint, args.config, not args.no_ema, args.device)
     scale = cfg["scale"]
     hr_size = args.hr_size or cfg["data"]["val"]["hr_size"]
@@ -177,13 +221,17 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]
     images_dir = prepare_out_dir(Path(args.out_dir), [stem for stem, _, _ in items])
     scored = items[0][2] is not None
     rows: list[dict[str, Any]] = []
-    forward_s, kinds = 0.0, set()
+    forward_s, kinds, warm, saved = 0.0, set(), False, 0
     batch: list[tuple[str, torch.Tensor, np.ndarray | None]] = []
     bar = tqdm(total=len(items), desc="super-resolving", unit="image", disable=args.no_progress)
 
     def flush() -> None:
-        nonlocal forward_s
+        nonlocal forward_s, warm, saved
         x = torch.stack([t for _, t, _ in batch]).to(device)
+        if not warm:  # untimed: a first forward may build or JIT-compile kernels (the CPU scan's C++ build)
+            with torch.no_grad():
+                predict_unit(net, x, cfg["data"]["value_range"])
+            warm = True
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
@@ -194,19 +242,32 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]
         forward_s += time.perf_counter() - start
         sr_u8 = tensor_to_uint8(sr.float(), args.quantize)
         for (stem, _, gt), pred in zip(batch, sr_u8):
-            Image.fromarray(pred).save(images_dir / f"{stem}.png")
+            save_output(Image.fromarray(pred), images_dir / f"{stem}.png", rows, saved, len(items), args)
+            saved += 1
             if gt is not None:
                 rows.append(score(stem, pred, gt, args, lpips_model))
         bar.update(len(batch))  # counted once inferred, saved and scored
         batch.clear()
 
-    with bar:
+    with logging_redirect_tqdm(), bar:  # log lines (the scan backend ...) print above the bar
         for stem, path, hr_path in items:
             hr = read_rgb(hr_path) if hr_path is not None else None
             x, kind = network_input(
-                path, hr, scale, hr_size, args.degrade, args.kernel, getattr(net, "lr_input", False)
+                path,
+                hr,
+                scale=scale,
+                hr_size=hr_size,
+                degrade_hr=args.degrade,
+                kernel=args.kernel,
+                lr_input=getattr(net, "lr_input", False),
+                fit=args.fit,
             )
-            kinds.add(kind)
+            if kind.startswith("resized") and not any(k.startswith("resized") for k in kinds):
+                log.info(
+                    f"--fit resize: {path.name} is {kind.split()[-1]}, resized to {hr_size // scale}x{hr_size // scale} "
+                    f"then upsampled x{scale} (noted once)"
+                )
+            kinds.add("resized" if kind.startswith("resized") else kind)
             if batch and batch[-1][1].shape != x.shape:
                 flush()
             gt = None if hr is None else np.asarray(hr)  # one decoder (utils.image_decode) for data and metrics
@@ -240,6 +301,28 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]
             summary["vif_channel"] = args.vif_channel
             summary["vif_convention"] = describe_vif(args.vif_channel)
     return summary, rows
+
+
+def save_output(
+    img: Image.Image, path: Path, rows: list[dict[str, Any]], saved: int, total: int, args: argparse.Namespace
+) -> None:
+    """Save one prediction PNG; a failed write (disk full) removes the partial file, prints the scores of the
+    images done so far and stops naming the file."""
+    try:
+        img.save(path)
+    except OSError as err:
+        path.unlink(missing_ok=True)
+        if rows:
+            keys = [k for k in rows[0] if k != "name"]
+            log.info(
+                f"scores of the {len(rows)} image(s) written before the failure ({describe(args.convention, args.crop_border)}):"
+            )
+            for line in format_summary(summarize(rows, keys), keys):
+                log.info(line)
+        raise OSError(
+            f"{os_error_message(err, path)}; stopped after {saved} of {total} image(s) were written"
+            + (", their scores are printed above" if rows else "")
+        ) from None
 
 
 def save_results(out_dir: Path, summary: dict[str, Any], rows: list[dict[str, Any]]) -> None:

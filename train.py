@@ -18,6 +18,12 @@ latest.pt first and names both.
 
 from __future__ import annotations
 
+import os
+
+# Before torch loads OpenMP: idle threads sleep instead of spinning, so a shared, loaded CPU does not
+# slow training 6x (README, "Threads"); OMP_WAIT_POLICY / OMP_NUM_THREADS set by the user win.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import hashlib
 import logging
@@ -45,6 +51,7 @@ from metrics.tensor import tensor_to_uint8
 from model.losses import WeightedLoss
 from model.registry import build_model
 from utils import figure
+from utils.authors import refuse_authors_flags
 from utils.checkpoint import (
     CheckpointError,
     check_model_name,
@@ -55,7 +62,7 @@ from utils.checkpoint import (
 )
 from utils.cli import os_error_message
 from utils.config import ConfigError, load_config, save_config
-from utils.dist import DistInfo, all_ok, any_rank, cleanup, init_distributed
+from utils.dist import DistInfo, all_ok, any_rank, cleanup, init_distributed, peer_failure
 from utils.ema import ModelEMA
 from utils.logger import close_logger, open_log_file, setup_logger
 from utils.run_folder import RunFolderError, RunLock, claim
@@ -82,6 +89,20 @@ def data_error_message(err: DataError) -> str:
     if len(lines) > 1 and lines[0].startswith("Caught "):
         return lines[-1].split("DataError: ", 1)[-1]
     return str(err)
+
+
+def check_batch_fits(batch_size: int, hr_size: int) -> None:
+    """One batch's LR and HR float32 tensors must fit in this machine's memory (checked before any data is read)."""
+    need = 2 * batch_size * 3 * hr_size**2 * 4
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not POSIX: no check
+        return
+    if need > total:
+        raise ConfigError(
+            f"train.batch_size={batch_size} at data.train.hr_size={hr_size}: one batch's LR and HR tensors take "
+            f"{need / 2**30:.1f} GiB, more than this machine's {total / 2**30:.1f} GiB; lower either"
+        )
 
 
 def param_groups(net: nn.Module, weight_decay: float, policy: str = "weights_only") -> list[dict[str, Any]]:
@@ -185,8 +206,9 @@ class Trainer:
         self.amp = tcfg["amp"]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
 
-        self.train_set = build_dataset(cfg["data"]["train"], cfg["scale"], train=True)
         bs = tcfg["batch_size"]
+        check_batch_fits(bs, cfg["data"]["train"]["hr_size"])
+        self.train_set = build_dataset(cfg["data"]["train"], cfg["scale"], train=True)
         self.sampler = ResumableSampler(self.train_set, bs, info.world_size, info.rank, cfg["seed"])
         self.iters_per_epoch = self.sampler.batches_per_epoch
         if self.iters_per_epoch == 0:
@@ -654,6 +676,7 @@ class Trainer:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    refuse_authors_flags(argv, "train.py")
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -702,6 +725,17 @@ def main(argv: list[str] | None = None) -> int:
         return trainer.fit()
     except RUN_ERRORS as err:
         log.error(f"rank {info.rank}: {err}" if info.distributed else str(err))
+        return 1
+    except RuntimeError as err:  # a collective failed: another process died (kill -9, OOM) or lost its network
+        why = peer_failure(err) if info.distributed else None
+        if why is None:
+            raise
+        at = f" at iteration {trainer.iteration}" if trainer is not None else ""
+        saved = f"; {trainer._last_good_note()}" if trainer is not None else ""
+        log.error(
+            f"rank {info.rank}: another process died or lost its connection{at} ({why}){saved}; "
+            "continue with --resume auto"
+        )
         return 1
     finally:
         if trainer is not None:

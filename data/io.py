@@ -18,7 +18,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from utils.image_decode import IMAGE_EXTENSIONS, decode_rgb
+from utils.image_decode import IMAGE_EXTENSIONS, bomb_reason, decode_rgb, upright_size
 
 log = logging.getLogger(__name__)
 
@@ -110,10 +110,13 @@ def _check_complete(path: Path, fmt: str | None) -> None:
 
 
 def open_header(path: Path) -> tuple[int, int]:
-    """(width, height) from the file header (no pixel decoding); DataError when not an image or truncated."""
+    """Upright (width, height) from the file header (no pixel decoding); DataError when not an image, truncated
+    or declaring more pixels than Pillow's decompression-bomb limit."""
     try:
         with Image.open(path) as img:
-            size, fmt = img.size, img.format
+            size, fmt = upright_size(img), img.format
+    except Image.DecompressionBombError as err:
+        raise DataError(f"image {str(path)!r} was not decoded: {bomb_reason(err)}") from None
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise DataError(f"cannot read image {str(path)!r}: {err}") from None
     _check_complete(path, fmt)

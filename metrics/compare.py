@@ -15,10 +15,15 @@ a red box and a zoomed inset of that box in every tile), ``table.md``, ``table.t
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":  # run by path (python metrics/x.py): the repository root first, not metrics/
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import argparse
 import math
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np

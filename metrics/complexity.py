@@ -18,6 +18,12 @@ Script: ``python -m metrics.complexity --model NAME [--config CFG] [--size H W] 
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":  # run by path (python metrics/x.py): the repository root first, not metrics/
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import argparse
 import json
 import statistics
@@ -33,8 +39,8 @@ from utils.cli import run_cli
 
 
 def count_parameters(model: nn.Module) -> int:
-    """Number of parameters (trainable or not, shared ones once)."""
-    return sum(p.numel() for p in model.parameters())
+    """Number of parameters (trainable or not, shared ones once; placeholders such as bicubic's dummy left out)."""
+    return sum(p.numel() for p in model.parameters() if not getattr(p, "_placeholder", False))
 
 
 @torch.no_grad()

@@ -26,10 +26,20 @@ import numpy as np
 
 from utils.image_decode import IMAGE_EXTENSIONS, decode_rgb
 
+_noted: set[str] = set()
+
+
+def _note_once(kind: str, path: str | Path) -> None:
+    """Each kind of conversion (RGBA, grey, 16-bit, EXIF orientation ...) told once per process, on stderr."""
+    if kind not in _noted:
+        _noted.add(kind)
+        print(f"note: converting {kind} images to 8-bit RGB (first one: {path})", file=sys.stderr)
+
 
 def read_rgb(path: str | Path) -> np.ndarray:
-    """Read an image file as an HxWx3 uint8 RGB array (mode policy: :mod:`utils.image_decode`)."""
-    return decode_rgb(path)
+    """Read an image file as an HxWx3 uint8 RGB array (mode policy: :mod:`utils.image_decode`); each kind
+    of conversion is noted once on stderr."""
+    return decode_rgb(path, note=lambda kind: _note_once(kind, path))
 
 
 def list_images(folder: str | Path, role: str = "image") -> dict[str, Path]:

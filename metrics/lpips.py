@@ -6,21 +6,28 @@ from the torch hub cache (``<torch.hub.get_dir()>/checkpoints/<file>``) or an ex
 nothing is ever downloaded. Inputs are RGB scaled to [-1, 1] (uint8 images: x / 127.5 - 1).
 
 Script: ``python -m metrics.lpips --pred_dir P --gt_dir G [--net alex|vgg] [--weights FILE] [--csv FILE]``
-(default CSV: ``<pred_dir>_lpips_<net>.csv`` beside the folder).
+(default CSV: ``<pred_dir>_lpips_<net>.csv`` beside the folder); also ``python -m metrics.lpips GT_DIR SR_DIR``
+(HybriMamba's calc_lpips.py order) and, by path, ``python metrics/calculate_lpips.py ...`` (RHMC's).
 """
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":  # run by path (python metrics/x.py): the repository root first, not metrics/
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import argparse
 import functools
 import warnings
-from pathlib import Path
 
 import lpips as lpips_pkg
 import numpy as np
 import torch
 
 from metrics.io import default_csv, score_and_report
+from utils.authors import folder_args
 from utils.cli import run_cli
 
 BACKBONES = {
@@ -29,8 +36,9 @@ BACKBONES = {
 }
 
 
-def backbone_weights_path(net: str = "alex", weights: str | Path | None = None) -> Path:
-    """The torchvision ImageNet weights file for ``net``: ``weights`` if given, else the hub cache one."""
+def backbone_weights_path(net: str = "alex", weights: str | Path | None = None, flag: str = "--weights") -> Path:
+    """The torchvision ImageNet weights file for ``net``: ``weights`` if given, else the hub cache one
+    (the error names the caller's command-line ``flag``)."""
     if net not in BACKBONES:
         raise ValueError(f"LPIPS net must be one of {', '.join(BACKBONES)}, got {net!r}")
     filename, url = BACKBONES[net]
@@ -40,7 +48,7 @@ def backbone_weights_path(net: str = "alex", weights: str | Path | None = None) 
             f"LPIPS-{net} needs the torchvision ImageNet backbone weights file {filename!r}, not found at {str(path)!r}. "
             f"Download {url} on a machine with internet and copy it to "
             f"{Path(torch.hub.get_dir()) / 'checkpoints' / filename} (the torch hub cache), "
-            f"or pass its path with --weights / weights=."
+            f"or pass its path with {flag}."
         )
     return path
 
@@ -81,9 +89,10 @@ def build_lpips(
     weights: str | Path | None = None,
     device: str | torch.device = "cpu",
     random_backbone: bool = False,
+    flag: str = "--weights",
 ) -> lpips_pkg.LPIPS:
     """LPIPS v0.1 in eval mode with calibrated linear layers; ``random_backbone`` only for plumbing tests."""
-    path = None if random_backbone else backbone_weights_path(net, weights)
+    path = None if random_backbone else backbone_weights_path(net, weights, flag)
     with warnings.catch_warnings():  # torchvision's 'pretrained' deprecation inside lpips
         warnings.simplefilter("ignore", UserWarning)
         model = lpips_pkg.LPIPS(pretrained=True, net=net, version="0.1", pnet_rand=True, verbose=False)
@@ -124,13 +133,13 @@ def calculate_lpips(
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(description="LPIPS v0.1 between two image folders paired by file name")
-    parser.add_argument("--pred_dir", required=True)
-    parser.add_argument("--gt_dir", required=True)
+    parser.add_argument("--pred_dir", "-restored_folder", default=None, help="super-resolved images")
+    parser.add_argument("--gt_dir", "-gt_folder", default=None, help="ground truth, paired by file name")
     parser.add_argument("--net", choices=tuple(BACKBONES), default="alex")
     parser.add_argument("--weights", default=None, help="torchvision backbone weights file (default: torch hub cache)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--csv", default=None, help="per-image CSV (default: <pred_dir>_lpips_<net>.csv beside it)")
-    args = parser.parse_args(argv)
+    args = folder_args(parser, argv, "GT_DIR SR_DIR")
     _cached(args.net, args.weights, args.device)  # a missing or bad weights file fails before any image is read
 
     def score(p: np.ndarray, g: np.ndarray) -> float:

@@ -20,20 +20,28 @@ Identical images give PSNR = inf; folder means follow the averaging rule of ``me
 (finite values only; inf and NaN counted and named). No torch import: numpy and scikit-image only.
 
 Script: ``python -m metrics.psnr_ssim --pred_dir P --gt_dir G [--convention fsr|basicsr] [--crop_border N]
-[--csv FILE]`` (default CSV: ``<pred_dir>_psnr_ssim_<convention>.csv`` beside the folder).
+[--csv FILE]`` (default CSV: ``<pred_dir>_psnr_ssim_<convention>.csv`` beside the folder); also
+``python -m metrics.psnr_ssim GT_DIR SR_DIR`` (HybriMamba's order) and, by path,
+``python metrics/calculate_psnr_ssim.py --pred_dir P --gt_dir G`` (RHMC's command).
 """
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":  # run by path (python metrics/x.py): the repository root first, not metrics/
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import argparse
 import math
-from pathlib import Path
 
 import numpy as np
 from scipy.ndimage import correlate1d
 from skimage.metrics import structural_similarity
 
 from metrics.io import default_csv, score_and_report
+from utils.authors import folder_args
 from utils.cli import run_cli
 
 CONVENTIONS = ("fsr", "basicsr")
@@ -126,14 +134,14 @@ def describe(convention: str, crop_border: int = 0) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(description="PSNR / SSIM on Y between two image folders paired by file name")
-    parser.add_argument("--pred_dir", required=True)
-    parser.add_argument("--gt_dir", required=True)
+    parser.add_argument("--pred_dir", "-restored_folder", default=None, help="super-resolved images")
+    parser.add_argument("--gt_dir", "-gt_folder", default=None, help="ground truth, paired by file name")
     parser.add_argument("--convention", choices=CONVENTIONS, default="fsr")
     parser.add_argument("--crop_border", type=int, default=0)
     parser.add_argument(
         "--csv", default=None, help="per-image CSV (default: <pred_dir>_psnr_ssim_<convention>.csv beside the folder)"
     )
-    args = parser.parse_args(argv)
+    args = folder_args(parser, argv, "GT_DIR SR_DIR")
 
     def psnr(p: np.ndarray, g: np.ndarray) -> float:
         return calculate_psnr(p, g, args.convention, args.crop_border)

@@ -24,9 +24,14 @@ Script: ``python -m metrics.vif --pred_dir P --gt_dir G [--vif_channel gray|y] [
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":  # run by path (python metrics/x.py): the repository root first, not metrics/
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import argparse
 import math
-from pathlib import Path
 
 import numpy as np
 

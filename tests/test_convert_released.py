@@ -236,3 +236,30 @@ def test_hybrimamba_preset_on_converted_weights_is_the_released_forward():
         figure_view = build_model({**cfg["model"], "lem_gate_released_view": False}).eval()
         figure_view.load_state_dict(ours.state_dict())
         assert (figure_view(x) - expected).abs().max() > 2e-4
+
+
+def test_reverse_hybrimamba_writes_the_unused_top_decoder_so_their_strict_load_accepts_it(tmp_path: Path):
+    """Their constructor always builds decoderlayer_3 and their test.py loads strictly: the file needs its keys."""
+    ours_pt, released_pth = tmp_path / "ours.pt", tmp_path / "released.pth"
+    torch.save(preset("hybrimamba").state_dict(), ours_pt)
+    convert_released.main(
+        [
+            "--model",
+            "hybrimamba",
+            "--src",
+            str(ours_pt),
+            "--out",
+            str(released_pth),
+            "--reverse",
+            "--set",
+            *SETS["hybrimamba"],
+        ]
+    )
+    written = torch.load(released_pth, weights_only=True)
+    theirs = to_released(preset("hybrimamba", "model.top_decoder=true").state_dict(), "hybrimamba", C)  # all they build
+    assert {k: tuple(v.shape) for k, v in written.items()} == {k: tuple(v.shape) for k, v in theirs.items()}
+    top = [k for k in written if k.startswith("module.decoderlayer_3.")]
+    assert len(top) > 0
+    assert_same_state(
+        to_ours(written, "hybrimamba", preset("hybrimamba", seed=2), C), preset("hybrimamba").state_dict()
+    )

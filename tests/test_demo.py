@@ -104,3 +104,15 @@ def test_full_demo_border_band_no_worse_than_bicubic(tmp_path):
     border = result["borders"]
     assert border["hybrimamba (demo)"]["band_mean"] <= border["Bicubic"]["band_mean"]
     assert result["table"][1]["psnr"] > result["table"][0]["psnr"]
+
+
+def test_interrupted_demo_says_so_and_tests_nothing(tmp_path, monkeypatch, single_thread):
+    """Ctrl-C during training stops it cleanly (status 0); the demo must not then test the partial weights."""
+    real_main = demo.train.main
+    monkeypatch.setattr(demo.train, "main", lambda argv: real_main([*argv, "--stop-at", "1"]))
+    root = tmp_path / "experiments"
+    args = ["--iterations", "3", "--test_images", "1", "--no_lpips", "--set", f"paths.experiments_root={root}"]
+    tiny = ["name=demo_cut", "model.embed_dim=4", "model.d_state=4", "logging.tensorboard=false"]
+    with pytest.raises(RuntimeError, match=r"demo interrupted: training stopped at iteration 1 of 3"):
+        demo.main(args + tiny)
+    assert not (root / "demo_cut" / "demo").exists()

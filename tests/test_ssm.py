@@ -249,7 +249,7 @@ def test_falls_back_to_pure_pytorch_when_the_kernel_is_missing(monkeypatch: pyte
 
 
 def test_build_failure_is_reported_not_raised(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path
 ) -> None:
     import model.ssm.cpu_kernel as cpu_kernel
 
@@ -257,6 +257,7 @@ def test_build_failure_is_reported_not_raised(
         raise RuntimeError("no compiler here")
 
     monkeypatch.setattr("torch.utils.cpp_extension.load", broken_load)
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))  # no cached build there: the build runs (and fails)
     monkeypatch.delenv("FSR_SSM_NO_COMPILE", raising=False)
     with caplog.at_level("WARNING", logger="model.ssm.cpu_kernel"):
         assert cpu_kernel._build() is None

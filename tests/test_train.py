@@ -323,3 +323,43 @@ def test_two_process_ddp_ranks_agree(tmp_path: Path) -> None:
     assert len(state["rng"]["ranks"]) == 2
     assert not torch.equal(state["rng"]["ranks"][0]["torch"], state["rng"]["ranks"][1]["torch"])  # seed + rank
     assert math.isfinite(state["best_psnr"])
+
+
+DYING_RUNNER = f"""
+import os, sys
+sys.path[:0] = [{str(REPO)!r}, {str(TESTS)!r}]
+import test_train
+import train
+from model.registry import register_model
+
+class DiesOnRank1(test_train.TinyNet):
+    def forward(self, x):
+        if self.training and os.environ["RANK"] == "1" and self.calls == 5:
+            os._exit(3)  # like kill -9 or the OOM killer: no Python clean-up, the socket just closes
+        return super().forward(x)
+
+register_model("dies_on_rank1")(DiesOnRank1)
+sys.exit(train.main())
+"""
+
+
+def test_ddp_peer_death_is_one_line_naming_the_last_checkpoint(tmp_path: Path) -> None:
+    cfg = write_config(
+        tmp_path,
+        model={"name": "dies_on_rank1"},
+        train={"iterations": 50, "batch_size": 2},
+        logging={"val_every": 100, "save_every": 2, "sample_every": 100},
+    )
+    runner = tmp_path / "runner.py"
+    runner.write_text(DYING_RUNNER)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    done = subprocess.run(
+        [*cmd, str(runner), "--config", str(cfg)], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=240
+    )
+    assert done.returncode != 0
+    rank0 = [line for line in done.stderr.splitlines() if line.startswith("[rank0]")]
+    assert not rank0, "\n".join(rank0[-20:])  # no raw traceback from the surviving rank
+    line = next(ln for ln in done.stderr.splitlines() if " ERROR rank 0: another process died" in ln)
+    assert "lost its connection at iteration 5" in line and "continue with --resume auto" in line
+    assert f"last good checkpoint: {tmp_path / 'run' / 'checkpoints' / 'latest.pt'} (iteration 4)" in line
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")["iteration"] == 4

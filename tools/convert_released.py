@@ -20,7 +20,13 @@ models/mamba.py; RHMC-Project/RHMC model/HMC/SHMC.py). Besides renaming:
 - RHMC FAM: the release does not define its FAM class; ours with identity ECA kernels is their FIM
   class (``FAMblk.pos_enc1``, ``conv_spatial1_1`` ...), so the ECA kernels are written as identities.
 - HybriMamba ``decoderlayer_*3*``: built but never called by their forward; dropped for
-  ``top_decoder: false`` (and absent from the reverse output, so their class then needs ``strict=False``).
+  ``top_decoder: false``. The reverse output writes it anyway (initialised by our constructor of that
+  stage under ``torch.manual_seed(0)``; never called, so no output depends on it), so their test.py's
+  strict ``load_state_dict`` accepts the file.
+- RHMC on CPU: a freshly built released ``FDBNet`` cannot load any state dict before ``.cuda()``: its
+  fixed Haar filters are stride-0 ``expand`` views ("more than one element of the written-to tensor
+  refers to a single memory location"). Load with ``load_state_dict(state, assign=True)`` (torch >= 2.1;
+  the tensors of the file replace the views), or ``.cuda()`` first as the authors do.
 Unknown or missing keys and shape mismatches are errors that name and count them.
 """
 
@@ -35,7 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from utils.checkpoint import save_checkpoint
+from utils.checkpoint import load_reason, safe_load, save_checkpoint
 from utils.cli import run_cli
 from utils.config import load_config
 
@@ -384,13 +390,24 @@ def to_released(ours: dict[str, torch.Tensor], model: str, embed_dim: int) -> di
     return {prefix + k: v for k, v in out.items()}
 
 
+def unused_top_decoder(model_cfg: dict[str, Any], embed_dim: int) -> dict[str, torch.Tensor]:
+    """HybriMamba's ``decoderlayer_3.*`` (built, never called by their forward) for a ``top_decoder: false``
+    preset: our top decoder stage of the same settings, seeded, under the released names and prefix."""
+    from model import build_model
+
+    torch.manual_seed(0)
+    full = build_model({**model_cfg, "top_decoder": True})
+    stage = {k: v for k, v in full.state_dict().items() if k.startswith("decoder3.")}
+    return {k: v for k, v in to_released(stage, "hybrimamba", embed_dim).items()}
+
+
 def _read_state(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"--src {str(path)!r} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = safe_load(path)
     except Exception as err:  # noqa: BLE001  (any unpickling failure is a bad input file)
-        raise ValueError(f"--src {str(path)!r} is not a readable PyTorch state dict: {err}") from None
+        raise ValueError(f"--src {str(path)!r} is not a readable PyTorch state dict: {load_reason(err)}") from None
     if not isinstance(state, dict):
         raise ValueError(f"--src {str(path)!r} holds a {type(state).__name__}, not a state dict")
     return state
@@ -406,8 +423,12 @@ def _load_strict(target: nn.Module, state: dict[str, torch.Tensor], what: str) -
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, choices=MODELS)
-    p.add_argument("--src", required=True, type=Path)
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument(
+        "--src", required=True, type=Path, help="released .pth (forward) or our checkpoint / state dict (--reverse)"
+    )
+    p.add_argument(
+        "--out", required=True, type=Path, help="our checkpoint for test.py (forward) or the released .pth (--reverse)"
+    )
     p.add_argument("--config", default=None, help="our model's YAML (default: configs/<model>_released.yaml)")
     p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help="config overrides")
     p.add_argument("--reverse", action="store_true", help="ours -> released (SRC is our checkpoint or state dict)")
@@ -431,6 +452,8 @@ def main(argv: list[str] | None = None) -> dict[str, torch.Tensor]:
         ours = state["model"] if "model_name" in state and "model" in state else state
         _load_strict(target, ours, f"--src {args.src}")
         converted = to_released(ours, args.model, embed_dim)  # SwinIR: without its rebuilt buffers
+        if args.model == "hybrimamba" and not cfg["model"].get("top_decoder", True):
+            converted |= unused_top_decoder(cfg["model"], embed_dim)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         torch.save(converted, args.out)
         print(f"{len(ours)} tensors -> {len(converted)} released keys in {args.out}")

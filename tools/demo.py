@@ -14,6 +14,9 @@
    present) and the border table (mean / max |pred - HR| in the outer 2-pixel band vs the
    interior) are computed here from the PNGs with the metric functions, printed, and written
    with the LR | Bicubic | SR | HR figure under ``<run>/demo/results``.
+
+A training stopped before its last iteration (Ctrl-C, SIGTERM) is not tested: the demo says at
+which iteration it stopped and exits with status 1 (``make demo`` again starts over).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from data.degrade import degrade, fit_hr
 from data.sample import face_crops
 from metrics import compare
 from metrics.io import pair_folders, read_pair
+from utils.checkpoint import load_checkpoint
 from utils.config import load_config
 
 BAND = 2
@@ -138,6 +142,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if train.main(["--config", args.config, "--overwrite"] + (["--set", *overrides] if overrides else [])):
         raise RuntimeError(f"training failed; see {run_dir / 'train.log'}")
     train_s = time.perf_counter() - start
+    checkpoint = run_dir / "checkpoints" / "latest.pt"
+    trained, wanted = load_checkpoint(checkpoint)["iteration"], cfg["train"]["iterations"]
+    if wanted is not None and trained < wanted:
+        raise RuntimeError(
+            f"demo interrupted: training stopped at iteration {trained} of {wanted} ({checkpoint}); "
+            "nothing was tested, run the demo again to train it in full"
+        )
     moved = next(iter(runs_aside(run_dir) - before), None)
     if moved is not None:
         print(f"previous run {run_dir} moved aside to {moved} (nothing deleted)")
@@ -148,7 +159,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     sr_out = demo_dir / "sr"
     sr_dir = sr_out / "images"  # test.py's PNGs; results.csv / summary.json sit beside them in sr_out
-    checkpoint = run_dir / "checkpoints" / "latest.pt"
     _test_script().main(
         ["--checkpoint", str(checkpoint), "--lr_dir", str(lr_dir), "--hr_dir", str(hr_dir)]
         + ["--out_dir", str(sr_out), "--device", "cpu", "--no_progress"]
@@ -165,7 +175,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     (demo_dir / "results" / "border.md").write_text(border_md)
     img = Image.open(result["paths"]["figure"])
     print(
-        f"\ntrained {cfg['train']['iterations']} iterations in {train_s:.0f} s; "
+        f"\ntrained {trained} iterations in {train_s:.0f} s; "
         f"{args.test_images} held-out faces (sample 'val' split), fsr convention\n"
     )
     print(compare.markdown_table(result["table"]))

@@ -14,6 +14,7 @@ import io
 import os
 import re
 import tempfile
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from torch import nn
 from utils.cli import os_error_message
 
 REQUIRED_KEYS = ("model_name", "model", "config", "iteration")
+_SHOWN_KEYS = 8
 ITER_PATTERN = re.compile(r"^iter_(\d+)\.pt$")
 
 
@@ -77,17 +79,30 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _load_reason(err: BaseException) -> str:
-    """A one-line reason from torch.load's error, without its advice to load with weights_only=False."""
+NOT_LOADED = "it holds Python objects other than tensors and plain containers, so it was not loaded (no code in it ran)"
+
+
+def load_reason(err: BaseException) -> str:
+    """A one-line reason from torch.load's error, without torch's advice to retry with weights_only=False
+    (never safe for a file of unknown origin)."""
     text = str(err)
     if "Weights only load failed" in text:
-        detail = text.split("WeightsUnpickler error:", 1)[-1].split("Check the documentation", 1)[0]
+        detail = text.split("WeightsUnpickler error:", 1)[-1] if "WeightsUnpickler error:" in text else text
+        detail = detail.split("Check the documentation", 1)[0].split("trusted source.", 1)[-1]
         detail = " ".join(detail.split())
-        if "Unsupported global" in detail:
-            return f"it holds Python objects other than tensors and plain containers ({detail.split('.')[0]})"
+        glob = re.search(r"GLOBAL ([\w.]+)", detail)
+        if glob is not None or "Unsupported global" in detail:
+            return f"{NOT_LOADED}: {glob.group(1) if glob else detail.split('.')[0]}"
         return f"unreadable data ({detail or 'pickle error'})"
     first = " ".join(text.split("\n", 1)[0].split()) or type(err).__name__
     return first if isinstance(err, (RuntimeError, OSError)) else f"unreadable data ({type(err).__name__}: {first})"
+
+
+def safe_load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(weights_only=True)`` without its pickle-protocol warnings (errors: see :func:`load_reason`)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.load(path, map_location=map_location, weights_only=True)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -96,14 +111,19 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = safe_load(path, map_location)
     except Exception as err:  # torch raises many kinds (RuntimeError, UnpicklingError, KeyError, EOFError ...)
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} is corrupt or not a PyTorch checkpoint: {_load_reason(err)}"
-        ) from None
+        what = "was refused" if NOT_LOADED in load_reason(err) else "is corrupt or not a PyTorch checkpoint"
+        raise CheckpointError(f"checkpoint {str(path)!r} {what}: {load_reason(err)}") from None
     if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
-        found = sorted(state) if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError(f"checkpoint {str(path)!r} lacks keys {list(REQUIRED_KEYS)}; found {found}")
+        found = sorted(state)[:_SHOWN_KEYS] if isinstance(state, dict) else type(state).__name__
+        hint = ""
+        if isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values()):
+            hint = (
+                f": a bare state dict ({len(state)} tensors), not one of our checkpoints; the authors' released "
+                ".pth files convert with python -m tools.convert_released --model hybrimamba|rhmc --src FILE --out OURS.pt"
+            )
+        raise CheckpointError(f"checkpoint {str(path)!r} lacks keys {list(REQUIRED_KEYS)}; found {found}{hint}")
     return state
 
 

@@ -11,12 +11,18 @@ an integral float such as ``1e5`` is accepted for an integer key.
 from __future__ import annotations
 
 import copy
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+AUTHORS_CONFIGS = {  # the config paths of the authors' READMEs and scripts -> ours
+    name: "that is the RHMC repository's config; here: configs/rhmc_x8_celeba.yaml (paper) or configs/rhmc_released.yaml"
+    for name in ("model/RHMC/config.yaml", "model/HMC/config.yaml")
+}
 
 
 class ConfigError(ValueError):
@@ -50,6 +56,9 @@ def _o(
 
 
 NUM = (int, float)
+MAX_SIDE = 8192  # image side (pixels): one 8192^2 RGB float batch item is 0.8 GB
+MAX_BATCH = 65_536
+MAX_COUNT = 10**9  # iterations, epochs, image counts, logging intervals
 
 SCHEMA: dict[str, Any] = {
     "name": _o("experiment", str),
@@ -63,32 +72,32 @@ SCHEMA: dict[str, Any] = {
             "type": _o("hr_folder", str, choices=("hr_folder", "paired", "sample")),
             "hr_dir": _o(None, str),
             "lr_dir": _o(None, str),
-            "hr_size": _o(128, int, low=1),
+            "hr_size": _o(128, int, low=1, high=MAX_SIDE),
             "fit": _o("center_crop", str, choices=("center_crop", "resize")),
             "resize_kernel": _o("pil", str, choices=("pil", "matlab")),
             "flip": _o(True, bool),
             "random_scale": _o(True, bool),
             "scale_range": _o([1.0, 1.3], list),
             "skip_bad": _o(False, bool),
-            "num_workers": _o(2, int, low=0),
-            "repeat": _o(1, int, low=1),
-            "max_images": _o(None, int, low=1),
+            "num_workers": _o(2, int, low=0, high=256),
+            "repeat": _o(1, int, low=1, high=100_000),
+            "max_images": _o(None, int, low=1, high=MAX_COUNT),
         },
         "val": {
             "type": _o("sample", str, choices=("hr_folder", "paired", "sample", "none")),
             "hr_dir": _o(None, str),
             "lr_dir": _o(None, str),
-            "hr_size": _o(128, int, low=1),
+            "hr_size": _o(128, int, low=1, high=MAX_SIDE),
             "fit": _o("center_crop", str, choices=("center_crop", "resize")),
             "resize_kernel": _o("pil", str, choices=("pil", "matlab")),
             "skip_bad": _o(False, bool),
-            "max_images": _o(None, int, low=1),
+            "max_images": _o(None, int, low=1, high=MAX_COUNT),
         },
     },
     "train": {
-        "batch_size": _o(4, int, low=1),
-        "iterations": _o(None, int, low=1),
-        "epochs": _o(None, int, low=1),
+        "batch_size": _o(4, int, low=1, high=MAX_BATCH),
+        "iterations": _o(None, int, low=1, high=MAX_COUNT),
+        "epochs": _o(None, int, low=1, high=MAX_COUNT),
         "optimizer": {
             "type": _o("adamw", str, choices=("adam", "adamw")),
             "lr": _o(4e-4, *NUM, low=0),
@@ -101,7 +110,7 @@ SCHEMA: dict[str, Any] = {
             "unit": _o("epoch", str, choices=("epoch", "iter")),
             "milestones": _o([], list),
             "gamma": _o(0.5, *NUM, low=0),
-            "warmup": _o(0, int, low=0),
+            "warmup": _o(0, int, low=0, high=MAX_COUNT),
             "min_lr": _o(0.0, *NUM, low=0),
         },
         "losses": _o([{"type": "l1", "weight": 1.0}], list),
@@ -110,11 +119,11 @@ SCHEMA: dict[str, Any] = {
         "grad_clip": _o(0.0, *NUM, low=0),
     },
     "logging": {
-        "print_every": _o(10, int, low=1),
-        "val_every": _o(500, int, low=1),
-        "save_every": _o(500, int, low=1),
+        "print_every": _o(10, int, low=1, high=MAX_COUNT),
+        "val_every": _o(500, int, low=1, high=MAX_COUNT),
+        "save_every": _o(500, int, low=1, high=MAX_COUNT),
         "keep_iter_checkpoints": _o(True, bool),
-        "sample_every": _o(500, int, low=1),
+        "sample_every": _o(500, int, low=1, high=MAX_COUNT),
         "tensorboard": _o(True, bool),
         "progress_bar": _o(True, bool),
     },
@@ -144,6 +153,9 @@ def _check_leaf(key: str, opt: Opt, value: Any) -> Any:
         if not opt.nullable:
             raise ConfigError(f"config key {key!r} may not be null; expected {_typename(opt)}")
         return None
+    bad = _non_finite(value, key)
+    if bad is not None:
+        raise ConfigError(f"config key {bad[0]!r} must be a finite number, got {bad[1]!r}")
     if isinstance(value, float) and opt.types == (int,) and value.is_integer():
         value = int(value)
     ok = isinstance(value, opt.types) and not (isinstance(value, bool) and bool not in opt.types)
@@ -156,6 +168,27 @@ def _check_leaf(key: str, opt: Opt, value: Any) -> Any:
     if opt.high is not None and (value >= opt.high if opt.high_open else value > opt.high):
         raise ConfigError(f"config key {key!r} must be {'<' if opt.high_open else '<='} {opt.high}, got {value!r}")
     return value
+
+
+def _non_finite(value: Any, key: str) -> tuple[str, float] | None:
+    """(dotted key, value) of the first NaN / inf inside ``value`` (lists and mappings searched), or None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (key, value)
+    items = enumerate(value) if isinstance(value, list) else value.items() if isinstance(value, dict) else ()
+    for k, v in items:
+        found = _non_finite(v, f"{key}[{k}]" if isinstance(value, list) else f"{key}.{k}")
+        if found is not None:
+            return found
+    return None
+
+
+def _check_name(name: str) -> None:
+    """The run name is one folder name under ``paths.experiments_root`` (the run folder is root/name)."""
+    if name in ("", ".", "..") or any(sep in name for sep in ("/", "\\", "\0")):
+        raise ConfigError(
+            f"config key 'name' must be one folder name under paths.experiments_root "
+            f"(no '/' or '\\', not '.' or '..'), got {name!r}"
+        )
 
 
 def _typename(opt: Opt) -> str:
@@ -234,6 +267,7 @@ def resolve_config(user: dict[str, Any] | None, overrides: list[str] = ()) -> di
             _set_model(cfg, model)
         else:
             _merge(cfg, _nested(path, value), SCHEMA, "")
+    _check_name(cfg["name"])
     _check_model(cfg["model"])
     return cfg
 
@@ -248,6 +282,9 @@ def _check_model(model: dict[str, Any]) -> None:
     import model as _registered  # noqa: F401  (fills the registry)
     from model.registry import list_models, model_kwargs
 
+    bad = _non_finite(model, "model")
+    if bad is not None:
+        raise ConfigError(f"config key {bad[0]!r} must be a finite number, got {bad[1]!r}")
     name = model["name"]
     if name not in list_models():
         raise ConfigError(f"config key 'model.name': unknown model {name!r}; registered: {', '.join(list_models())}")
@@ -264,8 +301,11 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A YAML experiment mapping; a top-level ``base: other.yaml`` (relative to this file) is
     read first and this file's keys are deep-merged over it, except that a ``model`` section naming
     another network replaces the base's ``model`` section."""
+    if path.is_dir():
+        raise ConfigError(f"config file {str(path)!r} is a folder; expected a YAML file")
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
+        hint = AUTHORS_CONFIGS.get(path.as_posix().removeprefix("./"), "")
+        raise ConfigError(f"config file {str(path)!r} does not exist" + (f"; {hint}" if hint else ""))
     try:
         data = load_yaml(path.read_text())
     except yaml.YAMLError as err:

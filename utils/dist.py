@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 import torch
@@ -66,3 +67,17 @@ def all_ok(ok: bool, info: DistInfo) -> bool:
     flag = torch.tensor([int(ok)], device=info.device)
     dist.all_reduce(flag, op=dist.ReduceOp.MIN)
     return bool(flag.item())
+
+
+PEER_SIGNS = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "gloo", "NCCL", "ProcessGroup")
+
+
+def peer_failure(err: BaseException) -> str | None:
+    """A short reason when ``err`` is a collective that failed because another process died or lost its
+    connection (gloo / NCCL errors), else None."""
+    text = str(err)
+    if not (isinstance(err, dist.DistError) or (isinstance(err, RuntimeError) and any(s in text for s in PEER_SIGNS))):
+        return None
+    first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+    first = re.sub(r"^\[[^\]]*\]\s*", "", first)  # the C++ source location gloo puts first
+    return first.split(". ", 1)[0][:200]

@@ -5,8 +5,10 @@ Pillow; images with transparency (RGBA, LA, PA, palette with a transparent colou
 composited over white; 16-bit images (grey ``I;16*``, ``I`` within 0..65535, 48-bit RGB PNG) are
 scaled to 8 bits with ``round(v / 257)`` = ``round(v * 255 / 65535)`` (Pillow alone clips grey
 to 255 and keeps only the high byte of RGB). 16-bit images with alpha, float images (F) and 32-bit
-values above 65535 are refused. EXIF orientation is ignored (pixels as stored, like the
-published pipelines). numpy and Pillow only (no torch).
+values above 65535 are refused. EXIF orientation (tag 274, set by phone cameras) is applied, so
+a face comes out upright as every image viewer shows it (``cv2.imread`` does the same); a file
+whose header declares more pixels than Pillow's decompression-bomb limit is refused before
+decoding. numpy and Pillow only (no torch).
 """
 
 from __future__ import annotations
@@ -19,6 +21,16 @@ from PIL import Image, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+ORIENTATION_TAG = 0x0112
+_UPRIGHT = {  # EXIF orientation -> how the stored HxWxC array is turned upright
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: a.swapaxes(0, 1)[:, ::-1],
+    7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+    8: lambda a: a.swapaxes(0, 1)[::-1],
+}
 _RGB16 = {"RGB;16B": "RGB;16L", "RGB;16L": "RGB;16B"}  # rawmode of the high byte -> rawmode of the low byte
 
 
@@ -75,6 +87,21 @@ def _to_rgb(img: Image.Image, path: Path, note: Callable[[str], None]) -> np.nda
     return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
+def orientation(img: Image.Image) -> int:
+    """The EXIF orientation (1..8) of an opened image; 1 (as stored) when absent or unreadable."""
+    try:
+        value = img.getexif().get(ORIENTATION_TAG, 1)
+    except Exception:  # a malformed EXIF block: the pixels as stored
+        return 1
+    return value if value in _UPRIGHT else 1
+
+
+def upright_size(img: Image.Image) -> tuple[int, int]:
+    """(width, height) once the EXIF orientation is applied (from the header only)."""
+    w, h = img.size
+    return (h, w) if orientation(img) >= 5 else (w, h)
+
+
 def decode_rgb(path: str | Path, note: Callable[[str], None] | None = None) -> np.ndarray:
     """Read an image file as an HxWx3 uint8 RGB array; ``note(kind)`` hears of every conversion made.
 
@@ -84,14 +111,30 @@ def decode_rgb(path: str | Path, note: Callable[[str], None] | None = None) -> n
     path = Path(path)
     note = note or (lambda kind: None)
     try:
-        rgb16 = _rgb16(path)
-        if rgb16 is not None:
-            note("16-bit RGB")
-            return rgb16
         with Image.open(path) as img:
-            img.load()
-            return _to_rgb(img, path, note)
+            turn = orientation(img)
+        rgb = _rgb16(path)
+        if rgb is not None:
+            note("16-bit RGB")
+        else:
+            with Image.open(path) as img:
+                img.load()
+                rgb = _to_rgb(img, path, note)
     except FileNotFoundError:
         raise FileNotFoundError(f"image file {str(path)!r} does not exist") from None
+    except Image.DecompressionBombError as err:
+        raise ValueError(f"image file {str(path)!r} was not decoded: {bomb_reason(err)}") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise ValueError(f"cannot read image file {str(path)!r}: {err}") from None
+    if turn == 1:
+        return rgb
+    note(f"EXIF orientation {turn} (turned upright)")
+    return np.ascontiguousarray(_UPRIGHT[turn](rgb))
+
+
+def bomb_reason(err: Image.DecompressionBombError) -> str:
+    """Pillow's decompression-bomb refusal in a few words (the declared size against the limit)."""
+    pixels = str(err).split("(", 1)[-1].split(" pixels)", 1)[0]
+    return (
+        f"its header declares {pixels} pixels, above Pillow's decompression-bomb limit of {2 * Image.MAX_IMAGE_PIXELS}"
+    )

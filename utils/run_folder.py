@@ -90,6 +90,19 @@ def _create_lock(path: Path) -> bool:
     return True
 
 
+def live_lock_owner(folder: Path) -> str | None:
+    """``pid P on host H, started T`` when ``folder/run.lock`` is held by a live run (or one on another host,
+    which cannot be checked); None when there is no lock or its owner no longer runs."""
+    path = folder / LOCK_NAME
+    if not path.is_file():
+        return None
+    owner = _read_lock(path)
+    pid, host = owner.get("pid"), owner.get("host")
+    if host == socket.gethostname() and isinstance(pid, int) and not pid_alive(pid, owner.get("process_start")):
+        return None
+    return f"pid {pid} on host {host}, started {owner.get('started', '?')}, lock file {path}"
+
+
 def acquire_lock(run_dir: Path, notes: list[str]) -> RunLock:
     """Take ``run_dir/run.lock``; a live owner is an error, a dead one on this host is reported in ``notes``."""
     path = run_dir / LOCK_NAME

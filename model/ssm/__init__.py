@@ -40,8 +40,11 @@ def get_default_backend() -> str:
 
 
 def _mamba_ssm_fn() -> Callable | None:
-    """mamba_ssm's selective_scan_fn behind its contract checks (``mamba_adapter``), or None if it does not import."""
+    """mamba_ssm's selective_scan_fn behind its contract checks (``mamba_adapter``), or None if it or its
+    compiled ``selective_scan_cuda`` extension does not import (mamba_ssm's main branch imports without it
+    unless built with ``MAMBA_KEEP_CUDA_BUILD=TRUE``, and would fail only at the first scan)."""
     try:
+        import selective_scan_cuda  # noqa: F401  (the kernel itself, not only the Python package)
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
     except Exception:  # ImportError, or a selective_scan_cuda built for another torch
         return None

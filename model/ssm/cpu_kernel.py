@@ -5,18 +5,22 @@
 ``$TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``) the first time it is needed; the
 extension name carries a hash of the source (text and path), the flags and the CPU, so a cached build
 is reused only where it was made for, and checkouts sharing the cache do not rebuild each other's.
+A library already built under that name is loaded directly, without running ninja (ninja 1.11 and
+1.13 read each other's build log as stale and rebuild everything); a build runs the pinned pip ninja
+when it is installed, whatever ninja is first on PATH.
 ``kernel_available()`` is False when there is no compiler or the build fails, and
 ``FSR_SSM_NO_COMPILE=1`` turns the kernel off.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import platform
-import shutil
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -53,15 +57,32 @@ def _extension_name() -> str:
     return f"fsr_selective_scan_{digest.hexdigest()[:12]}"
 
 
-def _find_ninja() -> None:
-    """Put the pip-installed ninja on PATH when the venv is used without being activated."""
-    if shutil.which("ninja"):
-        return
+@contextlib.contextmanager
+def _pinned_ninja() -> Iterator[None]:
+    """During a build, the pip-installed ninja (requirements.txt's pin) first on PATH when it is installed."""
     try:
         import ninja
     except ImportError:
+        yield
         return
-    os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+    path = os.environ.get("PATH", "")
+    os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + path
+    try:
+        yield
+    finally:
+        os.environ["PATH"] = path
+
+
+def _load_built(library: Path) -> bool:
+    """Load an already-built library of this source hash; False when there is none or it does not load."""
+    if not library.is_file():
+        return False
+    try:
+        torch.ops.load_library(str(library))
+    except OSError as exc:  # e.g. cut short by a killed build: built again
+        logger.warning("cached CPU selective scan %s does not load, rebuilding (%s)", library, exc)
+        return False
+    return True
 
 
 def _build() -> object | None:
@@ -75,15 +96,21 @@ def _build() -> object | None:
             from torch.utils import cpp_extension
         finally:
             cpp_logger.setLevel(level)
-        _find_ninja()
-        logger.info("loading the compiled CPU selective scan (built once on first use, then cached)")
-        cpp_extension.load(
-            name=_extension_name(),
-            sources=[str(SOURCE)],
-            extra_cflags=CFLAGS,
-            is_python_module=False,
-            verbose=False,
-        )
+        name = _extension_name()
+        build_dir = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()) / name
+        if _load_built(build_dir / f"{name}{getattr(cpp_extension, 'LIB_EXT', '.so')}"):
+            return torch.ops.fsr_selective_scan
+        logger.info("building the compiled CPU selective scan (once per source version, then cached)")
+        build_dir.mkdir(parents=True, exist_ok=True)
+        with _pinned_ninja():
+            cpp_extension.load(
+                name=name,
+                sources=[str(SOURCE)],
+                extra_cflags=CFLAGS,
+                build_directory=str(build_dir),
+                is_python_module=False,
+                verbose=False,
+            )
         return torch.ops.fsr_selective_scan
     except Exception as exc:  # no compiler, no ninja, a failed build: the pure-PyTorch path runs
         logger.warning("compiled CPU selective scan unavailable, using pure PyTorch (%s)", str(exc).splitlines()[0])
