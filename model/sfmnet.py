@@ -171,6 +171,8 @@ class SFMNet(nn.Module):
     Train mode returns ``{"sr": spatial output, "fre": frequency output}``; eval mode the SR.
     """
 
+    training_outputs = ("sr", "fre")
+
     def __init__(
         self, in_channels: int = 3, dim: int = 64, n_resblocks: int = 2, shared_fsib_attention: bool = False
     ) -> None:
