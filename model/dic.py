@@ -179,8 +179,8 @@ class DIC(nn.Module):
     """
 
     lr_input = "small"  # the 16x16 LR, not its bicubic upsampling
-    training_targets = ("heatmap",)  # the data must provide landmark heatmaps (data.*.landmarks)
-    heatmap_stride = 4  # heatmaps are predicted at 1/4 of the SR size
+    training_outputs = ("sr", "sr_steps", "heatmaps")
+    training_targets = ("heatmap",)  # the data must provide landmark heatmaps (data.train.landmarks)
 
     def __init__(
         self,
