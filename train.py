@@ -43,7 +43,7 @@ from metrics.io import finite_mean
 from metrics.psnr_ssim import calculate_psnr, calculate_ssim
 from metrics.tensor import tensor_to_uint8
 from model.losses import WeightedLoss
-from model.registry import build_model
+from model.registry import build_model, check_training_io, lr_key
 from utils import figure
 from utils.checkpoint import (
     CheckpointError,
@@ -212,6 +212,18 @@ class Trainer:
 
         val_cfg = cfg["data"]["val"]
         self.val_set = build_dataset(val_cfg, cfg["scale"], train=False)  # None for type none
+        self.lr_key = lr_key(self.net)  # "lr_small" for networks on the LR itself (DIC)
+        self.extra_targets = sorted(self.criterion.targets - {"hr"})
+        data_targets = {"heatmap"} if getattr(self.train_set, "landmarks", None) is not None else set()
+        try:
+            check_training_io(self.net, self.model_name, self.criterion.outputs, self.criterion.targets, data_targets)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        if self.lr_key == "lr_small" and getattr(self.val_set, "upsampled", False):
+            raise ConfigError(
+                f"model {self.model_name!r} takes the LR image itself, but data.val.lr_dir holds LR images already "
+                "upsampled to the HR size; point it at the HR/scale LR folder (data.prepare's LR/)"
+            )
         self.iteration = self.epoch = self.batches_done = 0
         self.best_psnr: float | None = None
         self.last_good: Path | None = None
@@ -416,7 +428,7 @@ class Trainer:
         psnrs, ssims = [], []
         max_images = self.cfg["data"]["val"]["max_images"]
         for batch in loader:
-            sr = self._predict(net, batch["lr"].to(self.device))
+            sr = self._predict(net, batch[self.lr_key].to(self.device))
             for pred, gt in zip(tensor_to_uint8(sr), tensor_to_uint8(batch["hr"])):
                 psnrs.append(calculate_psnr(pred, gt, convention="fsr"))
                 ssims.append(calculate_ssim(pred, gt, convention="fsr"))
@@ -432,7 +444,7 @@ class Trainer:
         """Labelled LR | SR | HR grid (one row per image, tiles >= 128 px) of the first validation images."""
         batch = next(iter(DataLoader(self.val_set, batch_size=SAMPLE_IMAGES))) if self.val_set is not None else fallback
         lr = batch["lr_small"] if "lr_small" in batch else batch["lr"]
-        lr, lr_up, hr = lr[:SAMPLE_IMAGES], batch["lr"][:SAMPLE_IMAGES], batch["hr"][:SAMPLE_IMAGES]
+        lr, lr_up, hr = lr[:SAMPLE_IMAGES], batch[self.lr_key][:SAMPLE_IMAGES], batch["hr"][:SAMPLE_IMAGES]
         net = self._eval_net()
         was_training = net.training
         net.eval()
@@ -578,10 +590,11 @@ class Trainer:
         """One optimisation step; returns the loss terms and whether every rank must stop now."""
         tcfg = self.cfg["train"]
         value_range = self.cfg["data"]["value_range"]  # losses compare network-range tensors (released codes)
-        lr = to_network(batch["lr"].to(self.device, non_blocking=True), value_range)
+        lr = to_network(batch[self.lr_key].to(self.device, non_blocking=True), value_range)
         hr = to_network(batch["hr"].to(self.device, non_blocking=True), value_range)
-        sr = self._forward(self.ddp, lr)
-        loss, parts = self.criterion(sr, hr)
+        targets = {"hr": hr, **{k: batch[k].to(self.device, non_blocking=True) for k in self.extra_targets}}
+        sr = self._forward(self.ddp, lr)  # a dict of outputs for networks with auxiliary training outputs
+        loss, parts = self.criterion(sr, targets)
         flags = torch.stack(
             [
                 (~torch.isfinite(loss.detach())).int(),
