@@ -42,7 +42,6 @@ from data.io import DataError, list_images, pair_by_stem, read_rgb
 from metrics.io import IMAGE_EXTENSIONS, csv_text, format_summary, summarize, write_csv
 from metrics.psnr_ssim import CONVENTIONS, calculate_psnr, calculate_ssim, describe
 from metrics.tensor import QUANTIZE, tensor_to_uint8
-from model.registry import lr_key
 from utils.checkpoint import check_model_name, load_checkpoint, load_weights
 from utils.cli import run_cli
 from utils.config import load_config, resolve_config
@@ -118,10 +117,9 @@ def plan(lr_dir: str, hr_dir: str | None, degrade_hr: bool) -> list[tuple[str, P
 
 
 def network_input(
-    path: Path, hr: Image.Image | None, scale: int, hr_size: int, degrade_hr: bool, kernel: str, small: bool = False
+    path: Path, hr: Image.Image | None, scale: int, hr_size: int, degrade_hr: bool, kernel: str, lr_input: bool = False
 ) -> tuple[torch.Tensor, str]:
-    """(3, H, W) bicubic-upsampled input in [0, 1] (the LR itself with ``small``, for networks such as
-    DIC) and how it was made; a wrong size names the file."""
+    """(3, H, W) bicubic-upsampled input in [0, 1] (the LR itself for ``lr_input`` networks) and how it was made."""
     img = read_rgb(path)
     w, h = img.size
     if degrade_hr:
@@ -129,17 +127,16 @@ def network_input(
             raise DataError(f"image {str(path)!r} is {w}x{h}; --degrade needs sides divisible by the scale {scale}")
         if hr is not None and hr.size != img.size:
             raise DataError(f"image {str(path)!r} is {w}x{h} but its HR is {hr.size[0]}x{hr.size[1]}")
-        return to_tensor(degrade(img, scale, kernel)[0 if small else 1]), "degraded"
+        return to_tensor(degrade(img, scale, kernel)[0 if lr_input else 1]), "degraded"
     tw, th = hr.size if hr is not None else (hr_size, hr_size)
     if (w, h) == (tw, th):
-        if small:
+        if lr_input:
             raise DataError(
-                f"LR image {str(path)!r} is already upsampled to {w}x{h}; this network takes the LR itself "
-                f"({tw // scale}x{th // scale}): give the HR/{scale} LR folder"
+                f"LR image {str(path)!r} is already upsampled ({w}x{h}); this network takes the HR/{scale} LR"
             )
         return to_tensor(img), "upsampled"
     if (w * scale, h * scale) == (tw, th):
-        return to_tensor(img if small else resize(img, (tw, th), kernel)), "small"
+        return to_tensor(img if lr_input else resize(img, (tw, th), kernel)), "small"
     raise DataError(
         f"LR image {str(path)!r} is {w}x{h} (WxH); expected {tw // scale}x{th // scale} (HR/{scale}) or "
         f"{tw}x{th} (already upsampled), for HR size {tw}x{th}"
@@ -175,7 +172,6 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]
         lpips_model = build_lpips(args.lpips_net, args.lpips_weights, device)  # fails before any inference
     net, cfg, info = load_model(args.checkpoint, args.config, not args.no_ema, args.device)
     scale = cfg["scale"]
-    small = lr_key(net) == "lr_small"  # DIC takes the LR itself
     hr_size = args.hr_size or cfg["data"]["val"]["hr_size"]
     items = plan(args.lr_dir, args.hr_dir, args.degrade)
     images_dir = prepare_out_dir(Path(args.out_dir), [stem for stem, _, _ in items])
@@ -207,7 +203,9 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]
     with bar:
         for stem, path, hr_path in items:
             hr = read_rgb(hr_path) if hr_path is not None else None
-            x, kind = network_input(path, hr, scale, hr_size, args.degrade, args.kernel, small)
+            x, kind = network_input(
+                path, hr, scale, hr_size, args.degrade, args.kernel, getattr(net, "lr_input", False)
+            )
             kinds.add(kind)
             if batch and batch[-1][1].shape != x.shape:
                 flush()

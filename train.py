@@ -43,7 +43,7 @@ from metrics.io import finite_mean
 from metrics.psnr_ssim import calculate_psnr, calculate_ssim
 from metrics.tensor import tensor_to_uint8
 from model.losses import WeightedLoss
-from model.registry import build_model, check_training_io, lr_key
+from model.registry import build_model, check_training_io
 from utils import figure
 from utils.checkpoint import (
     CheckpointError,
@@ -175,6 +175,7 @@ class Trainer:
         seed_everything(cfg["seed"] + info.rank)  # then per-rank streams (dropout ...)
         self.model_name = cfg["model"]["name"]
         self.ddp: nn.Module = self.net  # wrapped in DistributedDataParallel by open_run_folder
+        self.input_key = "lr_small" if getattr(self.net, "lr_input", False) else "lr"  # LR-in nets: SwinIR, MambaIR
         self.ema = ModelEMA(self.net, float(tcfg["ema"])) if tcfg["ema"] else None
         try:
             self.criterion = WeightedLoss(tcfg["losses"])
@@ -212,14 +213,13 @@ class Trainer:
 
         val_cfg = cfg["data"]["val"]
         self.val_set = build_dataset(val_cfg, cfg["scale"], train=False)  # None for type none
-        self.lr_key = lr_key(self.net)  # "lr_small" for networks on the LR itself (DIC)
-        self.extra_targets = sorted(self.criterion.targets - {"hr"})
+        self.extra_targets = sorted(self.criterion.targets - {"hr"})  # e.g. DIC's landmark heatmaps
         data_targets = {"heatmap"} if getattr(self.train_set, "landmarks", None) is not None else set()
         try:
             check_training_io(self.net, self.model_name, self.criterion.outputs, self.criterion.targets, data_targets)
         except ValueError as err:
             raise ConfigError(str(err)) from None
-        if self.lr_key == "lr_small" and getattr(self.val_set, "upsampled", False):
+        if self.input_key == "lr_small" and getattr(self.val_set, "upsampled", False):
             raise ConfigError(
                 f"model {self.model_name!r} takes the LR image itself, but data.val.lr_dir holds LR images already "
                 "upsampled to the HR size; point it at the HR/scale LR folder (data.prepare's LR/)"
@@ -428,7 +428,7 @@ class Trainer:
         psnrs, ssims = [], []
         max_images = self.cfg["data"]["val"]["max_images"]
         for batch in loader:
-            sr = self._predict(net, batch[self.lr_key].to(self.device))
+            sr = self._predict(net, batch[self.input_key].to(self.device))
             for pred, gt in zip(tensor_to_uint8(sr), tensor_to_uint8(batch["hr"])):
                 psnrs.append(calculate_psnr(pred, gt, convention="fsr"))
                 ssims.append(calculate_ssim(pred, gt, convention="fsr"))
@@ -444,11 +444,11 @@ class Trainer:
         """Labelled LR | SR | HR grid (one row per image, tiles >= 128 px) of the first validation images."""
         batch = next(iter(DataLoader(self.val_set, batch_size=SAMPLE_IMAGES))) if self.val_set is not None else fallback
         lr = batch["lr_small"] if "lr_small" in batch else batch["lr"]
-        lr, lr_up, hr = lr[:SAMPLE_IMAGES], batch[self.lr_key][:SAMPLE_IMAGES], batch["hr"][:SAMPLE_IMAGES]
+        lr, net_in, hr = lr[:SAMPLE_IMAGES], batch[self.input_key][:SAMPLE_IMAGES], batch["hr"][:SAMPLE_IMAGES]
         net = self._eval_net()
         was_training = net.training
         net.eval()
-        sr = self._predict(net, lr_up.to(self.device)).clamp(0, 1).cpu()
+        sr = self._predict(net, net_in.to(self.device)).clamp(0, 1).cpu()
         net.train(was_training)
         rows = [list(images) for images in zip(tensor_to_uint8(lr), tensor_to_uint8(sr), tensor_to_uint8(hr))]
         tile = min(256, max(128, 2 * hr.shape[-1]))
@@ -590,7 +590,7 @@ class Trainer:
         """One optimisation step; returns the loss terms and whether every rank must stop now."""
         tcfg = self.cfg["train"]
         value_range = self.cfg["data"]["value_range"]  # losses compare network-range tensors (released codes)
-        lr = to_network(batch[self.lr_key].to(self.device, non_blocking=True), value_range)
+        lr = to_network(batch[self.input_key].to(self.device, non_blocking=True), value_range)
         hr = to_network(batch["hr"].to(self.device, non_blocking=True), value_range)
         targets = {"hr": hr, **{k: batch[k].to(self.device, non_blocking=True) for k in self.extra_targets}}
         sr = self._forward(self.ddp, lr)  # a dict of outputs for networks with auxiliary training outputs

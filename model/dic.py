@@ -178,7 +178,7 @@ class DIC(nn.Module):
     ``keypoints`` is 68 (iBUG annotations, as released) or 5 (CelebA's aligned landmarks).
     """
 
-    lr_input = "small"  # the 16x16 LR, not its bicubic upsampling
+    lr_input = True  # takes the 16x16 LR itself (the pipeline's lr_small), not its bicubic upsampling
     training_outputs = ("sr", "sr_steps", "heatmaps")
     training_targets = ("heatmap",)  # the data must provide landmark heatmaps (data.train.landmarks)
 

@@ -61,12 +61,6 @@ def build_model(cfg: dict[str, Any]) -> nn.Module:
     return get_model_class(name)(**cfg)
 
 
-def lr_key(net: nn.Module) -> str:
-    """The batch entry a network takes: ``"lr_small"`` (the LR itself) for networks that declare
-    ``lr_input = "small"`` (DIC), else ``"lr"`` (the bicubic upsampling to the HR size)."""
-    return "lr_small" if getattr(net, "lr_input", "upsampled") == "small" else "lr"
-
-
 def check_training_io(net: nn.Module, name: str, outputs: set[str], targets: set[str], data: set[str]) -> None:
     """ValueError unless the losses read outputs the network gives in train mode (``training_outputs``,
     default ``("sr",)``) and the data gives every target the losses and the network (``training_targets``)

@@ -16,6 +16,7 @@ import yaml
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
+import test
 import train
 from data import build_dataset
 from data.io import DataError
@@ -39,7 +40,7 @@ def tiny(**kwargs):
 # ----------------------------------------------------------------------------- network
 def test_lr_input_shapes_steps_and_heatmaps() -> None:
     net = tiny()
-    assert net.lr_input == "small"
+    assert net.lr_input is True
     x = torch.rand(2, 3, 16, 16)  # the 16x16 LR itself
     out = net.train()(x)
     assert out["sr_steps"].shape == (2, 2, 3, 128, 128) and out["heatmaps"].shape == (2, 2, 68, 32, 32)
@@ -254,4 +255,12 @@ def test_tiny_training_run_on_synthetic_landmarks(tmp_path: Path, capsys: pytest
     assert train.main(["--config", str(dic_config(tmp_path, section))]) == 0
     err = capsys.readouterr().err
     assert "heatmap_mse:heatmaps" in err and "l1:sr_steps" in err
-    assert (tmp_path / "runs" / "dic_tiny" / "checkpoints" / "latest.pt").is_file()
+    ckpt = tmp_path / "runs" / "dic_tiny" / "checkpoints" / "latest.pt"
+    # test.py feeds DIC the 16x16 LR itself; an upsampled LR folder is refused with the reason
+    prepare(tmp_path / "raw", tmp_path / "set")
+    args = ["--checkpoint", str(ckpt), "--hr_dir", str(tmp_path / "set" / "HR"), "--no_progress"]
+    summary = test.main([*args, "--lr_dir", str(tmp_path / "set" / "LR"), "--out_dir", str(tmp_path / "out")])
+    assert summary["inputs"] == ["small"] and summary["count"] == 2
+    assert Image.open(tmp_path / "out" / "images" / "000001.png").size == (128, 128)
+    with pytest.raises(DataError, match="already upsampled.*this network takes the HR/8 LR"):
+        test.main([*args, "--lr_dir", str(tmp_path / "set" / "LR_up"), "--out_dir", str(tmp_path / "out2")])
