@@ -214,9 +214,20 @@ class WFU(nn.Module):
 
 @register_model("wfen")
 class WFEN(nn.Module):
-    """WFEN on the bicubic-upsampled LR: (B, 3, H, W) -> (B, 3, H, W), H and W divisible by 32."""
+    """WFEN on the bicubic-upsampled LR: (B, 3, H, W) -> (B, 3, H, W), H and W divisible by 32.
 
-    def __init__(self, in_channels: int = 3, min_ch: int = 40, res_depth: int = 6, expansion: float = 2.66) -> None:
+    ``init_std``: convolution weights ~ N(0, init_std), biases 0, as the released training
+    initialises (its networks.init_weights); ``None`` keeps PyTorch's default initialisation.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        min_ch: int = 40,
+        res_depth: int = 6,
+        expansion: float = 2.66,
+        init_std: float | None = 0.02,
+    ) -> None:
         super().__init__()
         c1, c2, c3 = min_ch, min_ch * 2, min_ch * 4
         fdt = functools.partial(FDT, expansion=expansion)
@@ -241,6 +252,12 @@ class WFEN(nn.Module):
         self.wfu3 = WFU(c1, c2)
         self.up3 = nn.Sequential(fdt(c1, 2, True, 4), fdt(c1, 2, False, 4))
         self.out_conv = nn.Conv2d(c1, in_channels, 3, padding=1)
+        if init_std is not None:
+            for m in self.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.normal_(m.weight, 0.0, init_std)
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] % 32 or x.shape[-2] % 32:
