@@ -11,8 +11,9 @@ output, the frequency one is supervised in training (``{"sr", "fre"}`` in train 
 Written from the paper and the facts of the authors' released code (wcy-cs/SFMNet), whose
 numerics it keeps (the FreBlock's ``+1e-8`` offsets, ``|irfft2|``, ``nan_to_num``; PReLU on
 both tails). The released FSIB computes both cross-attentions with its frequency attention and
-never uses its spatial one; ``shared_fsib_attention=True`` reproduces that, the default uses
-each branch's own attention as the paper describes (the parameter count is the same).
+never calls its spatial one; ``shared_fsib_attention=True`` reproduces that (and does not build
+the unused attention, 253,568 parameters that the released state dict still holds), the default
+uses each branch's own attention as the paper describes.
 """
 
 from __future__ import annotations
@@ -132,16 +133,15 @@ class FSIB(nn.Module):
         self.fre = conv(dim, dim, bias=True)
         self.spa = conv(dim, dim, bias=True)
         self.fre_att = CrossAttention(dim)
-        self.spa_att = CrossAttention(dim)
+        self.spa_att = None if shared_attention else CrossAttention(dim)  # unused in the release: not built
         self.gate = nn.Sequential(conv(2 * dim, dim, bias=True), conv(dim, 2 * dim, bias=True), nn.Sigmoid())
-        self.shared_attention = shared_attention
 
     def forward(self, fre_branch: torch.Tensor, spa_branch: torch.Tensor) -> torch.Tensor:
         # The released code names its inputs the other way round (spa = frequency features);
         # the convolutions and attentions keep their released names and roles.
         a, b = self.spa(fre_branch), self.fre(spa_branch)
         b = self.fre_att(b, a) + b
-        a = (self.fre_att if self.shared_attention else self.spa_att)(a, b) + a
+        a = (self.spa_att or self.fre_att)(a, b) + a
         gate_b, gate_a = self.gate(torch.cat([b, a], dim=1)).chunk(2, dim=1)
         return torch.nan_to_num(b * gate_b + a * gate_a, nan=1e-5, posinf=1e-5, neginf=1e-5)
 
