@@ -46,7 +46,7 @@ class Landmarks:
     """One face: (K, 2) points (x, y) and an optional crop box (x0, y0, x1, y1) in the same pixels."""
 
     points: np.ndarray
-    bbox: tuple[float, float, float, float] | None = None
+    bbox: tuple[int, int, int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ def _read_pickle(path: Path) -> LandmarkSet:
             raise DataError(f"{where}: expected a dict with 'landmark' (and 'bbox'), got {str(entry)[:80]}")
         bbox = entry.get("bbox")
         if bbox is not None:
-            bbox = tuple(float(v) for v in np.asarray(bbox).reshape(4))
+            bbox = tuple(int(round(float(v))) for v in np.asarray(bbox).reshape(4))  # pixel slices, as DIC
             if bbox[2] <= bbox[0] or bbox[3] <= bbox[1]:
                 raise DataError(f"{where}: bbox {list(bbox)} must be [x0, y0, x1, y1] with x1 > x0 and y1 > y0")
         faces[Path(str(name)).stem] = Landmarks(_points(entry["landmark"], where), bbox)
@@ -153,7 +153,10 @@ def _read_json(path: Path, text: str) -> LandmarkSet:
         raise DataError(f"landmark file {str(path)!r} is not valid JSON: {err}") from None
     if not isinstance(data, dict) or data.get("format") != JSON_FORMAT or not isinstance(data.get("points"), dict):
         raise DataError(f"landmark file {str(path)!r}: expected {{'format': {JSON_FORMAT!r}, 'size', 'points'}}")
-    size = tuple(int(v) for v in data["size"])
+    size = data.get("size")
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+        raise DataError(f"landmark file {str(path)!r}: 'size' must be [width, height] of the HR images, got {size!r}")
+    size = (size[0], size[1])
     faces = {stem: Landmarks(_points(p, f"{path}, image {stem!r}")) for stem, p in data["points"].items()}
     if not faces:
         raise DataError(f"landmark file {str(path)!r} lists no image")
@@ -185,7 +188,7 @@ def read_landmarks(path: str | Path) -> LandmarkSet:
     return result
 
 
-def crop_box(img_size: tuple[int, int], face: Landmarks, fit: str) -> tuple[float, float, float, float]:
+def crop_box(img_size: tuple[int, int], face: Landmarks, fit: str) -> tuple[int, int, int, int]:
     """The region (x0, y0, x1, y1) of the source image that becomes the HR face."""
     if face.bbox is not None:
         return face.bbox
@@ -201,7 +204,7 @@ def fit_face(img: Image.Image, face: Landmarks, size: int, fit: str) -> tuple[Im
     """(size x size HR image, its points): the crop box resized with PIL bicubic, points mapped alike."""
     x0, y0, x1, y1 = crop_box(img.size, face, fit)
     if (x0, y0, x1, y1) != (0, 0, *img.size):
-        img = img.crop((int(x0), int(y0), int(x1), int(y1)))
+        img = img.crop((x0, y0, x1, y1))
     if img.size != (size, size):
         img = img.resize((size, size), BICUBIC)
     scale = np.array([size / (x1 - x0), size / (y1 - y0)])

@@ -141,7 +141,7 @@ class FSIB(nn.Module):
         # the convolutions and attentions keep their released names and roles.
         a, b = self.spa(fre_branch), self.fre(spa_branch)
         b = self.fre_att(b, a) + b
-        a = (self.spa_att or self.fre_att)(a, b) + a
+        a = (self.fre_att if self.spa_att is None else self.spa_att)(a, b) + a
         gate_b, gate_a = self.gate(torch.cat([b, a], dim=1)).chunk(2, dim=1)
         return torch.nan_to_num(b * gate_b + a * gate_a, nan=1e-5, posinf=1e-5, neginf=1e-5)
 
@@ -157,11 +157,9 @@ class Branch(nn.Module):
         self.up = nn.ModuleList(UpSample(dim) for _ in range(3))
         self.stages = nn.ModuleList(stage(dim) for _ in range(14))  # per level: main, then "mo"
         self.tail = nn.Sequential(conv(dim, in_channels), nn.PReLU())
-
-    def levels(self) -> list[tuple[nn.Module, nn.Module, nn.Module]]:
-        """The seven (resize, stage, stage) levels in order; the neck has no resize."""
-        resize = [*self.down, nn.Identity(), *self.up]
-        return [(resize[i], self.stages[2 * i], self.stages[2 * i + 1]) for i in range(7)]
+        resize = [*self.down, nn.Identity(), *self.up]  # the neck has no resize
+        # the seven (resize, stage, stage) levels in order, decided once (a plain list: views, not new modules)
+        self.levels = [(resize[i], self.stages[2 * i], self.stages[2 * i + 1]) for i in range(7)]
 
 
 @register_model("sfmnet")
@@ -188,7 +186,7 @@ class SFMNet(nn.Module):
         # neck on, a level's second stage adds the mirrored encoder level's (U skip, head last)
         outs = [self.fre_branch.head(x)]
         fre_feats = []
-        for level, (resize, main, mo) in enumerate(self.fre_branch.levels()):
+        for level, (resize, main, mo) in enumerate(self.fre_branch.levels):
             a = main(resize(outs[-1]))
             b = mo(a) + outs[6 - level] if level >= 3 else mo(a)
             fre_feats += [a, b]
@@ -197,7 +195,7 @@ class SFMNet(nn.Module):
         # spatial branch: the same U, each stage's output fused with its frequency twin by an FSIB
         outs = [self.spa_branch.head(x)]
         fused = outs[0]
-        for level, (resize, main, mo) in enumerate(self.spa_branch.levels()):
+        for level, (resize, main, mo) in enumerate(self.spa_branch.levels):
             a = self.fsib[2 * level](fre_feats[2 * level], main(resize(fused)))
             b = mo(a) + outs[6 - level] if level >= 3 else mo(a)
             outs.append(b)

@@ -161,6 +161,9 @@ def test_dic_pickle_crops_the_bbox_and_unsafe_pickles_are_refused(tmp_path: Path
     (tmp_path / "evil.pkl").write_bytes(pickle.dumps({"a": {"landmark": os.system}}))
     with pytest.raises(DataError, match="not allowed"):
         read_landmarks(tmp_path / "evil.pkl")
+    (tmp_path / "nosize.json").write_text(json.dumps({"format": "fsr-landmarks-v1", "points": {"a": [[1, 2]]}}))
+    with pytest.raises(DataError, match="'size' must be"):
+        read_landmarks(tmp_path / "nosize.json")
     (tmp_path / "odd.txt").write_text("hello\n")
     with pytest.raises(DataError, match="not a DIC pickle"):
         read_landmarks(tmp_path / "odd.txt")
