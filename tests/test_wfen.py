@@ -63,7 +63,7 @@ def test_released_initialisation_switch() -> None:
     released, default = tiny(), tiny(init_std=None)
     weights = torch.cat([m.weight.detach().flatten() for m in released.modules() if isinstance(m, torch.nn.Conv2d)])
     assert abs(float(weights.std()) - 0.02) < 0.002 and all(
-        float(m.bias.abs().max()) == 0
+        float(m.bias.detach().abs().max()) == 0
         for m in released.modules()
         if isinstance(m, torch.nn.Conv2d) and m.bias is not None
     )
