@@ -210,20 +210,17 @@ class Trainer:
             self.scheduler = build_scheduler(self.optimizer, tcfg["scheduler"], self.iters_per_epoch, self.total_iters)
         except ValueError as err:
             raise ConfigError(str(err)) from None
+        self.extra_targets = sorted(self.criterion.targets - {"hr"})  # e.g. DIC's landmark heatmaps
+        marks = getattr(self.train_set, "landmarks", None)
+        data_targets, points = ({"heatmap"}, marks.n_points) if marks is not None else (set(), None)
+        try:
+            io = (self.criterion.outputs, self.criterion.targets, data_targets, points)
+            check_training_io(self.net, self.model_name, *io)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
 
         val_cfg = cfg["data"]["val"]
         self.val_set = build_dataset(val_cfg, cfg["scale"], train=False)  # None for type none
-        self.extra_targets = sorted(self.criterion.targets - {"hr"})  # e.g. DIC's landmark heatmaps
-        data_targets = {"heatmap"} if getattr(self.train_set, "landmarks", None) is not None else set()
-        try:
-            check_training_io(self.net, self.model_name, self.criterion.outputs, self.criterion.targets, data_targets)
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
-        if self.input_key == "lr_small" and getattr(self.val_set, "upsampled", False):
-            raise ConfigError(
-                f"model {self.model_name!r} takes the LR image itself, but data.val.lr_dir holds LR images already "
-                "upsampled to the HR size; point it at the HR/scale LR folder (data.prepare's LR/)"
-            )
         self.iteration = self.epoch = self.batches_done = 0
         self.best_psnr: float | None = None
         self.last_good: Path | None = None

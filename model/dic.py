@@ -201,7 +201,7 @@ class DIC(nn.Module):
             )
         if len(rgb_mean) != in_channels:
             raise ValueError(f"rgb_mean needs {in_channels} values, got {list(rgb_mean)}")
-        self.n_steps, self.detach_attention = n_steps, detach_attention
+        self.n_steps, self.detach_attention, self.keypoints = n_steps, detach_attention, keypoints
         self.register_buffer("rgb_mean", torch.tensor([float(m) for m in rgb_mean]).view(1, -1, 1, 1), persistent=False)
         self.conv_in = conv_prelu(in_channels, 4 * dim, 3)
         self.first_block = FeedbackBlock(dim, groups, dim)

@@ -246,6 +246,15 @@ def test_training_without_landmarks_is_a_config_error(tmp_path: Path, capsys: py
     assert not (tmp_path / "runs").exists()
 
 
+def test_keypoints_must_match_the_landmark_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    dot_images(tmp_path / "raw", (178, 218), {s: [p[0]] for s, p in FACES.items()})
+    section = {"type": "hr_folder", "hr_dir": str(tmp_path / "raw"), "flip": False, "random_scale": False}
+    section["landmarks"] = str(celeba_file(tmp_path / "marks.txt", FACES))
+    cfg = dic_config(tmp_path, section)
+    assert train.main(["--config", str(cfg), "--set", "model.keypoints=68"]) == 1
+    assert "predicts 68 landmark heatmaps but data.train.landmarks gives 5 points per face" in capsys.readouterr().err
+
+
 def test_tiny_training_run_on_synthetic_landmarks(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     dot_images(tmp_path / "raw", (178, 218), {s: [p[0]] for s, p in FACES.items()})
     section = {
