@@ -49,7 +49,7 @@ from metrics.io import finite_mean
 from metrics.psnr_ssim import calculate_psnr, calculate_ssim
 from metrics.tensor import tensor_to_uint8
 from model.losses import WeightedLoss
-from model.registry import build_model
+from model.registry import build_model, check_training_io
 from utils import figure
 from utils.authors import refuse_authors_flags
 from utils.checkpoint import (
@@ -230,6 +230,14 @@ class Trainer:
         self.total_iters = self._total_iterations(tcfg)
         try:
             self.scheduler = build_scheduler(self.optimizer, tcfg["scheduler"], self.iters_per_epoch, self.total_iters)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        self.extra_targets = sorted(self.criterion.targets - {"hr"})  # e.g. DIC's landmark heatmaps
+        marks = getattr(self.train_set, "landmarks", None)
+        data_targets, points = ({"heatmap"}, marks.n_points) if marks is not None else (set(), None)
+        try:
+            io = (self.criterion.outputs, self.criterion.targets, data_targets, points)
+            check_training_io(self.net, self.model_name, *io)
         except ValueError as err:
             raise ConfigError(str(err)) from None
 
@@ -609,8 +617,9 @@ class Trainer:
         value_range = self.cfg["data"]["value_range"]  # losses compare network-range tensors (released codes)
         lr = to_network(batch[self.input_key].to(self.device, non_blocking=True), value_range)
         hr = to_network(batch["hr"].to(self.device, non_blocking=True), value_range)
-        sr = self._forward(self.ddp, lr)
-        loss, parts = self.criterion(sr, hr)
+        targets = {"hr": hr, **{k: batch[k].to(self.device, non_blocking=True) for k in self.extra_targets}}
+        sr = self._forward(self.ddp, lr)  # a dict of outputs for networks with auxiliary training outputs
+        loss, parts = self.criterion(sr, targets)
         flags = torch.stack(
             [
                 (~torch.isfinite(loss.detach())).int(),

@@ -7,6 +7,8 @@ into a Dataset (or ``None`` for ``type: none``):
   down by ``scale`` and back up); with ``train=True``, random flip / random scale per section.
 - ``paired``: ``lr_dir`` (+ ``hr_dir``) paired by file stem; LR small or pre-upsampled.
 - ``sample``: the built-in public-domain demo set (16 train / 4 val astronaut face crops).
+
+``landmarks: FILE`` (hr_folder, paired) adds landmark heatmaps to every item (:mod:`data.landmarks`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from data.datasets import HRFolderDataset, PairedDataset, SampleDataset
 from data.degrade import KERNELS, degrade, fit_hr, to_tensor
 from data.imresize import imresize
 from data.io import DataError, read_rgb
+from data.landmarks import read_landmarks
 
 log = logging.getLogger(__name__)
 
@@ -76,16 +79,34 @@ def build_dataset(section: dict[str, Any], scale: int, train: bool) -> Dataset |
             augment = HRAugment(cfg["flip"], cfg["random_scale"], cfg.get("scale_range", (1.0, 1.0)))
         except ValueError as err:
             raise DataError(f"{key}.{err}") from None
+    landmarks = None
+    if cfg.get("landmarks"):
+        if kind == "sample":
+            raise DataError(f"{key}.landmarks: the built-in sample set has no landmarks; use hr_folder or paired")
+        if not cfg["heatmap_sigma"] > 0:
+            raise DataError(f"{key}.heatmap_sigma must be > 0, got {cfg['heatmap_sigma']}")
+        landmarks = read_landmarks(cfg["landmarks"])
+    extra = {"landmarks": landmarks, "heatmap_sigma": cfg["heatmap_sigma"]} if landmarks is not None else {}
     if kind == "sample":
         dataset = SampleDataset(hr_size, scale, train, kernel, augment, cfg["repeat"], max_images, key)
     elif kind == "hr_folder":
         hr_dir = _require(cfg, key, "hr_dir", kind)
         dataset = HRFolderDataset(
-            hr_dir, hr_size, scale, cfg["fit"], kernel, augment, cfg["skip_bad"], cfg["repeat"], max_images, key
+            hr_dir,
+            hr_size,
+            scale,
+            cfg["fit"],
+            kernel,
+            augment,
+            cfg["skip_bad"],
+            cfg["repeat"],
+            max_images,
+            key,
+            **extra,
         )
     else:
         lr_dir = _require(cfg, key, "lr_dir", kind)
-        dataset = PairedDataset(lr_dir, cfg.get("hr_dir"), scale, kernel, cfg["skip_bad"], max_images, key)
+        dataset = PairedDataset(lr_dir, cfg.get("hr_dir"), scale, kernel, cfg["skip_bad"], max_images, key, **extra)
     log.info("%s: %s with %d item(s), x%d, %s kernel, augment=%s", key, kind, len(dataset), scale, kernel, augment)
     return dataset
 

@@ -1,5 +1,6 @@
 """Face SR datasets. Items: {"lr": (3, H, W) bicubic-upsampled LR, "lr_small": (3, H/s, W/s)
-when known, "hr": (3, H, W) when known, "name": file stem}, float tensors in [0, 1].
+when known, "hr": (3, H, W) when known, "name": file stem}, float tensors in [0, 1]; with a
+landmark file (:mod:`data.landmarks`) also "heatmap": (K, H/4, W/4) landmark heatmaps.
 """
 
 from __future__ import annotations
@@ -9,12 +10,14 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
+import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
 from data.augment import HRAugment
 from data.degrade import degrade, fit_hr, resize, to_tensor
 from data.io import DataError, list_images, open_header, pair_by_stem, read_rgb, scan
+from data.landmarks import HEATMAP_STRIDE, Landmarks, LandmarkSet, fit_face, heatmaps, hr_points
 from data.sample import face_crops
 
 log = logging.getLogger(__name__)
@@ -55,8 +58,16 @@ def _lr_hr_item(hr: Image.Image, scale: int, kernel: str, name: str) -> dict[str
     return {"lr": to_tensor(lr), "lr_small": to_tensor(small), "hr": to_tensor(hr), "name": name}
 
 
+def _heatmap(points: Any, size: tuple[int, int], sigma: float) -> torch.Tensor:
+    return torch.from_numpy(heatmaps(points, size, HEATMAP_STRIDE, sigma))
+
+
 class HRFolderDataset(_FaceDataset):
-    """A folder of HR face photos: fit to ``hr_size``, optional augmentation, LR made on the fly."""
+    """A folder of HR face photos: fit to ``hr_size``, optional augmentation, LR made on the fly.
+
+    With ``landmarks`` (no augmentation), each face is cropped by its annotation (DIC pickle bbox)
+    or fitted, its points follow, and items carry their "heatmap".
+    """
 
     def __init__(
         self,
@@ -70,6 +81,8 @@ class HRFolderDataset(_FaceDataset):
         repeat: int = 1,
         max_images: int | None = None,
         key: str = "data.train",
+        landmarks: LandmarkSet | None = None,
+        heatmap_sigma: float = 1.0,
     ):
         files = list_images(hr_dir, f"{key}.hr_dir")
         self.files, _ = scan(
@@ -83,13 +96,28 @@ class HRFolderDataset(_FaceDataset):
         )
         super().__init__(len(self.files), repeat, skip_bad, key)
         self.hr_size, self.scale, self.fit, self.kernel, self.augment = hr_size, scale, fit, kernel, augment
+        if landmarks is not None:
+            if augment is not None:
+                raise DataError(f"{key}.flip / {key}.random_scale do not move landmarks; set both false")
+            landmarks.check_covers([p.stem for p in self.files], key)
+        self.landmarks, self.heatmap_sigma = landmarks, heatmap_sigma
 
     def _load(self, index: int) -> dict[str, Any]:
         path = self.files[index]
-        hr = fit_hr(read_rgb(path), self.hr_size, self.fit)
-        if self.augment is not None:
-            hr = self.augment(hr)
-        return _lr_hr_item(hr, self.scale, self.kernel, path.stem)
+        if self.landmarks is None:
+            hr = fit_hr(read_rgb(path), self.hr_size, self.fit)
+            if self.augment is not None:
+                hr = self.augment(hr)
+            return _lr_hr_item(hr, self.scale, self.kernel, path.stem)
+        img = read_rgb(path)
+        if self.landmarks.frame == "source":
+            face = self.landmarks.get(path.stem)
+        else:
+            face = Landmarks(hr_points(self.landmarks, path.stem, img.size))
+        hr, points = fit_face(img, face, self.hr_size, self.fit)
+        item = _lr_hr_item(hr, self.scale, self.kernel, path.stem)
+        item["heatmap"] = _heatmap(points, hr.size, self.heatmap_sigma)
+        return item
 
 
 class PairedDataset(_FaceDataset):
@@ -97,7 +125,8 @@ class PairedDataset(_FaceDataset):
 
     LR images either ``scale`` times smaller than HR (bicubic-upsampled here, ``lr_small`` kept)
     or already upsampled to the HR size (used as is, no ``lr_small``); one kind per folder.
-    Without ``hr_dir`` the LR images are taken as small and items have no ``hr``.
+    Without ``hr_dir`` the LR images are taken as small and items have no ``hr``. ``landmarks``
+    (in HR pixels: the JSON ``data.prepare --landmarks`` writes) add a "heatmap" per item.
     """
 
     def __init__(
@@ -109,6 +138,8 @@ class PairedDataset(_FaceDataset):
         skip_bad: bool = False,
         max_images: int | None = None,
         key: str = "data.val",
+        landmarks: LandmarkSet | None = None,
+        heatmap_sigma: float = 1.0,
     ):
         hint = f"set {key}.skip_bad=true"
         lr_files = list_images(lr_dir, f"{key}.lr_dir")
@@ -122,6 +153,14 @@ class PairedDataset(_FaceDataset):
             self.pairs, self.upsampled = self._check_pairs(pairs, scale, skip_bad, hint, key, max_images)
         super().__init__(len(self.pairs), 1, skip_bad, key)
         self.scale, self.kernel = scale, kernel
+        if landmarks is not None:
+            if hr_dir is None or landmarks.frame != "hr":
+                raise DataError(
+                    f"{key}.landmarks {landmarks.path!r}: a paired set needs an hr_dir and landmarks in HR pixels "
+                    "(the landmarks.json that data.prepare --landmarks writes)"
+                )
+            landmarks.check_covers([hr.stem for _, hr in self.pairs], key)
+        self.landmarks, self.heatmap_sigma = landmarks, heatmap_sigma
 
     @staticmethod
     def _check_pairs(
@@ -171,7 +210,12 @@ class PairedDataset(_FaceDataset):
             item["lr"] = to_tensor(resize(lr_img, (w * self.scale, h * self.scale), self.kernel))
             item["lr_small"] = to_tensor(lr_img)
         if hr_path is not None:
-            item["hr"] = to_tensor(read_rgb(hr_path))
+            hr = read_rgb(hr_path)
+            item["hr"] = to_tensor(hr)
+            if self.landmarks is not None:
+                item["heatmap"] = _heatmap(
+                    hr_points(self.landmarks, hr_path.stem, hr.size), hr.size, self.heatmap_sigma
+                )
         return item
 
 

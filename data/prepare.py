@@ -1,14 +1,18 @@
 """Turn a folder of raw face photos into an SR test/train folder with a checksummed manifest.
 
     python -m data.prepare --src RAW_DIR --out OUT_DIR [--size 128] [--scale 8]
-        [--fit center_crop|resize] [--kernel pil|matlab] [--skip_bad] [--workers N] [--overwrite]
+        [--fit center_crop|resize] [--kernel pil|matlab] [--landmarks FILE] [--skip_bad] [--workers N]
+        [--overwrite]
 
 Writes OUT_DIR/HR (size x size PNG), OUT_DIR/LR (size/scale PNG), OUT_DIR/LR_up (bicubic back
 up to size, PNG), each named ``<source stem>.png``, and OUT_DIR/manifest.json (settings, one
 record per image with the SHA-256 of its source and of the three written files, skipped files
 with the reason). Images go through the same decoding policy (:mod:`data.io`) and degradation
 (:mod:`data.degrade`) as the on-the-fly datasets, so ``paired`` on LR/HR and ``hr_folder`` on HR
-give the same tensors.
+give the same tensors. With ``--landmarks`` (a DIC annotation pickle, CelebA's
+list_landmarks_align_celeba.txt or a landmarks JSON, see :mod:`data.landmarks`) each face is
+cropped by its annotation's bbox when it has one, and OUT_DIR/landmarks.json holds the points
+in the HR images' pixels (what ``paired`` sets read as ``data.*.landmarks``).
 """
 
 from __future__ import annotations
@@ -26,17 +30,19 @@ from typing import Any
 from tqdm import tqdm
 
 from data.degrade import FITS, KERNELS, degrade, fit_hr
-from data.io import DataError, check_min_size, file_sha256, index_by_stem, list_images, read_rgb, scan
+from data.io import DataError, check_min_size, file_sha256, index_by_stem, list_images, open_header, read_rgb, scan
+from data.landmarks import JSON_FORMAT, Landmarks, LandmarkSet, fit_face, hr_points, read_landmarks
 from utils.cli import os_error_message
 
 log = logging.getLogger("data.prepare")
 
 SUBDIRS = ("HR", "LR", "LR_up")
 MANIFEST = "manifest.json"
+LANDMARKS = "landmarks.json"
 
 
-def _prepare_one(job: tuple[Path, Path, int, int, str, str, bool]) -> dict[str, Any]:
-    src, out, size, scale, fit, kernel, skip_bad = job
+def _prepare_one(job: tuple[Path, Path, int, int, str, str, bool, Landmarks | None]) -> dict[str, Any]:
+    src, out, size, scale, fit, kernel, skip_bad, face = job
     try:
         img = read_rgb(src)
         check_min_size(src, img.size, (size, size), "--size")
@@ -44,9 +50,13 @@ def _prepare_one(job: tuple[Path, Path, int, int, str, str, bool]) -> dict[str, 
         if skip_bad:
             return {"skipped": str(err)}
         raise DataError(f"{err} (use --skip_bad to skip bad files)") from None
-    hr = fit_hr(img, size, fit)
-    small, up = degrade(hr, scale, kernel)
     record: dict[str, Any] = {"name": src.stem, "source": src.name, "source_sha256": file_sha256(src)}
+    if face is None:
+        hr = fit_hr(img, size, fit)
+    else:
+        hr, points = fit_face(img, face, size, fit)
+        record["landmarks"] = points.round(4).tolist()
+    small, up = degrade(hr, scale, kernel)
     for sub, image in zip(SUBDIRS, (hr, small, up)):
         path = out / sub / f"{src.stem}.png"
         try:
@@ -66,7 +76,11 @@ def _prepare_outdir(out: Path, overwrite: bool) -> None:
 
 
 def _make_outdir(out: Path, overwrite: bool) -> None:
-    used = [p for p in (out / d for d in (*SUBDIRS, MANIFEST)) if p.is_file() or (p.is_dir() and any(p.iterdir()))]
+    used = [
+        p
+        for p in (out / d for d in (*SUBDIRS, MANIFEST, LANDMARKS))
+        if p.is_file() or (p.is_dir() and any(p.iterdir()))
+    ]
     if used and not overwrite:
         raise DataError(
             f"output folder {str(out)!r} already has {', '.join(p.name for p in used)}; "
@@ -88,8 +102,10 @@ def prepare(
     skip_bad: bool = False,
     workers: int = 1,
     overwrite: bool = False,
+    landmarks: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Build OUT/HR, OUT/LR, OUT/LR_up and OUT/manifest.json from the images in ``src``; returns the manifest."""
+    """Build OUT/HR, OUT/LR, OUT/LR_up and OUT/manifest.json (and OUT/landmarks.json with
+    ``landmarks``) from the images in ``src``; returns the manifest."""
     src, out = Path(src), Path(out)
     if size < 1 or scale < 1 or size % scale:
         raise DataError(f"--size {size} must be a positive multiple of --scale {scale}")
@@ -99,8 +115,10 @@ def prepare(
     index_by_stem(files, f"--src folder {str(src)!r}")
     if not skip_bad:  # fail on unreadable headers / small images before writing anything
         scan(files, (size, size), "--size", False, "use --skip_bad", f"--src folder {str(src)!r}")
+    marks = read_landmarks(landmarks) if landmarks is not None else None
+    faces = _faces(marks, files) if marks is not None else [None] * len(files)
     _prepare_outdir(out, overwrite)
-    jobs = [(f, out, size, scale, fit, kernel, skip_bad) for f in files]
+    jobs = [(f, out, size, scale, fit, kernel, skip_bad, face) for f, face in zip(files, faces)]
     records, skipped = [], []
     try:
         with Pool(workers) if workers > 1 else _Inline() as pool:
@@ -131,12 +149,28 @@ def prepare(
         "files": records,
         "skipped": skipped,
     }
-    try:
-        (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-    except OSError as err:
-        raise DataError(f"--out: {os_error_message(err, out / MANIFEST)}") from None
+    if marks is not None:
+        manifest["landmarks"] = {"source": str(Path(landmarks).resolve()), "file": LANDMARKS}
+        points = {r["name"]: r.pop("landmarks") for r in records}
+        _write(out / LANDMARKS, {"format": JSON_FORMAT, "size": [size, size], "points": points})
+    _write(out / MANIFEST, manifest)
     log.info("wrote %d image(s) x3 to %s (%d skipped)", len(records), out, len(skipped))
     return manifest
+
+
+def _faces(marks: LandmarkSet, files: list[Path]) -> list[Landmarks]:
+    """Each source image's landmarks in its own pixels (a landmarks JSON of another size is rescaled)."""
+    marks.check_covers([f.stem for f in files], "--landmarks: the file")
+    if marks.frame == "source":
+        return [marks.get(f.stem) for f in files]
+    return [Landmarks(hr_points(marks, f.stem, open_header(f))) for f in files]
+
+
+def _write(path: Path, data: dict[str, Any]) -> None:
+    try:
+        path.write_text(json.dumps(data, indent=1) + "\n")
+    except OSError as err:
+        raise DataError(f"--out: {os_error_message(err, path)}") from None
 
 
 class _Inline:
@@ -161,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=int, default=8, help="downscaling factor (default 8)")
     parser.add_argument("--fit", choices=FITS, default="center_crop", help="square crop then resize, or resize")
     parser.add_argument("--kernel", choices=KERNELS, default="pil", help="bicubic of PIL (default) or MATLAB")
+    parser.add_argument("--landmarks", default=None, help="landmark file of --src (DIC .pkl, CelebA txt, JSON)")
     parser.add_argument("--skip_bad", action="store_true", help="skip unreadable / too small images (logged)")
     parser.add_argument("--workers", type=int, default=1, help="processes (default 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing HR/LR/LR_up/manifest in --out")
@@ -177,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             args.skip_bad,
             args.workers,
             args.overwrite,
+            args.landmarks,
         )
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -1,4 +1,11 @@
-"""Training losses: a small registry and a weighted sum built from ``train.losses``."""
+"""Training losses: a small registry and a weighted sum built from ``train.losses``.
+
+A ``train.losses`` entry may name the network ``output`` it reads (default ``sr``; networks with
+auxiliary training outputs return a dict in train mode, e.g. SFMNet's ``fre``, DIC's
+``sr_steps`` / ``heatmaps``) and the batch ``target`` it compares with (default ``hr``; e.g.
+``heatmap`` from a landmark file). An output with one more dimension than its target is a stack
+of iterations (steps first): the term is summed over the steps, as DIC's released loss is.
+"""
 
 from __future__ import annotations
 
@@ -68,6 +75,35 @@ class WaveletL1Loss(nn.Module):
         return (bands * self.band_weights).mean()
 
 
+@register_loss("heatmap_mse")
+class HeatmapMSELoss(nn.Module):
+    """Mean squared error between predicted and ground-truth landmark heatmaps (DIC's alignment loss)."""
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if pred.shape != target.shape:
+            raise ValueError(
+                f"heatmap_mse: the network predicts heatmaps of shape {tuple(pred.shape)} but the landmark data "
+                f"gives {tuple(target.shape)} (points per face = model.keypoints? heatmaps at HR size / 4?)"
+            )
+        return (pred - target).pow(2).mean()
+
+
+@register_loss("fft_amplitude_l1")
+class FFTAmplitudeL1Loss(nn.Module):
+    """L1 between the amplitude spectra |rfft2| (unnormalised) of sr and hr (SFMNet's AMPLoss)."""
+
+    def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        return (torch.fft.rfft2(sr).abs() - torch.fft.rfft2(hr).abs()).abs().mean()
+
+
+@register_loss("fft_phase_l1")
+class FFTPhaseL1Loss(nn.Module):
+    """L1 between the phase spectra angle(rfft2) of sr and hr (SFMNet's PhaLoss)."""
+
+    def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        return (torch.fft.rfft2(sr).angle() - torch.fft.rfft2(hr).angle()).abs().mean()
+
+
 class WeightedLoss(nn.Module):
     """Sum of weighted registered losses; returns the total and each term for logging."""
 
@@ -77,6 +113,7 @@ class WeightedLoss(nn.Module):
             raise ValueError("train.losses is empty; give at least one, e.g. [{type: l1, weight: 1.0}]")
         self.names: list[str] = []
         self.weights: list[float] = []
+        self.reads: list[tuple[str, str]] = []  # (network output, batch target) per term
         terms = []
         for i, spec in enumerate(specs):
             if not isinstance(spec, dict) or "type" not in spec:
@@ -84,6 +121,7 @@ class WeightedLoss(nn.Module):
             spec = dict(spec)
             kind = spec.pop("type")
             weight = spec.pop("weight", 1.0)
+            output, target = str(spec.pop("output", "sr")), str(spec.pop("target", "hr"))
             if kind not in LOSS_REGISTRY:
                 raise ValueError(
                     f"train.losses[{i}].type: unknown loss {kind!r}; registered: {', '.join(sorted(LOSS_REGISTRY))}"
@@ -92,15 +130,35 @@ class WeightedLoss(nn.Module):
                 terms.append(LOSS_REGISTRY[kind](**spec))
             except TypeError as err:
                 raise ValueError(f"train.losses[{i}] ({kind}): {err}") from None
-            self.names.append(kind)
+            self.names.append(kind if (output, target) == ("sr", "hr") else f"{kind}:{output}")
             self.weights.append(float(weight))
+            self.reads.append((output, target))
         self.terms = nn.ModuleList(terms)
 
-    def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        total = sr.new_zeros((), dtype=torch.float32)
+    @property
+    def outputs(self) -> set[str]:
+        """The network outputs the terms read."""
+        return {output for output, _ in self.reads}
+
+    @property
+    def targets(self) -> set[str]:
+        """The batch entries the terms compare with."""
+        return {target for _, target in self.reads}
+
+    def forward(
+        self, sr: torch.Tensor | dict[str, torch.Tensor], hr: torch.Tensor | dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """``sr``: the SR or a dict of network outputs; ``hr``: the HR or a dict of batch targets."""
+        outputs = sr if isinstance(sr, dict) else {"sr": sr}
+        targets = hr if isinstance(hr, dict) else {"hr": hr}
+        total = outputs["sr"].new_zeros((), dtype=torch.float32)
         parts = {}
-        for name, weight, term in zip(self.names, self.weights, self.terms):
-            value = term(sr.float(), hr.float())
+        for name, weight, term, (output, target) in zip(self.names, self.weights, self.terms, self.reads):
+            pred, ref = outputs[output].float(), targets[target].float()
+            if pred.dim() == ref.dim() + 1:  # iterations stacked first: summed over the steps
+                value = sum(term(step, ref) for step in pred.unbind(0))
+            else:
+                value = term(pred, ref)
             parts[name] = float(value.detach())
             total = total + weight * value
         return total, parts

@@ -82,6 +82,8 @@ SCHEMA: dict[str, Any] = {
             "num_workers": _o(2, int, low=0, high=256),
             "repeat": _o(1, int, low=1, high=100_000),
             "max_images": _o(None, int, low=1, high=MAX_COUNT),
+            "landmarks": _o(None, str),  # landmark file of the set (data.landmarks): heatmaps for DIC
+            "heatmap_sigma": _o(1.0, *NUM, low=0),
         },
         "val": {
             "type": _o("sample", str, choices=("hr_folder", "paired", "sample", "none")),
@@ -92,6 +94,8 @@ SCHEMA: dict[str, Any] = {
             "resize_kernel": _o("pil", str, choices=("pil", "matlab")),
             "skip_bad": _o(False, bool),
             "max_images": _o(None, int, low=1, high=MAX_COUNT),
+            "landmarks": _o(None, str),
+            "heatmap_sigma": _o(1.0, *NUM, low=0),
         },
     },
     "train": {
