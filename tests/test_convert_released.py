@@ -425,7 +425,16 @@ def test_baseline_errors_name_unknown_missing_and_changed_keys():
     wf["HaarDownsample2.HaarWavelet.haar_weights"] = wf["HaarDownsample2.HaarWavelet.haar_weights"] * 2
     with pytest.raises(ValueError, match="HaarDownsample2.HaarWavelet.haar_weights differs"):
         to_ours(wf, "wfen", baseline("wfen"), 0)
+    wf = to_released(baseline("wfen").state_dict(), "wfen", 0)
+    del wf["Transformer.1.modulec_att.att_0.temperature"]
+    with pytest.raises(
+        ValueError, match=r"1 released key\(s\) missing .*: Transformer.1.modulec_att.att_0.temperature"
+    ):
+        to_ours(wf, "wfen", baseline("wfen"), 0)
     sfm = to_released(baseline("sfmnet").state_dict(), "sfmnet", 0)
+    odd = {**sfm, "conv_fuse.14.spa_att.temperature": torch.ones(8, 1, 1), "neck.1.re_scale.scale": torch.ones(1)}
+    with pytest.raises(ValueError, match=r"2 unknown key\(s\) .*: conv_fuse.14.spa_att.temperature, neck.1.re_scale"):
+        to_ours(odd, "sfmnet", baseline("sfmnet"), 0)
     with pytest.raises(ValueError, match="shared_fsib_attention=true"):
         to_ours(sfm, "sfmnet", baseline("sfmnet", shared_fsib_attention=False), 0)
     with pytest.raises(ValueError, match="shared_fsib_attention=true"):
