@@ -169,6 +169,13 @@ def render_table(rows: list[Row], header: list[str], footnotes: list[str]) -> st
     return "\n".join(lines) + "\n"
 
 
+def lr_input_rows() -> list[str]:
+    """Table 1's rows whose registered network takes the 16x16 LR itself (``lr_input``), in the table's order."""
+    from model import MODEL_REGISTRY
+
+    return [LABELS[m] for m in ORDER if m in MODEL_REGISTRY and getattr(MODEL_REGISTRY[m], "lr_input", False)]
+
+
 def protocol_header(args: argparse.Namespace, argv: list[str]) -> list[str]:
     budget = f"{args.iterations} iterations" if args.iterations is not None else "each row's train.iterations / epochs"
     return [
@@ -178,7 +185,8 @@ def protocol_header(args: argparse.Namespace, argv: list[str]) -> list[str]:
         "- Scoring: test.py --degrade --vif [--lpips] on each HR test set (PIL bicubic x8 down, then the network "
         "input); PSNR / SSIM on Y (fsr convention), LPIPS v0.1 AlexNet, VIFp on grey.",
         "- Params: every parameter. GMACs: FLOPs / 2 (selective scan included) of one forward at the row's network "
-        "input (16x16 LR for SwinIR / MambaIR, 128x128 bicubic upsampling otherwise); published: thop-style.",
+        f"input (16x16 LR for {' / '.join(lr_input_rows())}, 128x128 bicubic upsampling otherwise); published: "
+        "thop-style.",
         f"- Date: {datetime.datetime.now().isoformat(timespec='seconds')}; machine: {ablations.machine()}; "
         f"test device {args.device}.",
         f"- Command: `python -m bench.table1 {shlex.join(argv)}`",

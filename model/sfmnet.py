@@ -12,7 +12,7 @@ Written from the paper and the facts of the authors' released code (wcy-cs/SFMNe
 numerics it keeps (the FreBlock's ``+1e-8`` offsets, ``|irfft2|``, ``nan_to_num``; PReLU on
 both tails). The released FSIB computes both cross-attentions with its frequency attention and
 never calls its spatial one; ``shared_fsib_attention=True`` reproduces that (and does not build
-the unused attention, 253,568 parameters that the released state dict still holds), the default
+the unused attention, 253,680 parameters that the released state dict still holds), the default
 uses each branch's own attention as the paper describes.
 """
 

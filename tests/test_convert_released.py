@@ -1,6 +1,7 @@
 """tools.convert_released: released key names (from the authors' code), round trips, hand-built dicts, errors."""
 
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -263,3 +264,195 @@ def test_reverse_hybrimamba_writes_the_unused_top_decoder_so_their_strict_load_a
     assert_same_state(
         to_ours(written, "hybrimamba", preset("hybrimamba", seed=2), C), preset("hybrimamba").state_dict()
     )
+
+
+# ------------------------------------------------------------------ DIC, SFMNet, WFEN (Table 1 baselines)
+BASELINES = {  # tiny widths; the released structure otherwise (their x8 configurations)
+    "dic": dict(name="dic", dim=4, n_steps=2, groups=3, hg_dim=8, keypoints=68, n_fusion=2),
+    "sfmnet": dict(name="sfmnet", dim=8, n_resblocks=2, shared_fsib_attention=True),
+    "wfen": dict(name="wfen", min_ch=8, res_depth=3),
+}
+
+
+def baseline(name: str, seed: int = 1, **changes) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = build_model({**BASELINES[name], **changes}).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+def released_haar(channels: int) -> torch.Tensor:
+    """WFEN's HaarWavelet.haar_weights, written from their code: ones, -1 at h (0,1),(1,1); v (1,0),(1,1); d (1,0),(0,1)."""
+    w = torch.ones(4, 1, 2, 2)
+    for band, cells in ((1, ((0, 1), (1, 1))), (2, ((1, 0), (1, 1))), (3, ((1, 0), (0, 1)))):
+        for r, c in cells:
+            w[band, 0, r, c] = -1
+    return torch.cat([w] * channels)
+
+
+@pytest.mark.parametrize("name", sorted(BASELINES))
+def test_baseline_round_trip_ours_released_ours_is_identical(name):
+    model = baseline(name)
+    released = to_released(model.state_dict(), name, 0)
+    assert_same_state(to_ours(released, name, baseline(name, seed=2), 0), model.state_dict())
+
+
+def test_dic_released_key_names_are_the_authors():
+    """Names and shapes written by hand from dic_arch.py, srfbn_arch.py, blocks.py and StackedHourGlass.py."""
+    d, hg = 4, 8
+    released = to_released(baseline("dic").state_dict(), "dic", 0)
+    expected = {
+        "conv_in.0.weight": (4 * d, 3, 3, 3),
+        "conv_in.1.weight": (1,),  # PReLU
+        "first_block.compress_in.0.weight": (d, d, 1, 1),  # FeedbackBlockCustom: num_features in
+        "block.compress_in.0.weight": (d, 2 * d, 1, 1),
+        "block.upBlocks.2.0.weight": (d, d, 12, 12),  # x8 deconv
+        "block.downBlocks.0.1.weight": (1,),
+        "block.uptranBlocks.1.0.weight": (d, 3 * d, 1, 1),
+        "first_block.downtranBlocks.0.0.bias": (d,),
+        "block.compress_out.0.weight": (d, 3 * d, 1, 1),
+        "block.fusion_block.conv_in.0.weight": (5 * d, d, 1, 1),
+        "block.fusion_block.resnet.1.res.2.weight": (5 * d, d, 3, 3),  # groups = 5 heatmaps
+        "out.0.weight": (d, d, 8, 8),
+        "conv_out.0.weight": (3, d, 3, 3),
+        "HG.pre_conv_block.0.weight": (hg // 4, 3, 7, 7),
+        "HG.pre_conv_block.2.skip_layer.weight": (hg // 2, hg // 4, 1, 1),
+        "HG.pre_conv_block.5.conv_block.3.weight": (hg, hg // 2, 1, 1),
+        "HG.compress_in.weight": (2 * hg, 2 * hg, 1, 1),
+        "HG.hg.res4_1.conv_block.0.weight": (hg, 2 * hg, 1, 1),
+        "HG.hg.res3_2.conv_block.2.weight": (hg, hg, 3, 3),
+        "HG.hg.res1_3.conv_block.3.bias": (2 * hg,),
+        "HG.hg.res_center.conv_block.0.bias": (hg,),
+        "HG.hg_conv_out.0.conv_block.2.weight": (hg // 2, hg // 2, 3, 3),
+        "HG.hg_conv_out.1.conv_block.0.weight": (hg, hg, 1, 1),  # Lin
+        "HG.hg_conv_out.2.weight": (68, hg, 1, 1),
+    }
+    assert {k: tuple(released[k].shape) for k in expected} == expected
+    assert not any("skip_layer" in k for k in released if k.startswith("HG.hg."))  # equal widths: no skip conv
+    levels = {m.group(0) for k in released if (m := re.search(r"res\d_[123]", k))}
+    assert levels == {f"res{n}_{i}" for n in range(1, 5) for i in range(1, 4)}
+
+
+def test_sfmnet_released_key_names_are_the_authors():
+    """Names and shapes written by hand from mynet.py (TwoBranch) and common.py."""
+    c = 8
+    released = to_released(baseline("sfmnet").state_dict(), "sfmnet", 0)
+    expected = {
+        "head.0.layers.weight": (c, 3, 3, 3),
+        "head_fre.0.act.weight": (1,),
+        "down1.0.layers.0.layers.weight": (c, c, 3, 3),
+        "down3_fre.0.layers.2.layers.weight": (c, 4 * c, 1, 1),  # after invPixelShuffle
+        "up2.0.0.bias": (4 * c,),
+        "up1_fre.0.2.weight": (1,),
+        "down2.1.body.1.layers.0.layers.weight": (c, c, 3, 3),
+        "neck.0.body.2.layers.weight": (c, c, 3, 3),
+        "neck_mo.0.body.2.act.weight": (1,),
+        "up3_mo.0.re_scale.scale": (1,),
+        "down1_fre_mo.0.fpre.bias": (c,),
+        "neck_fre.0.amp_fuse.2.weight": (c, c, 3, 3),
+        "up2_fre.1.pha_fuse.0.weight": (c, c, 3, 3),
+        "neck_fre_mo.0.post.weight": (c, c, 1, 1),
+        "tail_fre.0.layers.weight": (3, c, 3, 3),
+        "conv_fuse.13.fuse.1.weight": (2 * c, c, 3, 3),
+        "conv_fuse.5.fre_att.kv_dwconv.weight": (2 * c, 1, 3, 3),
+        "conv_fuse.0.spa_att.temperature": (8, 1, 1),  # built by FuseBlock7, never called
+        "conv_fuse.7.spa.bias": (c,),
+    }
+    assert {k: tuple(released[k].shape) for k in expected} == expected
+    assert sum("spa_att" in k for k in released) == 14 * 6
+    assert not any(k.startswith(("neck.1", "neck_fre.1")) for k in released)
+
+
+def test_wfen_released_key_names_are_the_authors():
+    """Names and shapes written by hand from models/arch/wfen.py and blocks.py."""
+    c1, c2, c3 = 8, 16, 32
+    released = to_released(baseline("wfen").state_dict(), "wfen", 0)
+    expected = {
+        "first_conv.weight": (c1, 3, 3, 3),
+        "TransformerDown1.1.modules_att.att_0.qkv.weight": (3 * c1, c1, 1, 1),
+        "TransformerDown2.0.modules_norm.norm_2.body.bias": (c2,),
+        "TransformerDown3.0.modulec_att.att_0.qkv_dwconv.weight": (3 * c3, 1, 3, 3),
+        "Transformer0.modulec_att.att_0.temperature": (1, 1, 1),
+        "Transformer.1.modulec_ffd.ffd0.project_out.weight": (c3, int(c3 * 2.66), 1, 1),
+        "TransformerUp1.0.modules_ffd.ffd0.project_in.weight": (2 * int(c3 * 2.66), c3, 1, 1),
+        "TransformerUp3.1.modulec_norm.norm_0.body.weight": (c1,),
+        "HaarDownsample2.first_conv.weight": (c3, c2, 1, 1),
+        "HaarDownsample3.HaarWavelet.haar_weights": (4 * c3, 1, 2, 2),
+        "HaarFeatureFusion2.InverseHaarWavelet.haar_weights": (4 * c2, 1, 2, 2),
+        "HaarFeatureFusion3.channel_tranformation.2.weight": (3 * c1, c1 + c2, 1, 1),
+        "HaarFeatureFusion1.RB.0.weight": (c3, c3, 3, 3),
+        "RB3.2.bias": (c3,),
+        "out_conv.bias": (3,),
+    }
+    assert {k: tuple(released[k].shape) for k in expected} == expected
+    assert not any(k.startswith("Transformer.2.") for k in released)  # res_depth 3: Transformer0 + 2
+    assert torch.equal(released["HaarFeatureFusion2.HaarWavelet.haar_weights"], released_haar(c2))
+    assert torch.equal(released["HaarDownsample1.HaarWavelet.haar_weights"], released_haar(c2))
+
+
+def test_baseline_hand_built_released_entries_land_where_expected():
+    dic = to_released(baseline("dic").state_dict(), "dic", 0)
+    dic["HG.hg.res_center.conv_block.2.bias"] = torch.full((8,), 3.0)  # 2 * hg_dim wide, mid 8
+    dic["block.fusion_block.resnet.1.res.0.bias"] = torch.arange(20, dtype=torch.float32)
+    ours = to_ours(dic, "dic", baseline("dic"), 0)
+    assert torch.equal(ours["hg.hourglass.inner.inner.inner.inner.body.2.bias"], torch.full((8,), 3.0))
+    assert torch.equal(ours["block.fusion.blocks.1.0.bias"], torch.arange(20, dtype=torch.float32))
+    sfm = to_released(baseline("sfmnet").state_dict(), "sfmnet", 0)
+    sfm["up1_mo.0.re_scale.scale"] = torch.tensor([0.25])  # level 4 (up1), second stage: stages.9
+    sfm["neck_fre.0.post.bias"] = torch.full((8,), -2.0)  # level 3 main: stages.6
+    sfm["conv_fuse.3.fuse.0.bias"] = torch.full((8,), 5.0)
+    ours = to_ours(sfm, "sfmnet", baseline("sfmnet"), 0)
+    assert ours["spa_branch.stages.9.skip_scale"] == 0.25
+    assert torch.equal(ours["fre_branch.stages.6.post.bias"], torch.full((8,), -2.0))
+    assert torch.equal(ours["fsib.3.gate.0.bias"], torch.full((8,), 5.0))
+    wf = to_released(baseline("wfen").state_dict(), "wfen", 0)
+    wf["Transformer.0.modules_norm.norm_2.body.weight"] = torch.full((32,), 7.0)
+    ours = to_ours(wf, "wfen", baseline("wfen"), 0)
+    assert torch.equal(ours["body.1.local.norm2.weight"], torch.full((32,), 7.0))
+
+
+def test_baseline_errors_name_unknown_missing_and_changed_keys():
+    dic = to_released(baseline("dic").state_dict(), "dic", 0)
+    extra = {**dic, "HG.hg.res5_1.conv_block.0.weight": torch.zeros(1)}
+    with pytest.raises(ValueError, match=r"1 unknown key\(s\) in the source: HG.hg.res5_1.conv_block.0.weight"):
+        to_ours(extra, "dic", baseline("dic"), 0)
+    missing = {k: v for k, v in dic.items() if k != "conv_out.0.bias"}
+    with pytest.raises(ValueError, match=r"1 released key\(s\) missing from the source: conv_out.0.bias"):
+        to_ours(missing, "dic", baseline("dic"), 0)
+    wf = to_released(baseline("wfen").state_dict(), "wfen", 0)
+    wf["HaarDownsample2.HaarWavelet.haar_weights"] = wf["HaarDownsample2.HaarWavelet.haar_weights"] * 2
+    with pytest.raises(ValueError, match="HaarDownsample2.HaarWavelet.haar_weights differs"):
+        to_ours(wf, "wfen", baseline("wfen"), 0)
+    wf = to_released(baseline("wfen").state_dict(), "wfen", 0)
+    del wf["Transformer.1.modulec_att.att_0.temperature"]
+    with pytest.raises(
+        ValueError, match=r"1 released key\(s\) missing .*: Transformer.1.modulec_att.att_0.temperature"
+    ):
+        to_ours(wf, "wfen", baseline("wfen"), 0)
+    sfm = to_released(baseline("sfmnet").state_dict(), "sfmnet", 0)
+    odd = {**sfm, "conv_fuse.14.spa_att.temperature": torch.ones(8, 1, 1), "neck.1.re_scale.scale": torch.ones(1)}
+    with pytest.raises(ValueError, match=r"2 unknown key\(s\) .*: conv_fuse.14.spa_att.temperature, neck.1.re_scale"):
+        to_ours(odd, "sfmnet", baseline("sfmnet"), 0)
+    with pytest.raises(ValueError, match="shared_fsib_attention=true"):
+        to_ours(sfm, "sfmnet", baseline("sfmnet", shared_fsib_attention=False), 0)
+    with pytest.raises(ValueError, match="shared_fsib_attention=true"):
+        to_released(baseline("sfmnet", shared_fsib_attention=False).state_dict(), "sfmnet", 0)
+
+
+def test_cli_reads_dic_checkpoints_and_defaults_sfmnet_to_the_released_attention(tmp_path: Path):
+    model = baseline("dic")
+    released, out = tmp_path / "best_ckp.pth", tmp_path / "ours.pt"
+    torch.save({"step": 1, "state_dict": to_released(model.state_dict(), "dic", 0)}, released)  # their solver's
+    sets = ["model.dim=4", "model.n_steps=2", "model.groups=3", "model.hg_dim=8", "model.n_fusion=2"]
+    convert_released.main(["--model", "dic", "--src", str(released), "--out", str(out), "--set", *sets])
+    state = load_checkpoint(out)
+    assert state["config"]["model"]["name"] == "dic"
+    assert_same_state(state["model"], model.state_dict())
+    sfm = baseline("sfmnet")
+    torch.save(to_released(sfm.state_dict(), "sfmnet", 0), released)
+    convert_released.main(["--model", "sfmnet", "--src", str(released), "--out", str(out), "--set", "model.dim=8"])
+    state = load_checkpoint(out)
+    assert state["config"]["model"]["shared_fsib_attention"] is True
+    assert_same_state(state["model"], sfm.state_dict())

@@ -80,6 +80,10 @@ def test_complexity_is_counted_at_the_lr_for_lr_input_networks(bench: dict) -> N
     assert by_stem["mambair"]["params"] == sum(p.numel() for p in net.parameters())
 
 
+def test_footnote_names_the_networks_counted_at_the_lr() -> None:
+    assert table1.lr_input_rows() == ["DIC", "SwinIR", "MambaIR"]  # the rows whose classes set lr_input
+
+
 def test_an_unregistered_network_fails_with_its_reason_and_the_others_go_on(bench: dict) -> None:
     row = table_rows(bench["text"])["unregistered"]
     assert row["Status"].startswith("failed:") and "unknown model 'no_such_net'" in row["Status"]

@@ -1,6 +1,7 @@
 """Convert a state dict of the authors' released networks into this framework's released presets, and back.
 
-    python -m tools.convert_released --model hybrimamba|rhmc|sparnet|swinir|mambair --src RELEASED.pth --out OURS.pt
+    python -m tools.convert_released --model hybrimamba|rhmc|sparnet|swinir|mambair|dic|sfmnet|wfen
+                                     --src RELEASED.pth --out OURS.pt
                                      [--config YAML] [--set model.k=v ...] [--reverse]
 
 Forward: RELEASED.pth (their ``torch.save(generator.state_dict())``, with or without the
@@ -27,6 +28,12 @@ models/mamba.py; RHMC-Project/RHMC model/HMC/SHMC.py). Besides renaming:
   fixed Haar filters are stride-0 ``expand`` views ("more than one element of the written-to tensor
   refers to a single memory location"). Load with ``load_state_dict(state, assign=True)`` (torch >= 2.1;
   the tensors of the file replace the views), or ``.cuda()`` first as the authors do.
+- Table 1 baselines (``configs/table1/<model>.yaml``): SPARNet, SwinIR, MambaIR by name (SwinIR's stored
+  attention masks / index buffers are rebuilt); DIC (Maclory/Deep-Iterative-Collaboration, ``{"state_dict": ...}``
+  or DICGAN's ``{"netG": ...}``) one to one, same shapes; SFMNet (wcy-cs/SFMNet, bare) only onto
+  ``shared_fsib_attention: true`` (the CLI sets it): their FuseBlock7 builds ``spa_att`` and never calls it, so
+  it is dropped, and ``--reverse`` writes a copy of ``fre_att`` there for their strict load; WFEN (PRIS-CV/WFEN,
+  bare ``wfen_best.pth``) without its fixed ``haar_weights`` (checked equal to our Haar filters; written back).
 Unknown or missing keys and shape mismatches are errors that name and count them.
 """
 
@@ -45,9 +52,9 @@ from utils.checkpoint import load_reason, safe_load, save_checkpoint
 from utils.cli import run_cli
 from utils.config import load_config
 
-MODELS = ("hybrimamba", "rhmc", "sparnet", "swinir", "mambair")
+MODELS = ("hybrimamba", "rhmc", "sparnet", "swinir", "mambair", "dic", "sfmnet", "wfen")
 PREFIXES = {"hybrimamba": ("module.",), "rhmc": ("module.", "FDBNet.")}
-PREFIXES |= {"sparnet": (), "swinir": (), "mambair": ()}  # saved unwrapped (net.module / BasicSR's bare_model)
+PREFIXES |= {m: () for m in MODELS[2:]}  # saved unwrapped (net.module / BasicSR's bare_model / model.state_dict())
 FIXED = "<fixed>"  # our key has no released tensor: a constant filter buffer or an identity ECA kernel
 SHOWN = 12
 
@@ -168,6 +175,184 @@ TABLE1_RULES = {"swinir": SWINIR_RULES, "mambair": MAMBAIR_RULES}
 SWINIR_BUFFERS = re.compile(r".*\.attn\.relative_position_index|.*\.attn_mask")  # theirs persist; ours are rebuilt
 TABLE1_CONFIG = "configs/table1/{}.yaml"
 
+# DIC (Maclory/Deep-Iterative-Collaboration code/networks: dic_arch.py, srfbn_arch.py, srfbn_hg_arch.py, blocks.py,
+# modules/StackedHourGlass.py). Their ConvBlock / DeconvBlock are Sequential(conv, act) as ours; an act-less
+# ConvBlock is Sequential(conv) (conv_out.0); ResBlock flattens to res = (conv, lrelu, conv).
+DIC_BLOCK = [  # inside first_block / block (their FeedbackBlockCustom / FeedbackBlockHeatmapAttention)
+    (r"(compress_in|compress_out)\.(.+)", r"\1.\2"),
+    (r"up\.(\d+)\.(.+)", r"upBlocks.\1.\2"),
+    (r"down\.(\d+)\.(.+)", r"downBlocks.\1.\2"),
+    (r"up_tran\.(\d+)\.(.+)", r"uptranBlocks.\1.\2"),
+    (r"down_tran\.(\d+)\.(.+)", r"downtranBlocks.\1.\2"),
+    (r"fusion\.conv_in\.(.+)", r"fusion_block.conv_in.\1"),
+    (r"fusion\.blocks\.(\d+)\.([02])\.(.+)", r"fusion_block.resnet.\1.res.\2.\3"),
+]
+DIC_RESIDUAL = [(r"body\.(\d)\.(.+)", r"conv_block.\1.\2"), (r"skip\.(.+)", r"skip_layer.\1")]
+DIC_HG_TOP = [  # their FeedbackHourGlass: (our part, their part, the rest is a ResidualBlock's)
+    (r"stem\.([245])\.(.+)", r"pre_conv_block.\1.", True),
+    (r"stem\.0\.(.+)", r"pre_conv_block.0.", False),
+    (r"compress_in\.(.+)", r"compress_in.", False),
+    (r"head\.0\.(.+)", r"hg_conv_out.0.", True),
+    (r"head\.1\.(.+)", r"hg_conv_out.1.conv_block.0.", False),
+    (r"head\.3\.(.+)", r"hg_conv_out.2.", False),
+]
+DIC_HG_DEPTH = 4  # their HourGlass(4, ...): res{n}_1 / _2 / _3 per level n = 4 .. 1, res_center innermost
+DIC_HG_ROLE = {"skip": 1, "down": 2, "up": 3}
+
+
+def dic_name(key: str) -> str | None:
+    """Released DIC name of our ``key`` (None: not convertible)."""
+    head, _, rest = key.partition(".")
+    if head in ("first_block", "block"):
+        inner = _apply(DIC_BLOCK, rest)
+        return None if inner is None else f"{head}.{inner}"
+    if head in ("conv_in", "out"):
+        return key
+    if key in ("conv_out.weight", "conv_out.bias"):
+        return "conv_out.0." + key.split(".")[-1]
+    if head != "hg":
+        return None
+    match = re.fullmatch(r"hourglass\.((?:inner\.)*)(?:(skip|down|up)\.)?(.+)", rest)
+    if match:
+        level = DIC_HG_DEPTH - match.group(1).count("inner.")
+        if match.group(2) is None and level == 0:
+            part, tail = "res_center.", match.group(3)
+        elif match.group(2) is not None and level >= 1:
+            part, tail = f"res{level}_{DIC_HG_ROLE[match.group(2)]}.", match.group(3)
+        else:
+            return None
+        inner = _apply(DIC_RESIDUAL, tail)
+        return None if inner is None else f"HG.hg.{part}{inner}"
+    for pattern, part, residual in DIC_HG_TOP:
+        match = re.fullmatch(pattern, rest)
+        if match:
+            tail = match.group(match.lastindex)
+            inner = _apply(DIC_RESIDUAL, tail) if residual else tail
+            return None if inner is None else f"HG.{match.expand(part)}{inner}"
+    return None
+
+
+# SFMNet (wcy-cs/SFMNet model/mynet.py TwoBranch, models/common.py). Seven levels per branch; the spatial
+# branch's modules are head, down1, down1_mo, ..., neck, neck_mo, up1, ..., tail; the frequency branch's the same
+# with "_fre" before "_mo". A level's module holds (resize, stage) as .0 / .1, the neck's and "_mo" ones (stage).
+# ConvBNReLU2D names its conv "layers" and its PReLU "act".
+SFM_LEVELS = ("down1", "down2", "down3", "neck", "up1", "up2", "up3")
+SFM_FRE = [
+    (r"pre\.(.+)", r"fpre.\1"),
+    (r"amp\.(.+)", r"amp_fuse.\1"),
+    (r"pha\.(.+)", r"pha_fuse.\1"),
+    (r"post\.(.+)", r"post.\1"),
+]
+SFM_FSIB = [
+    (r"(fre|spa)\.(weight|bias)", r"\1.\2"),
+    (r"fre_att\.(.+)", r"fre_att.\1"),
+    (r"gate\.([01])\.(.+)", r"fuse.\1.\2"),
+]
+SFM_ATTENTION = re.compile(r"conv_fuse\.(\d+)\.spa_att\.(.+)")  # built, never called by their FuseBlock7
+
+
+def sfmnet_names(keys: list[str]) -> dict[str, str | None]:
+    """Released SFMNet names of our keys; the residual groups' depth (``n_resblocks``) read from ``keys``."""
+    blocks = 1 + max((int(m.group(1)) for k in keys if (m := re.search(r"\.body\.(\d+)\.conv1\.", k))), default=-1)
+    out: dict[str, str | None] = {}
+    for key in keys:
+        out[key] = None
+        match = re.fullmatch(r"(spa|fre)_branch\.(.+)", key)
+        if key.startswith("fsib."):
+            _, i, rest = key.split(".", 2)
+            inner = _apply(SFM_FSIB, rest)
+            out[key] = None if inner is None else f"conv_fuse.{i}.{inner}"
+        if match is None:
+            continue
+        fre, rest = "_fre" if match.group(1) == "fre" else "", match.group(2)
+        part = re.fullmatch(r"(head|tail)\.([01])\.weight", rest)
+        if part:
+            out[key] = f"{part.group(1)}{fre}.0.{'layers' if part.group(2) == '0' else 'act'}.weight"
+        elif part := re.fullmatch(r"down\.(\d)\.(conv|reduce)\.weight", rest):
+            index = 0 if part.group(2) == "conv" else 2
+            out[key] = f"down{int(part.group(1)) + 1}{fre}.0.layers.{index}.layers.weight"
+        elif part := re.fullmatch(r"up\.(\d)\.([02]\.\w+)", rest):
+            out[key] = f"up{int(part.group(1)) + 1}{fre}.0.{part.group(2)}"
+        elif part := re.fullmatch(r"stages\.(\d+)\.(.+)", rest):
+            level, second = divmod(int(part.group(1)), 2)
+            name = SFM_LEVELS[level]
+            module = f"{name}{fre}_mo.0" if second else f"{name}{fre}.{0 if name == 'neck' else 1}"
+            inner = _apply(SFM_FRE, part.group(2)) if fre else sfmnet_group_name(part.group(2), blocks)
+            out[key] = None if inner is None else f"{module}.{inner}"
+    return out
+
+
+def sfmnet_group_name(rest: str, blocks: int) -> str | None:
+    """Released name inside a ResidualGroup (``blocks`` ResBlocks, then ConvBNReLU2D(conv, PReLU), re_scale)."""
+    if rest == "skip_scale":
+        return "re_scale.scale"
+    if match := re.fullmatch(r"body\.(\d+)\.conv([12])\.weight", rest):
+        return f"body.{match.group(1)}.layers.{int(match.group(2)) - 1}.layers.weight"
+    if rest == f"body.{blocks}.weight":
+        return f"body.{blocks}.layers.weight"
+    if rest == f"body.{blocks + 1}.weight":
+        return f"body.{blocks}.act.weight"
+    return None
+
+
+# WFEN (PRIS-CV/WFEN models/arch/wfen.py, blocks.py). Their FDT holds one local half (modules_*) and one global
+# half (modulec_*) as ModuleDicts (shared_depth 1); single-FDT stages are Sequentials of one.
+WF_STAGES = [
+    (r"down1\.([01])\.(.+)", r"TransformerDown1.\1."),
+    (r"down([23])\.(.+)", r"TransformerDown\1.0."),
+    (r"body\.0\.(.+)", r"Transformer0."),
+    (r"up([12])\.(.+)", r"TransformerUp\1.0."),
+    (r"up3\.([01])\.(.+)", r"TransformerUp3.\1."),
+]
+WF_HALF = {"local": "modules", "glob": "modulec"}
+WF_FDT = [
+    (r"attn\.(.+)", r"_att.att_0.\1"),
+    (r"norm1\.(.+)", r"_norm.norm_0.body.\1"),
+    (r"norm2\.(.+)", r"_norm.norm_2.body.\1"),
+    (r"ffn\.(.+)", r"_ffd.ffd0.\1"),
+]
+WF_TOP = [
+    (r"((?:first_conv|out_conv)\..+)", r"\1"),
+    (r"wfd([123])\.first_conv\.(.+)", r"HaarDownsample\1.first_conv.\2"),
+    (r"high([123])\.(.+)", r"RB\1.\2"),
+    (r"wfu([123])\.high\.(.+)", r"HaarFeatureFusion\1.RB.\2"),
+    (r"wfu([123])\.fuse\.(.+)", r"HaarFeatureFusion\1.channel_tranformation.\2"),
+]
+
+
+def wfen_name(key: str) -> str | None:
+    """Released WFEN name of our ``key`` (None: not convertible)."""
+    top = _apply(WF_TOP, key)
+    if top is not None:
+        return top
+    match = re.fullmatch(r"body\.(\d+)\.(.+)", key)
+    if match and match.group(1) != "0":
+        stage, rest = f"Transformer.{int(match.group(1)) - 1}.", match.group(2)
+    else:
+        for pattern, template in WF_STAGES:
+            if match := re.fullmatch(pattern, key):
+                stage, rest = match.expand(template), match.group(match.lastindex)
+                break
+        else:
+            return None
+    half, _, inner = rest.partition(".")
+    inner = _apply(WF_FDT, inner) if half in WF_HALF else None
+    return None if inner is None else f"{stage}{WF_HALF[half]}{inner}"
+
+
+def wfen_haar(ours: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The released fixed Haar filters (their HaarWavelet's ``haar_weights``, an nn.Parameter with
+    requires_grad False) of the WFEN whose state dict is ``ours``: (4C, 1, 2, 2), our Haar filters."""
+    from model.wfen import Haar
+
+    out = {}
+    for n in "123":
+        down, fusion = ours[f"wfd{n}.first_conv.weight"].shape[0], ours[f"wfu{n}.high.0.weight"].shape[0]
+        out[f"HaarDownsample{n}.HaarWavelet.haar_weights"] = Haar(down).filters.clone()
+        for wrapper in ("HaarWavelet", "InverseHaarWavelet"):
+            out[f"HaarFeatureFusion{n}.{wrapper}.haar_weights"] = Haar(fusion).filters.clone()
+    return out
+
 
 def sparnet_names(keys: list[str]) -> dict[str, str | None]:
     """Released SPARNet names of our keys (None: not convertible); hourglass depths read from ``keys``."""
@@ -204,12 +389,17 @@ def released_names(model: str, keys: list[str]) -> dict[str, str | None]:
         return sparnet_names(keys)
     if model in TABLE1_RULES:
         return {key: _apply(TABLE1_RULES[model], key) for key in keys}
+    if model == "sfmnet":
+        return sfmnet_names(keys)
+    if model in ("dic", "wfen"):
+        return {key: (dic_name if model == "dic" else wfen_name)(key) for key in keys}
     return {key: released_name(model, key) for key in keys}
 
 
 def unwrap_released(state: dict[str, Any]) -> dict[str, Any]:
-    """BasicSR / KAIR checkpoints (SwinIR, MambaIR) hold the weights under ``params`` (or ``params_ema``)."""
-    for key in ("params", "params_ema"):
+    """BasicSR / KAIR checkpoints (SwinIR, MambaIR) hold the weights under ``params`` (or ``params_ema``),
+    DIC's under ``state_dict`` (DICGAN's generator under ``netG``, as their solver reads it)."""
+    for key in ("params", "params_ema", "state_dict", "netG"):
         if key in state and isinstance(state[key], dict):
             return state[key]
     return state
@@ -305,6 +495,7 @@ def _listing(keys: list[str]) -> str:
 
 def to_ours(released: dict[str, Any], model: str, target: nn.Module, embed_dim: int) -> dict[str, torch.Tensor]:
     """Released state dict -> a state dict that ``target`` (our model, built from the preset) loads strictly."""
+    _check_sfmnet_preset(model, target.state_dict())
     src = strip_prefixes(released, model)
     bad = sorted(k for k, v in src.items() if not isinstance(v, torch.Tensor))
     if bad:
@@ -330,7 +521,7 @@ def to_ours(released: dict[str, Any], model: str, target: nn.Module, embed_dim: 
             if "dwt." in name and not torch.allclose(value.to(ref.dtype), ref):
                 raise ValueError(f"fixed wavelet filter {name} differs from the Haar filter our {key} holds")
             out[key] = (-value if _negated(key) else value).to(ref.dtype).clone()
-    extra = _released_extras(model, src, used, embed_dim)
+    extra = _released_extras(model, src, used, embed_dim, target.state_dict())
     unknown = sorted(set(src) - used - set(extra))
     problems = []
     if unmapped:
@@ -346,10 +537,36 @@ def to_ours(released: dict[str, Any], model: str, target: nn.Module, embed_dim: 
     return out
 
 
-def _released_extras(model: str, src: dict[str, torch.Tensor], used: set[str], embed_dim: int) -> set[str]:
+def _check_sfmnet_preset(model: str, ours: dict[str, Any]) -> None:
+    if model == "sfmnet" and any(".spa_att." in k for k in ours):
+        raise ValueError(
+            "the released SFMNet computes both FSIB cross-attentions with fre_att (spa_att is never called): "
+            "convert with model.shared_fsib_attention=true"
+        )
+
+
+def _released_extras(
+    model: str, src: dict[str, torch.Tensor], used: set[str], embed_dim: int, ours: dict[str, torch.Tensor]
+) -> set[str]:
     """Released keys with no counterpart in ours that are expected: checked, then dropped."""
-    if model in ("sparnet", "mambair"):
+    if model in ("sparnet", "mambair", "dic"):
         return set()
+    if model == "sfmnet":  # FuseBlock7.spa_att: same shapes as its fre_att
+        return {
+            k
+            for k in src
+            if (m := SFM_ATTENTION.fullmatch(k))
+            and (twin := f"conv_fuse.{m.group(1)}.fre_att.{m.group(2)}") in src
+            and src[k].shape == src[twin].shape
+        }
+    if model == "wfen":
+        expected = wfen_haar(ours)
+        for key in (k for k in src if k in expected and src[k].shape == expected[k].shape):
+            if not torch.equal(src[key].float(), expected[key]):
+                raise ValueError(
+                    f"released fixed Haar filter {key} differs from their HaarWavelet's (changed weights?)"
+                )
+        return {k for k in src if k in expected and src[k].shape == expected[k].shape}
     if model == "swinir":
         return {k for k in src if k not in used and SWINIR_BUFFERS.fullmatch(k)}
     if model == "hybrimamba":  # decoderlayer_3: built, never called by their forward
@@ -368,6 +585,7 @@ def _released_extras(model: str, src: dict[str, torch.Tensor], used: set[str], e
 
 def to_released(ours: dict[str, torch.Tensor], model: str, embed_dim: int) -> dict[str, torch.Tensor]:
     """Our state dict (released preset) -> the released key names and shapes, with their wrapper prefixes."""
+    _check_sfmnet_preset(model, ours)
     out: dict[str, torch.Tensor] = {}
     names = released_names(model, list(ours))
     for key, value in ours.items():
@@ -386,6 +604,10 @@ def to_released(ours: dict[str, torch.Tensor], model: str, embed_dim: int) -> di
         out[name] = value.clone()
     if model == "rhmc":
         out.update(released_wavelet_weights(embed_dim))
+    if model == "wfen":
+        out.update(wfen_haar(ours))
+    if model == "sfmnet":  # their FuseBlock7 builds spa_att and never calls it: a copy of fre_att for their strict load
+        out.update({re.sub(r"\.fre_att\.", ".spa_att.", k): v.clone() for k, v in out.items() if ".fre_att." in k})
     prefix = "".join(PREFIXES[model])
     return {prefix + k: v for k, v in out.items()}
 
@@ -437,9 +659,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, torch.Tensor]:
     args = parse_args(argv)
-    default = TABLE1_CONFIG if args.model in TABLE1_RULES or args.model == "sparnet" else "configs/{}_released.yaml"
+    default = "configs/{}_released.yaml" if args.model in ("hybrimamba", "rhmc") else TABLE1_CONFIG
     config = args.config or default.format(args.model)
-    cfg = load_config(config, args.set)
+    sets = ["model.shared_fsib_attention=true", *args.set] if args.model == "sfmnet" else args.set  # the release's
+    cfg = load_config(config, sets)
     if cfg["model"]["name"] != args.model:
         raise ValueError(f"--config {config} builds model {cfg['model']['name']!r}, not --model {args.model!r}")
     from model import build_model
