@@ -96,11 +96,12 @@ class WeightedLoss(nn.Module):
             self.weights.append(float(weight))
         self.terms = nn.ModuleList(terms)
 
-    def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The total and each unweighted term (detached, on the device: reading them is left to the caller)."""
         total = sr.new_zeros((), dtype=torch.float32)
         parts = {}
         for name, weight, term in zip(self.names, self.weights, self.terms):
             value = term(sr.float(), hr.float())
-            parts[name] = float(value.detach())
+            parts[name] = value.detach()
             total = total + weight * value
         return total, parts

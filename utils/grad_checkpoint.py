@@ -1,0 +1,77 @@
+"""``train.grad_checkpoint: blocks``: recompute each repeated block of a network in the backward pass.
+
+A network opts in by naming its repeated block classes in a ``checkpoint_blocks`` class attribute
+(HybriMamba: its Mamba blocks; RHMC: its HMC blocks). :func:`enable_grad_checkpoint` then runs every
+such submodule under ``torch.utils.checkpoint.checkpoint(use_reentrant=False)`` while it trains with
+grad enabled: the block keeps only its inputs for the backward and recomputes its activations there
+(the RNG state is replayed, so dropout draws the same mask). Evaluation and ``no_grad`` calls run the
+plain forward. The state_dict is unchanged. BatchNorm layers inside a block do not update their
+running statistics a second time during the recompute. Works with DDP and ``torch.compile``
+(dynamo traces non-reentrant checkpoints as one region).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import types
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils.checkpoint import checkpoint
+
+MODES = ("none", "blocks")
+
+
+def enable_grad_checkpoint(net: nn.Module, mode: str) -> int:
+    """Make the network's ``checkpoint_blocks`` recompute in the backward (``mode="blocks"``); returns how
+    many blocks (0 for ``"none"``). A block inside another checkpointed block is not wrapped again."""
+    if mode not in MODES:
+        raise ValueError(f"train.grad_checkpoint must be one of {list(MODES)}, got {mode!r}")
+    if mode == "none":
+        return 0
+    classes = tuple(getattr(net, "checkpoint_blocks", ()))
+    if not classes:
+        raise ValueError(
+            f"train.grad_checkpoint=blocks: {type(net).__name__} declares no repeated blocks to recompute "
+            "(a checkpoint_blocks class attribute); use train.grad_checkpoint=none"
+        )
+    wrapped: list[str] = []
+    for name, module in net.named_modules():
+        if not isinstance(module, classes) or any(name.startswith(f"{w}.") for w in wrapped):
+            continue
+        norms = [m for m in module.modules() if isinstance(m, _BatchNorm)]
+        module.forward = types.MethodType(functools.partial(_checkpointed_forward, norms=norms), module)
+        wrapped.append(name)
+    return len(wrapped)
+
+
+def _checkpointed_forward(self: nn.Module, *args: Any, norms: list[_BatchNorm], **kwargs: Any) -> Any:
+    forward = type(self).forward
+    if not (self.training and torch.is_grad_enabled()):
+        return forward(self, *args, **kwargs)
+    extra = {}
+    if norms and not torch.compiler.is_compiling():  # compiled graphs update buffers once by themselves
+        extra["context_fn"] = functools.partial(_contexts, norms)
+    return checkpoint(forward, self, *args, use_reentrant=False, **extra, **kwargs)
+
+
+def _contexts(norms: list[_BatchNorm]) -> tuple[contextlib.AbstractContextManager, contextlib.AbstractContextManager]:
+    """(forward, recompute) contexts: the recompute normalises with the batch statistics as the forward did,
+    without a second update of the running ones."""
+    return contextlib.nullcontext(), _frozen_running_stats(norms)
+
+
+@contextlib.contextmanager
+def _frozen_running_stats(norms: list[_BatchNorm]) -> Iterator[None]:
+    tracked = [bn.track_running_stats for bn in norms]
+    for bn in norms:
+        bn.track_running_stats = False  # in training mode: batch statistics, buffers left alone
+    try:
+        yield
+    finally:
+        for bn, flag in zip(norms, tracked):
+            bn.track_running_stats = flag
