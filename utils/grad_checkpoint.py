@@ -41,37 +41,36 @@ def enable_grad_checkpoint(net: nn.Module, mode: str) -> int:
         )
     wrapped: list[str] = []
     for name, module in net.named_modules():
-        if not isinstance(module, classes) or any(name.startswith(f"{w}.") for w in wrapped):
+        if not name or not isinstance(module, classes) or any(name.startswith(f"{w}.") for w in wrapped):
             continue
-        norms = [m for m in module.modules() if isinstance(m, _BatchNorm)]
-        module.forward = types.MethodType(functools.partial(_checkpointed_forward, norms=norms), module)
+        module._checkpoint_norms = [m for m in module.modules() if isinstance(m, _BatchNorm)]  # not registered
+        module.forward = types.MethodType(_checkpointed_forward, module)
         wrapped.append(name)
     return len(wrapped)
 
 
-def _checkpointed_forward(self: nn.Module, *args: Any, norms: list[_BatchNorm], **kwargs: Any) -> Any:
+def _checkpointed_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
     forward = type(self).forward
     if not (self.training and torch.is_grad_enabled()):
         return forward(self, *args, **kwargs)
     extra = {}
-    if norms and not torch.compiler.is_compiling():  # compiled graphs update buffers once by themselves
-        extra["context_fn"] = functools.partial(_contexts, norms)
+    if self._checkpoint_norms and not torch.compiler.is_compiling():  # compiled graphs update buffers once
+        extra["context_fn"] = functools.partial(_contexts, self._checkpoint_norms)
     return checkpoint(forward, self, *args, use_reentrant=False, **extra, **kwargs)
 
 
 def _contexts(norms: list[_BatchNorm]) -> tuple[contextlib.AbstractContextManager, contextlib.AbstractContextManager]:
-    """(forward, recompute) contexts: the recompute normalises with the batch statistics as the forward did,
-    without a second update of the running ones."""
-    return contextlib.nullcontext(), _frozen_running_stats(norms)
+    """(forward, recompute) contexts: the recompute runs the same ops (checkpoint checks that), then the
+    running statistics it updated a second time are put back."""
+    return contextlib.nullcontext(), _restored_buffers(norms)
 
 
 @contextlib.contextmanager
-def _frozen_running_stats(norms: list[_BatchNorm]) -> Iterator[None]:
-    tracked = [bn.track_running_stats for bn in norms]
-    for bn in norms:
-        bn.track_running_stats = False  # in training mode: batch statistics, buffers left alone
+def _restored_buffers(norms: list[_BatchNorm]) -> Iterator[None]:
+    saved = [(b, b.clone()) for bn in norms for b in bn.buffers(recurse=False)]
     try:
         yield
     finally:
-        for bn, flag in zip(norms, tracked):
-            bn.track_running_stats = flag
+        with torch.no_grad():
+            for b, value in saved:
+                b.copy_(value)
