@@ -540,7 +540,7 @@ class Trainer:
                     it = self.iteration
                     log_now = it % lcfg["print_every"] == 0 or it == self.total_iters
                     val_now = self.val_set is not None and it % lcfg["val_every"] == 0
-                    sample_now = self.info.is_main and it % lcfg["sample_every"] == 0
+                    sample_now = it % lcfg["sample_every"] == 0  # rank 0 writes it; every rank checks
                     save_now = it % lcfg["save_every"] == 0
                     stopping = stop_now or (self.stop_at is not None and it >= self.stop_at)
                     if log_now or val_now or sample_now or stopping:  # the only device reads of the loop
@@ -550,7 +550,7 @@ class Trainer:
                         window_n, window_t = 0, time.perf_counter()
                     if val_now:
                         self.evaluate()
-                    if sample_now:
+                    if sample_now and self.info.is_main:
                         with preserved_rng():
                             self.save_samples(micro[-1])
                     if save_now:

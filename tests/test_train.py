@@ -36,7 +36,9 @@ sys.exit(train.main())
 class TinyNet(nn.Module):
     """Conv - BN - ReLU - Dropout - conv with a global residual: buffers, RNG use and real gradients.
     ``plain``: no BN and no dropout (a per-sample function); ``sigterm_at``: SIGTERM to this process
-    in that training forward."""
+    in that training forward. ``body`` is its block for train.grad_checkpoint=blocks."""
+
+    checkpoint_blocks = (nn.Sequential,)
 
     def __init__(self, width: int = 6, nan_after: int = 0, plain: bool = False, sigterm_at: int = 0) -> None:
         super().__init__()

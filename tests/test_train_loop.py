@@ -132,7 +132,9 @@ sys.exit(code)
 
 
 def test_ddp_all_reduces_once_per_accumulated_update(tmp_path: Path) -> None:
-    sections = {"train": {"iterations": 4, "batch_size": 2, "accumulate": 2}, "logging": {**QUIET, "val_every": 3}}
+    # with train.grad_checkpoint=blocks too: TinyNet's body (BatchNorm, dropout) recomputed under DDP
+    train_cfg = {"iterations": 4, "batch_size": 2, "accumulate": 2, "grad_checkpoint": "blocks"}
+    sections = {"train": train_cfg, "logging": {**QUIET, "print_every": 4, "sample_every": 3}}  # 3: rank 0 only
     cfg = write_config(tmp_path, **sections)
     runner = tmp_path / "runner.py"
     runner.write_text(COUNTING_RUNNER)
@@ -144,6 +146,7 @@ def test_ddp_all_reduces_once_per_accumulated_update(tmp_path: Path) -> None:
     log = run_log(tmp_path)
     assert "world size 2, batch size 2 per process, effective batch size 8 (2 accumulated" in log
     assert "2 iterations per epoch" in log and "parameters identical on all 2 ranks" in log
+    assert "grad_checkpoint blocks (1 blocks)" in log
     for rank in (0, 1):  # 8 backward passes: 4 inside no_sync, 4 all-reduced (the tiny net is one bucket)
         assert (tmp_path / f"counts_{rank}").read_text() == "4 4"
 
