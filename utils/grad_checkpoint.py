@@ -1,13 +1,14 @@
 """``train.grad_checkpoint: blocks``: recompute each repeated block of a network in the backward pass.
 
 A network opts in by naming its repeated block classes in a ``checkpoint_blocks`` class attribute
-(HybriMamba: its Mamba blocks; RHMC: its HMC blocks). :func:`enable_grad_checkpoint` then runs every
-such submodule under ``torch.utils.checkpoint.checkpoint(use_reentrant=False)`` while it trains with
-grad enabled: the block keeps only its inputs for the backward and recomputes its activations there
-(the RNG state is replayed, so dropout draws the same mask). Evaluation and ``no_grad`` calls run the
-plain forward. The state_dict is unchanged. BatchNorm layers inside a block do not update their
-running statistics a second time during the recompute. Works with DDP and ``torch.compile``
-(dynamo traces non-reentrant checkpoints as one region).
+(HybriMamba: ``MambaStack`` and ``LEM``, the two halves of a HybriMamba block; RHMC: ``HMCB``).
+:func:`enable_grad_checkpoint` then runs every such submodule under
+``torch.utils.checkpoint.checkpoint(use_reentrant=False)`` while it trains with grad enabled: the
+block keeps only its inputs for the backward and recomputes its activations there (the RNG state is
+replayed, so dropout draws the same mask). Evaluation and ``no_grad`` calls run the plain forward.
+The state_dict is unchanged. BatchNorm buffers inside a block are put back after the recompute, so
+the running statistics are updated once per forward, as without checkpointing. Works with DDP and
+``torch.compile`` (dynamo traces a non-reentrant checkpoint as one region).
 """
 
 from __future__ import annotations
