@@ -25,6 +25,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
+import contextlib
 import hashlib
 import logging
 import math
@@ -62,8 +63,9 @@ from utils.checkpoint import (
 )
 from utils.cli import os_error_message
 from utils.config import ConfigError, load_config, save_config
-from utils.dist import DistInfo, all_ok, any_rank, cleanup, init_distributed, peer_failure
+from utils.dist import DistInfo, all_ok, cleanup, init_distributed, peer_failure
 from utils.ema import ModelEMA
+from utils.grad_checkpoint import enable_grad_checkpoint
 from utils.logger import close_logger, open_log_file, setup_logger
 from utils.run_folder import RunFolderError, RunLock, claim
 from utils.sampler import ResumableSampler
@@ -193,6 +195,10 @@ class Trainer:
             self.net = build_model(cfg["model"]).to(self.device)
         except (ValueError, TypeError, RuntimeError) as err:  # e.g. model.embed_dim=0 rejected by torch
             raise ConfigError(f"config key 'model' {cfg['model']} does not build a network: {err}") from None
+        try:
+            self.checkpointed_blocks = enable_grad_checkpoint(self.net, tcfg["grad_checkpoint"])
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         seed_everything(cfg["seed"] + info.rank)  # then per-rank streams (dropout ...)
         self.model_name = cfg["model"]["name"]
         self.ddp: nn.Module = self.net  # wrapped in DistributedDataParallel by open_run_folder
@@ -206,15 +212,16 @@ class Trainer:
         self.amp = tcfg["amp"]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
 
-        bs = tcfg["batch_size"]
+        bs, self.accumulate = tcfg["batch_size"], tcfg["accumulate"]
         check_batch_fits(bs, cfg["data"]["train"]["hr_size"])
         self.train_set = build_dataset(cfg["data"]["train"], cfg["scale"], train=True)
         self.sampler = ResumableSampler(self.train_set, bs, info.world_size, info.rank, cfg["seed"])
-        self.iters_per_epoch = self.sampler.batches_per_epoch
+        self.iters_per_epoch = self.sampler.batches_per_epoch // self.accumulate  # optimizer updates
         if self.iters_per_epoch == 0:
             raise TrainingError(
                 f"training set has {len(self.train_set)} images: fewer than train.batch_size={bs} "
-                f"x {info.world_size} process(es); lower train.batch_size or add data"
+                f"x train.accumulate={self.accumulate} x {info.world_size} process(es); "
+                "lower train.batch_size or train.accumulate, or add data"
             )
         self.loader_gen = torch.Generator()
         self.loader = DataLoader(
@@ -253,6 +260,12 @@ class Trainer:
         self.best_psnr: float | None = None
         self.last_good: Path | None = None
         self.writer = None
+        self.host_group = None  # gloo group for per-iteration host flags under DDP (made in fit)
+        # read only at print / save / validation boundaries: no host sync per step
+        self._window: torch.Tensor | None = None  # summed [total, *terms] of the steps since the last print
+        self._bad_iter = torch.zeros((), dtype=torch.int64, device=self.device)  # first non-finite iteration
+        self._bad_loss = torch.zeros((), device=self.device)  # its loss
+        self._epochs: dict[int, int] = {}  # epoch of each iteration since the last check
 
     def _total_iterations(self, tcfg: dict[str, Any]) -> int:
         iters, epochs = tcfg["iterations"], tcfg["epochs"]
@@ -354,7 +367,9 @@ class Trainer:
         }
 
     def save(self, names: list[str]) -> None:
-        """Write the checkpoint under each name (rank 0); a failed write (disk full ...) stops every rank."""
+        """Write the checkpoint under each name (rank 0); a failed write (disk full ...) stops every rank.
+        Weights trained on a non-finite loss are never written: that stops the run instead."""
+        self._raise_if_nonfinite()
         state = self.state()
         err: CheckpointError | None = None
         if self.info.is_main:
@@ -399,17 +414,23 @@ class Trainer:
         loader = state["rng"]["loader"]
         self.epoch, self.batches_done = loader["epoch"], loader["batches_done"]
         ranks = state["rng"]["ranks"]
-        if len(ranks) == self.info.world_size and self.batches_done <= self.iters_per_epoch:
+        n = self.accumulate
+        if (
+            len(ranks) == self.info.world_size
+            and self.batches_done % n == 0
+            and self.batches_done <= self.iters_per_epoch * n
+        ):
             set_rng_state(ranks[self.info.rank])
         else:
             self.log.warning(
-                f"{path} was written by {len(ranks)} process(es), this run has {self.info.world_size}: "
+                f"{path} was written by {len(ranks)} process(es) at micro-batch {self.batches_done} of its epoch, "
+                f"this run has {self.info.world_size} and train.accumulate={n}: "
                 "random states and the data position are re-derived, so the run is not bit-identical"
             )
             seed_everything(self.cfg["seed"] + self.info.rank + 1_000_003 * self.iteration)
             self.epoch, self.batches_done = (
                 self.iteration // self.iters_per_epoch,
-                self.iteration % self.iters_per_epoch,
+                self.iteration % self.iters_per_epoch * n,
             )
         self.last_good = path
         self._warn_config_changes(state["config"], path)
@@ -518,13 +539,17 @@ class Trainer:
             )
             return 0
         tcfg, lcfg = self.cfg["train"], self.cfg["logging"]
-        bs, ws = tcfg["batch_size"], self.info.world_size
+        bs, ws, n = tcfg["batch_size"], self.info.world_size, self.accumulate
         n_params = sum(p.numel() for p in self.net.parameters())
         self.log.info(
             f"model {self.model_name} ({n_params / 1e6:.3f}M parameters) on {self.device}, ssm backend "
-            f"{self.scan_backend} (ssm.backend {self.cfg['ssm']['backend']}); world size {ws}, batch size {bs} per process, effective batch size {bs * ws}; "
+            f"{self.scan_backend} (ssm.backend {self.cfg['ssm']['backend']}); world size {ws}, batch size {bs} per process, effective batch size {bs * ws * n}"
+            + (f" ({n} accumulated micro-batches per iteration)" if n > 1 else "")
+            + "; "
             f"{len(self.train_set)} training images, {self.iters_per_epoch} iterations per epoch, "
-            f"{self.total_iters} iterations; amp {self.amp}, ema {tcfg['ema']}; run folder {self.run_dir}"
+            f"{self.total_iters} iterations; amp {self.amp}, ema {tcfg['ema']}, grad_checkpoint {tcfg['grad_checkpoint']}"
+            + (f" ({self.checkpointed_blocks} blocks)" if self.checkpointed_blocks else "")
+            + f"; run folder {self.run_dir}"
         )
         stop = StopRequest()
         bar = tqdm(
@@ -535,33 +560,40 @@ class Trainer:
             dynamic_ncols=True,
             disable=not (self.info.is_main and lcfg["progress_bar"]),
         )
-        window: dict[str, float] = {}
+        if self.info.distributed and self.host_group is None:
+            self.host_group = dist.new_group(backend="gloo")  # host flags without a device sync
         window_n, window_t = 0, time.perf_counter()
         try:
             while self.iteration < self.total_iters:
                 self.sampler.set_position(self.epoch, self.batches_done)
                 self.loader_gen.manual_seed(self.cfg["seed"] * 1_000_003 + self.epoch)
                 batches = iter(self.loader)
-                while (batch := self._next_batch(batches)) is not None:
-                    parts, stop_now = self.step(batch, stop)
+                epoch = self.epoch
+                while self.epoch == epoch and (micro := self._next_batches(batches, stop)) is not None:
+                    stop_now = micro.pop()
+                    self.step(micro)
                     bar.update(1)
-                    for k, v in parts.items():
-                        window[k] = window.get(k, 0.0) + v
                     window_n += 1
                     it = self.iteration
-                    if it % lcfg["print_every"] == 0 or it == self.total_iters:
-                        rate = window_n / (time.perf_counter() - window_t)
-                        self._log_train(window, window_n, rate)
-                        window, window_n, window_t = {}, 0, time.perf_counter()
-                    if self.val_set is not None and it % lcfg["val_every"] == 0:
+                    log_now = it % lcfg["print_every"] == 0 or it == self.total_iters
+                    val_now = self.val_set is not None and it % lcfg["val_every"] == 0
+                    sample_now = it % lcfg["sample_every"] == 0  # rank 0 writes it; every rank checks
+                    save_now = it % lcfg["save_every"] == 0
+                    stopping = stop_now or (self.stop_at is not None and it >= self.stop_at)
+                    if log_now or val_now or sample_now or stopping:  # the only device reads of the loop
+                        self._raise_if_nonfinite()
+                    if log_now:
+                        self._log_train(window_n, window_n / (time.perf_counter() - window_t))
+                        window_n, window_t = 0, time.perf_counter()
+                    if val_now:
                         self.evaluate()
-                    if self.info.is_main and it % lcfg["sample_every"] == 0:
+                    if sample_now and self.info.is_main:
                         with preserved_rng():
-                            self.save_samples(batch)
-                    if it % lcfg["save_every"] == 0:
+                            self.save_samples(micro[-1])
+                    if save_now:
                         self.save(["latest.pt"] + ([f"iter_{it}.pt"] if lcfg["keep_iter_checkpoints"] else []))
-                    if stop_now or (self.stop_at is not None and it >= self.stop_at):
-                        if it % lcfg["save_every"]:
+                    if stopping:
+                        if not save_now:
                             self.save(["latest.pt"])
                         why = stop.signal_name or f"--stop-at {self.stop_at}"
                         self.log.info(
@@ -586,18 +618,23 @@ class Trainer:
             bar.close()
             stop.restore()
 
-    def _next_batch(self, batches: Any) -> dict[str, Any] | None:
-        """The next batch, or None at the end of the epoch. An image that fails to decode on any rank
-        saves latest.pt (the state is at an iteration boundary) and stops every rank naming the file."""
-        err = None
+    def _next_batches(self, batches: Any, stop: StopRequest) -> list[Any] | None:
+        """The ``train.accumulate`` micro-batches of the next iteration followed by whether every rank
+        must stop after it (a signal arrived), or None at the end of the epoch. All are fetched before
+        any is used, so an image that fails to decode on any rank finds the state at an iteration
+        boundary: latest.pt is saved and every rank stops naming the file. Under DDP the ranks agree
+        through one host-side (gloo) all-reduce per iteration, which does not wait for the device."""
+        err, micro = None, []
         try:
-            batch = next(batches)
+            for _ in range(self.accumulate):
+                micro.append(next(batches))
         except StopIteration:
             return None
         except DataError as e:
-            batch, err = None, e
-        if all_ok(err is None, self.info):  # no tensor, no device sync with one process
-            return batch
+            err = e
+        bad, stop_now = self._agree(err is not None, stop.signal_name is not None)
+        if not bad:
+            return [*micro, stop_now]
         why = data_error_message(err) if err is not None else "another process met an unreadable training image"
         try:
             self.save(["latest.pt"])
@@ -606,34 +643,41 @@ class Trainer:
             saved = f"could not save latest.pt ({save_err}); {self._last_good_note()}"
         raise TrainingError(f"{why}; {saved}; fix or remove the file, then continue with --resume auto")
 
+    def _agree(self, *flags: bool) -> list[bool]:
+        """Each flag OR-ed over the ranks: a CPU tensor through the gloo group, no device sync."""
+        if not self.info.distributed:
+            return list(flags)
+        both = torch.tensor(flags, dtype=torch.int32)
+        dist.all_reduce(both, op=dist.ReduceOp.MAX, group=self.host_group)
+        return [bool(v) for v in both.tolist()]
+
     def _last_good_note(self) -> str:
         if self.last_good is None:
             return "no checkpoint was saved before it"
         return f"last good checkpoint: {self.last_good} (iteration {self._last_good_iteration()})"
 
-    def step(self, batch: dict[str, Any], stop: StopRequest) -> tuple[dict[str, float], bool]:
-        """One optimisation step; returns the loss terms and whether every rank must stop now."""
-        tcfg = self.cfg["train"]
+    def step(self, micro: list[dict[str, Any]]) -> None:
+        """One optimizer update over ``train.accumulate`` micro-batches (the gradient of their mean loss).
+
+        Nothing is read back from the device: the loss terms are added to the logging window and a
+        non-finite total is recorded (iteration and value) on the device; both are read at the next
+        print / save / validation boundary (:meth:`_raise_if_nonfinite`). Under DDP the gradients are
+        all-reduced once, in the last micro-batch's backward (``no_sync`` on the others).
+        """
         value_range = self.cfg["data"]["value_range"]  # losses compare network-range tensors (released codes)
-        lr = to_network(batch[self.input_key].to(self.device, non_blocking=True), value_range)
-        hr = to_network(batch["hr"].to(self.device, non_blocking=True), value_range)
-        targets = {"hr": hr, **{k: batch[k].to(self.device, non_blocking=True) for k in self.extra_targets}}
-        sr = self._forward(self.ddp, lr)  # a dict of outputs for networks with auxiliary training outputs
-        loss, parts = self.criterion(sr, targets)
-        flags = torch.stack(
-            [
-                (~torch.isfinite(loss.detach())).int(),
-                torch.tensor(stop.signal_name is not None, device=self.device).int(),
-            ]
-        )
-        nonfinite, stop_now = any_rank(flags, self.info).tolist()
-        if nonfinite:
-            raise TrainingError(
-                f"non-finite loss ({float(loss.detach())}) at iteration {self.iteration + 1} (epoch {self.epoch}); "
-                f"training stopped, {self._last_good_note()}"
-            )
+        n = len(micro)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        for i, batch in enumerate(micro):
+            lr = to_network(batch[self.input_key].to(self.device, non_blocking=True), value_range)
+            hr = to_network(batch["hr"].to(self.device, non_blocking=True), value_range)
+            targets = {"hr": hr, **{k: batch[k].to(self.device, non_blocking=True) for k in self.extra_targets}}
+            inner = self.info.distributed and i < n - 1
+            with self.ddp.no_sync() if inner else contextlib.nullcontext():
+                sr = self._forward(self.ddp, lr)  # a dict of outputs for networks with auxiliary training outputs
+                loss, parts = self.criterion(sr, targets)
+                self.scaler.scale(loss / n if n > 1 else loss).backward()
+            self._record(loss.detach(), parts, n)
+        tcfg = self.cfg["train"]
         if tcfg["grad_clip"] > 0:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.net.parameters(), float(tcfg["grad_clip"]))
@@ -643,11 +687,37 @@ class Trainer:
         if self.ema is not None:
             self.ema.update()
         self.iteration += 1
-        self.batches_done += 1
-        if self.batches_done == self.iters_per_epoch:
+        self.batches_done += n
+        if self.batches_done >= self.iters_per_epoch * n:
             self.epoch, self.batches_done = self.epoch + 1, 0
-        parts["total"] = float(loss.detach())
-        return parts, bool(stop_now)
+
+    def _record(self, loss: torch.Tensor, parts: dict[str, torch.Tensor], n: int) -> None:
+        """Add one micro-batch's [total, *terms] / n to the window; note the first non-finite total (device only)."""
+        values = torch.stack([loss, *parts.values()]) / n
+        self._window = values if self._window is None else self._window + values
+        self._window_names = ["total", *parts]
+        first = (self._bad_iter == 0) & ~torch.isfinite(loss)
+        self._bad_iter = torch.where(first, self.iteration + 1, self._bad_iter)
+        self._bad_loss = torch.where(first, loss.float(), self._bad_loss)
+        self._epochs[self.iteration + 1] = self.epoch
+
+    def _raise_if_nonfinite(self) -> None:
+        """Stop (every rank) when any rank met a non-finite loss since the last check, naming the first
+        such iteration: one small device read (and one all-reduce under DDP) per boundary, none per step."""
+        first = torch.where(self._bad_iter > 0, self._bad_iter, torch.iinfo(torch.int64).max)
+        if self.info.distributed:
+            dist.all_reduce(first, op=dist.ReduceOp.MIN)
+        first_it, own_it, value = torch.stack(
+            [first.double(), self._bad_iter.double(), self._bad_loss.double()]
+        ).tolist()
+        if first_it == float(torch.iinfo(torch.int64).max):
+            self._epochs.clear()
+            return
+        it = int(first_it)
+        what = f"non-finite loss ({value})" if int(own_it) == it else "non-finite loss (on another process)"
+        raise TrainingError(
+            f"{what} at iteration {it} (epoch {self._epochs.get(it, '?')}); training stopped, {self._last_good_note()}"
+        )
 
     def _last_good_iteration(self) -> int | str:
         try:
@@ -655,15 +725,19 @@ class Trainer:
         except CheckpointError:
             return "unreadable"
 
-    def _log_train(self, window: dict[str, float], n: int, rate: float) -> None:
+    def _log_train(self, n: int, rate: float) -> None:
+        """Log the mean loss terms of the last ``n`` iterations (one device read) and empty the window."""
+        means = (self._window / n).tolist()
+        self._window = None
+        window = dict(zip([*self._window_names[1:], "total"], [*means[1:], means[0]]))
         lr = self.optimizer.param_groups[0]["lr"]
-        losses = "  ".join(f"{k} {v / n:.5f}" for k, v in window.items())
+        losses = "  ".join(f"{k} {v:.5f}" for k, v in window.items())
         self.log.info(
             f"iter {self.iteration}/{self.total_iters} epoch {self.epoch}  {losses}  lr {lr:.3e}  {rate:.2f} it/s"
         )
         if self.writer is not None:
             for k, v in window.items():
-                self.writer.add_scalar(f"train/loss_{k}", v / n, self.iteration)
+                self.writer.add_scalar(f"train/loss_{k}", v, self.iteration)
             self.writer.add_scalar("train/lr", lr, self.iteration)
 
     def _check_ranks_agree(self) -> None:

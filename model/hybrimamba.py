@@ -256,6 +256,8 @@ class HybriMambaUNet(nn.Module):
     ``top_decoder=False`` skips the H x W decoder stage (the authors' released code).
     """
 
+    checkpoint_blocks = (MambaStack, LEM)  # recomputed in the backward with train.grad_checkpoint=blocks
+
     def __init__(
         self,
         mixer: Mixer,

@@ -147,8 +147,9 @@ class WeightedLoss(nn.Module):
 
     def forward(
         self, sr: torch.Tensor | dict[str, torch.Tensor], hr: torch.Tensor | dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        """``sr``: the SR or a dict of network outputs; ``hr``: the HR or a dict of batch targets."""
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``sr``: the SR or a dict of network outputs; ``hr``: the HR or a dict of batch targets. Returns the
+        total and each unweighted term (detached, on the device: reading them is left to the caller)."""
         outputs = sr if isinstance(sr, dict) else {"sr": sr}
         targets = hr if isinstance(hr, dict) else {"hr": hr}
         total = outputs["sr"].new_zeros((), dtype=torch.float32)
@@ -159,6 +160,6 @@ class WeightedLoss(nn.Module):
                 value = sum(term(step, ref) for step in pred.unbind(0))
             else:
                 value = term(pred, ref)
-            parts[name] = float(value.detach())
+            parts[name] = value.detach()
             total = total + weight * value
         return total, parts

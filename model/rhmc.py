@@ -308,6 +308,8 @@ class RHMC(nn.Module):
     as in ``FAM`` (the release calls an undefined FAM class; this reads it as its FIM class).
     """
 
+    checkpoint_blocks = (HMCB,)  # recomputed in the backward with train.grad_checkpoint=blocks
+
     def __init__(
         self,
         in_channels: int = 3,

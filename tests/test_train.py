@@ -34,18 +34,22 @@ sys.exit(train.main())
 
 
 class TinyNet(nn.Module):
-    """Conv - BN - ReLU - Dropout - conv with a global residual: buffers, RNG use and real gradients."""
+    """Conv - BN - ReLU - Dropout - conv with a global residual: buffers, RNG use and real gradients.
+    ``plain``: no BN and no dropout (a per-sample function); ``sigterm_at``: SIGTERM to this process
+    in that training forward. ``body`` is its block for train.grad_checkpoint=blocks."""
 
-    def __init__(self, width: int = 6, nan_after: int = 0) -> None:
+    checkpoint_blocks = (nn.Sequential,)
+
+    def __init__(self, width: int = 6, nan_after: int = 0, plain: bool = False, sigterm_at: int = 0) -> None:
         super().__init__()
         self.body = nn.Sequential(
             nn.Conv2d(3, width, 3, padding=1),
-            nn.BatchNorm2d(width),
+            nn.Identity() if plain else nn.BatchNorm2d(width),
             nn.ReLU(),
-            nn.Dropout2d(0.2),
+            nn.Identity() if plain else nn.Dropout2d(0.2),
             nn.Conv2d(width, 3, 3, padding=1),
         )
-        self.nan_after = nan_after
+        self.nan_after, self.sigterm_at = nan_after, sigterm_at
         self.calls = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -54,6 +58,8 @@ class TinyNet(nn.Module):
             self.calls += 1
             if self.nan_after and self.calls > self.nan_after:
                 out = out * float("nan")
+            if self.calls == self.sigterm_at:
+                os.kill(os.getpid(), signal.SIGTERM)
         return out
 
 

@@ -121,6 +121,8 @@ SCHEMA: dict[str, Any] = {
         "amp": _o("none", str, choices=("none", "bf16", "fp16")),
         "ema": _o(0.0, *NUM, low=0, high=1, high_open=True),
         "grad_clip": _o(0.0, *NUM, low=0),
+        "accumulate": _o(1, int, low=1),  # micro-batches per optimizer update (gradient accumulation)
+        "grad_checkpoint": _o("none", str, choices=("none", "blocks")),  # recompute blocks in the backward
     },
     "logging": {
         "print_every": _o(10, int, low=1, high=MAX_COUNT),
