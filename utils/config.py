@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from model.ssm import BACKENDS
+
 
 class ConfigError(ValueError):
     """A config file, key or value that is not accepted."""
@@ -56,7 +58,7 @@ SCHEMA: dict[str, Any] = {
     "seed": _o(0, int),
     "scale": _o(8, int, choices=(2, 4, 8, 16)),
     "model": _o({"name": "bicubic"}, dict),
-    "ssm": {"backend": _o("auto", str, choices=("auto", "mamba_ssm", "triton", "torch", "reference"))},
+    "ssm": {"backend": _o("auto", str, choices=BACKENDS)},
     "data": {
         "value_range": _o([0, 1], list, choices=([0, 1], [-1, 1])),  # network input/output range (utils.value_range)
         "train": {
