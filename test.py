@@ -42,9 +42,7 @@ from data.io import DataError, list_images, pair_by_stem, read_rgb
 from metrics.io import IMAGE_EXTENSIONS, csv_text, format_summary, summarize, write_csv
 from metrics.psnr_ssim import CONVENTIONS, calculate_psnr, calculate_ssim, describe
 from metrics.tensor import QUANTIZE, tensor_to_uint8
-from utils.checkpoint import check_model_name, load_checkpoint, load_weights
 from utils.cli import run_cli
-from utils.config import load_config, resolve_config
 from utils.value_range import predict_unit
 
 log = logging.getLogger("test")
@@ -93,18 +91,9 @@ def load_model(
     checkpoint: str | Path, config: str | None, use_ema: bool, device: str
 ) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
     """Model built from the config (``config`` or the checkpoint's) with its EMA (default) or raw weights."""
-    state = load_checkpoint(checkpoint, map_location="cpu")
-    cfg = load_config(config) if config is not None else resolve_config(state["config"])
-    check_model_name(state, cfg["model"]["name"], checkpoint)
-    from model import build_model
-    from model.ssm import set_default_backend
+    from model.build import load_network
 
-    set_default_backend(cfg["ssm"]["backend"])
-    net = build_model(cfg["model"])
-    which = "ema" if use_ema and state.get("ema") is not None else "model"
-    load_weights(net, state[which], checkpoint, which, (state.get("config") or {}).get("model"), cfg["model"])
-    info = {"model_name": state["model_name"], "weights": which, "iteration": state["iteration"]}
-    return net.to(device).eval(), cfg, info
+    return load_network(checkpoint, config, use_ema, device)
 
 
 def plan(lr_dir: str, hr_dir: str | None, degrade_hr: bool) -> list[tuple[str, Path, Path | None]]:

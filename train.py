@@ -42,8 +42,8 @@ from data.io import DataError
 from metrics.io import finite_mean
 from metrics.psnr_ssim import calculate_psnr, calculate_ssim
 from metrics.tensor import tensor_to_uint8
+from model.build import build_network
 from model.losses import WeightedLoss
-from model.registry import build_model
 from utils import figure
 from utils.checkpoint import (
     CheckpointError,
@@ -161,15 +161,15 @@ class Trainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.lock: RunLock | None = None
         self.log = logging.getLogger("train")
-        model.ssm.set_default_backend(cfg["ssm"]["backend"])
         try:
-            self.scan_backend = model.ssm.resolve_backend(cfg["ssm"]["backend"], self.device)[0]
+            scan = model.ssm.resolve_backend(cfg["ssm"]["backend"], self.device)
         except (ValueError, RuntimeError) as err:
             raise ConfigError(str(err)) from None
+        self.scan_backend = scan.name
 
         seed_everything(cfg["seed"])  # the same initial weights on every rank
         try:
-            self.net = build_model(cfg["model"]).to(self.device)
+            self.net = build_network(cfg, self.device, scan=scan)
         except (ValueError, TypeError, RuntimeError) as err:  # e.g. model.embed_dim=0 rejected by torch
             raise ConfigError(f"config key 'model' {cfg['model']} does not build a network: {err}") from None
         seed_everything(cfg["seed"] + info.rank)  # then per-rank streams (dropout ...)

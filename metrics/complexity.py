@@ -93,9 +93,6 @@ def model_config(name: str | None, config: str | None) -> dict[str, Any]:
     cfg = load_config(config)
     if name is not None and cfg["model"]["name"] != name:
         raise ValueError(f"--model {name!r} but config {config!r} builds model {cfg['model']['name']!r}")
-    from model.ssm import set_default_backend
-
-    set_default_backend(cfg["ssm"]["backend"])
     return cfg["model"]
 
 
@@ -106,16 +103,20 @@ def profile(
     warmup: int = 1,
     repeats: int = 3,
     progress: bool = False,
+    backend: str = "auto",
 ) -> dict[str, Any]:
-    """Build the model and report parameters, FLOPs / MACs and latency on each device."""
-    from model import build_model
+    """Build the model and report parameters, FLOPs / MACs and latency on each device (scan ``backend`` bound
+    for each device)."""
+    from model.build import bind_scan, build_network
+    from model.ssm import resolve_backend
 
-    model = build_model(model_cfg)
+    model = build_network({"model": model_cfg, "ssm": {"backend": backend}})
     report: dict[str, Any] = {"model": model_cfg["name"], "size": list(size), "params": count_parameters(model)}
     report.update(count_flops(model, size))
     for device in devices:
         if device == "cuda" and not torch.cuda.is_available():
             continue
+        bind_scan(model, resolve_backend(backend, torch.device(device)))
         report[f"latency_{device}"] = measure_latency(
             model, size, device, warmup=warmup, repeats=repeats, progress=progress
         )
@@ -135,7 +136,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.repeats < 1 or args.warmup < 0:
         parser.error(f"--repeats must be >= 1 and --warmup >= 0, got {args.repeats} and {args.warmup}")
     cfg = model_config(args.model, args.config)
-    report = profile(cfg, tuple(args.size), tuple(args.device), args.warmup, args.repeats, not args.no_progress)
+    backend = "auto"
+    if args.config is not None:
+        from utils.config import load_config
+
+        backend = load_config(args.config)["ssm"]["backend"]
+    report = profile(
+        cfg, tuple(args.size), tuple(args.device), args.warmup, args.repeats, not args.no_progress, backend
+    )
     h, w = report["size"]
     print(f"model: {report['model']}  input: 1x3x{h}x{w}")
     print(f"params: {report['params'] / 1e6:.3f} M")

@@ -19,7 +19,7 @@ from torch import nn
 from model.hybrimamba import HybriMambaUNet
 from model.registry import register_model
 from model.ss2d import mamba_a_log, mamba_dt_bias
-from model.ssm import selective_scan
+from model.ssm import Scan, selective_scan
 
 
 def _causal_conv1d_cuda() -> Callable | None:
@@ -92,7 +92,9 @@ def causal_conv1d(
 
 
 class Mamba1D(nn.Module):
-    """Standard Mamba block on (B, H, W, C) tokens: one raster-order scan direction."""
+    """Standard Mamba block on (B, H, W, C) tokens: one raster-order scan direction (scan bound by ``model.build``)."""
+
+    scan_backend: Scan | None
 
     def __init__(
         self,
@@ -106,6 +108,7 @@ class Mamba1D(nn.Module):
         dt_init_floor: float = 1e-4,
     ) -> None:
         super().__init__()
+        self.scan_backend = None
         self.d_inner = di = int(expand * d_model)
         self.d_state = d_state
         self.dt_rank = r = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
@@ -143,6 +146,7 @@ class Mamba1D(nn.Module):
             z=z.contiguous(),
             delta_bias=self.dt_proj_bias.float(),
             delta_softplus=True,
+            backend=self.scan_backend,
         )
         return self.out_proj(y.transpose(1, 2)).view(batch, height, width, channels)
 

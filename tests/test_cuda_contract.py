@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import model.ssm as ssm
+from model.build import bind_scan
 from model.mamba1d import causal_conv1d_kernel_args, causal_conv1d_torch
 from model.registry import build_model
 from model.ssm.mamba_adapter import mamba_ssm_backend
@@ -249,7 +250,7 @@ def test_models_calls_satisfy_the_kernel_contract(scan, monkeypatch: pytest.Monk
         dtypes.add(u.dtype)
         return scan(u, *args, **kwargs)
 
-    monkeypatch.setattr(ssm, "resolve_backend", lambda backend, device: ("mamba_ssm", recording_scan))
+    bind_scan(net, ssm.Scan("mamba_ssm", recording_scan))
     got, got_grads = run()
     assert cuda_standin.calls["selective_scan_fwd"] >= 2 and cuda_standin.calls["selective_scan_bwd"] >= 2
     assert dtypes == {torch.bfloat16 if amp else torch.float32}
