@@ -51,14 +51,15 @@ class Backend:
 
 
 def _mamba_ssm_fn() -> Callable | None:
-    """mamba_ssm's selective_scan_fn behind its contract checks (``mamba_adapter``), or None if it does not import."""
+    """mamba_ssm's kernel (``selective_scan_cuda``) behind its contract checks (``mamba_adapter``), or None if it
+    does not import."""
     try:
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+        from mamba_ssm.ops import selective_scan_interface
     except Exception:  # ImportError, or a selective_scan_cuda built for another torch
         return None
     from model.ssm.mamba_adapter import mamba_ssm_backend
 
-    return mamba_ssm_backend(selective_scan_fn)
+    return mamba_ssm_backend(selective_scan_interface.selective_scan_cuda)
 
 
 def _triton_fn() -> Callable | None:
