@@ -42,6 +42,7 @@ from data.io import DataError, list_images, pair_by_stem, read_rgb
 from metrics.io import IMAGE_EXTENSIONS, csv_text, format_summary, summarize, write_csv
 from metrics.psnr_ssim import CONVENTIONS, calculate_psnr, calculate_ssim, describe
 from metrics.tensor import QUANTIZE, tensor_to_uint8
+from model.build import COMPILE_MODES, compile_network
 from utils.cli import run_cli
 from utils.value_range import predict_unit
 
@@ -79,6 +80,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--vif", action="store_true")
     parser.add_argument("--vif_channel", choices=("gray", "y"), default="gray", help="VIF luminance (default gray)")
     parser.add_argument("--no_progress", action="store_true")
+    parser.add_argument(
+        "--compile", choices=COMPILE_MODES, default="none", help="torch.compile the network (default none)"
+    )
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
@@ -156,6 +160,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]
 
         lpips_model = build_lpips(args.lpips_net, args.lpips_weights, device)  # fails before any inference
     net, cfg, info = load_model(args.checkpoint, args.config, not args.no_ema, args.device)
+    compile_network(net, args.compile)
     scale = cfg["scale"]
     hr_size = args.hr_size or cfg["data"]["val"]["hr_size"]
     items = plan(args.lr_dir, args.hr_dir, args.degrade)

@@ -42,7 +42,7 @@ from data.io import DataError
 from metrics.io import finite_mean
 from metrics.psnr_ssim import calculate_psnr, calculate_ssim
 from metrics.tensor import tensor_to_uint8
-from model.build import build_network
+from model.build import build_network, compile_network
 from model.losses import WeightedLoss
 from utils import figure
 from utils.checkpoint import (
@@ -176,6 +176,7 @@ class Trainer:
         self.model_name = cfg["model"]["name"]
         self.ddp: nn.Module = self.net  # wrapped in DistributedDataParallel by open_run_folder
         self.ema = ModelEMA(self.net, float(tcfg["ema"])) if tcfg["ema"] else None
+        compile_network(self.net, tcfg["compile"])  # in place: checkpoints keep the uncompiled keys
         try:
             self.criterion = WeightedLoss(tcfg["losses"])
         except ValueError as err:  # a bad train.losses entry: a config error, named by the loss module
@@ -487,7 +488,8 @@ class Trainer:
             f"model {self.model_name} ({n_params / 1e6:.3f}M parameters) on {self.device}, ssm backend "
             f"{self.scan_backend} (ssm.backend {self.cfg['ssm']['backend']}); world size {ws}, batch size {bs} per process, effective batch size {bs * ws}; "
             f"{len(self.train_set)} training images, {self.iters_per_epoch} iterations per epoch, "
-            f"{self.total_iters} iterations; amp {self.amp}, ema {tcfg['ema']}; run folder {self.run_dir}"
+            f"{self.total_iters} iterations; amp {self.amp}, ema {tcfg['ema']}, compile {tcfg['compile']}; "
+            f"run folder {self.run_dir}"
         )
         stop = StopRequest()
         bar = tqdm(

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from model.build import COMPILE_MODES
 from model.ssm import BACKENDS
 
 
@@ -110,6 +111,7 @@ SCHEMA: dict[str, Any] = {
         "amp": _o("none", str, choices=("none", "bf16", "fp16")),
         "ema": _o(0.0, *NUM, low=0, high=1, high_open=True),
         "grad_clip": _o(0.0, *NUM, low=0),
+        "compile": _o("none", str, choices=COMPILE_MODES),  # torch.compile of the network (model.build)
     },
     "logging": {
         "print_every": _o(10, int, low=1),
