@@ -37,16 +37,14 @@ def linear_scan(log_decay: torch.Tensor, drive: torch.Tensor, h0: torch.Tensor, 
     ld = log_decay.reshape(nc, chunk, *lead)
     dr = drive.reshape(nc, chunk, *lead)
     decay = torch.exp(ld)
-    h = torch.empty_like(dr)
-    h[:, 0] = dr[:, 0]
+    h = dr.clone()  # in-place updates of views, no out= arguments: traceable by torch.export
     for t in range(1, chunk):  # pass 1: every chunk from a zero state
-        h[:, t] = torch.addcmul(dr[:, t], decay[:, t], h[:, t - 1])
+        h[:, t].addcmul_(decay[:, t], h[:, t - 1])
     cum = torch.cumsum(ld, dim=1)
     chunk_decay = torch.exp(cum[:, -1])
-    carry_in = torch.empty_like(dr[:, 0])
-    carry_in[0] = h0
+    carry_in = torch.cat([h0.unsqueeze(0), h[:-1, -1]])
     for c in range(1, nc):  # pass 2: the state entering each chunk
-        carry_in[c] = torch.addcmul(h[c - 1, -1], chunk_decay[c - 1], carry_in[c - 1])
+        carry_in[c].addcmul_(chunk_decay[c - 1], carry_in[c - 1])
     h.addcmul_(torch.exp(cum), carry_in.unsqueeze(1))  # pass 3
     return h.reshape(length, *lead)
 
