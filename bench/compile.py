@@ -2,8 +2,8 @@
 
 ``python -m bench.compile`` measures, per model at 128x128 (``--size``), batch ``--batch``:
 
-- graph breaks (``torch._dynamo.explain``) of the forward and of a training step (forward, L1,
-  backward, AdamW step; ``trace_autograd_ops`` on so the backward call is traced too);
+- graph breaks (``torch._dynamo.explain``) of the forward and of a training step (forward, L1 and
+  backward as one function with ``trace_autograd_ops``, then the AdamW step);
 - the first call's time (compile) and the median img/s of eager and compiled forward (eval, no_grad)
   and training step (the network compiled, ``model.build.compile_network``; loss and optimizer eager);
   ``--regional`` compiles each scanning module instead of the whole network (repeated blocks share their
@@ -17,7 +17,6 @@ Inductor compiles take minutes per model on a small CPU: ``--tiny`` (tiny widths
 from __future__ import annotations
 
 import argparse
-import copy
 import time
 from typing import Any
 
@@ -63,13 +62,22 @@ def _step_fn(net: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, 
 
 
 def graph_breaks(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
-    """Graph breaks of the forward and of a training step."""
+    """Graph breaks of the forward and of a training step: forward + L1 + backward traced as one function
+    (``trace_autograd_ops``), plus ``optimizer.step`` traced on its own (dynamo breaks between a traced
+    backward and an optimizer step in one frame, for any network)."""
     torch._dynamo.reset()
     forward = torch._dynamo.explain(net)(x).graph_break_count
     torch._dynamo.reset()
-    opt = torch.optim.AdamW(copy.deepcopy(net).parameters(), lr=1e-4)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+
+    def forward_backward() -> torch.Tensor:
+        loss = (net(x) - y).abs().mean()
+        loss.backward()
+        return loss.detach()
+
     with torch._dynamo.config.patch(trace_autograd_ops=True):
-        step = torch._dynamo.explain(_step_fn(net, opt, x, y))().graph_break_count
+        step = torch._dynamo.explain(forward_backward)().graph_break_count
+    step += torch._dynamo.explain(opt.step)().graph_break_count
     torch._dynamo.reset()
     return forward, step
 
