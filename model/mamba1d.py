@@ -22,7 +22,9 @@ from model.ss2d import mamba_a_log, mamba_dt_bias
 from model.ssm import Scan, selective_scan
 
 
+@functools.cache
 def _causal_conv1d_cuda() -> Callable | None:
+    """causal_conv1d's function, or None where it does not import (tried once per process, not per call)."""
     try:
         from causal_conv1d import causal_conv1d_fn
     except Exception:
