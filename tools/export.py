@@ -88,7 +88,10 @@ def _write_and_run(args: argparse.Namespace, net: torch.nn.Module, x: torch.Tens
             raise SystemExit(missing)
         import onnxruntime
 
-        torch.onnx.export(net, (x,), str(args.out), dynamo=True, external_data=False)
+        try:
+            torch.onnx.export(net, (x,), str(args.out), dynamo=True, external_data=False)
+        except Exception as err:  # noqa: BLE001 - an unsupported operator: say which, in one line
+            raise SystemExit(f"error: no ONNX route for this network: {str(err).strip().splitlines()[0]}") from None
         session = onnxruntime.InferenceSession(str(args.out), providers=["CPUExecutionProvider"])
         return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
     program = export_program(net, x, args.strict)
