@@ -52,10 +52,9 @@ from data.io import DataError, index_by_stem, list_images, pair_by_stem, read_rg
 from metrics.io import IMAGE_EXTENSIONS, csv_text, format_summary, summarize, write_csv
 from metrics.psnr_ssim import CONVENTIONS, calculate_psnr, calculate_ssim, describe
 from metrics.tensor import QUANTIZE, tensor_to_uint8
+from model.build import COMPILE_MODES, compile_network
 from utils.authors import refuse_authors_flags
-from utils.checkpoint import check_model_name, load_checkpoint, load_weights
 from utils.cli import os_error_message, run_cli
-from utils.config import load_config, resolve_config
 from utils.run_folder import live_lock_owner
 from utils.value_range import predict_unit
 
@@ -100,6 +99,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--vif", action="store_true")
     parser.add_argument("--vif_channel", choices=("gray", "y"), default="gray", help="VIF luminance (default gray)")
     parser.add_argument("--no_progress", action="store_true")
+    parser.add_argument(
+        "--compile", choices=COMPILE_MODES, default="none", help="torch.compile the network (default none)"
+    )
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
@@ -112,18 +114,9 @@ def load_model(
     checkpoint: str | Path, config: str | None, use_ema: bool, device: str
 ) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
     """Model built from the config (``config`` or the checkpoint's) with its EMA (default) or raw weights."""
-    state = load_checkpoint(checkpoint, map_location="cpu")
-    cfg = load_config(config) if config is not None else resolve_config(state["config"])
-    check_model_name(state, cfg["model"]["name"], checkpoint)
-    from model import build_model
-    from model.ssm import set_default_backend
+    from model.build import load_network
 
-    set_default_backend(cfg["ssm"]["backend"])
-    net = build_model(cfg["model"])
-    which = "ema" if use_ema and state.get("ema") is not None else "model"
-    load_weights(net, state[which], checkpoint, which, (state.get("config") or {}).get("model"), cfg["model"])
-    info = {"model_name": state["model_name"], "weights": which, "iteration": state["iteration"]}
-    return net.to(device).eval(), cfg, info
+    return load_network(checkpoint, config, use_ema, device)
 
 
 def plan(lr_dir: str, hr_dir: str | None, degrade_hr: bool) -> list[tuple[str, Path, Path | None]]:
@@ -215,6 +208,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]
         # fails before any inference
         lpips_model = build_lpips(args.lpips_net, args.lpips_weights, device, flag="--lpips_weights")
     net, cfg, info = load_model(args.checkpoint, args.config, not args.no_ema, args.device)
+    compile_network(net, args.compile)
     scale = cfg["scale"]
     hr_size = args.hr_size or cfg["data"]["val"]["hr_size"]
     items = plan(args.lr_dir, args.hr_dir, args.degrade)

@@ -49,8 +49,9 @@ from data.io import DataError
 from metrics.io import finite_mean
 from metrics.psnr_ssim import calculate_psnr, calculate_ssim
 from metrics.tensor import tensor_to_uint8
+from model.build import build_network, compile_network
 from model.losses import WeightedLoss
-from model.registry import build_model, check_training_io
+from model.registry import check_training_io
 from utils import figure
 from utils.authors import refuse_authors_flags
 from utils.checkpoint import (
@@ -184,15 +185,15 @@ class Trainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.lock: RunLock | None = None
         self.log = logging.getLogger("train")
-        model.ssm.set_default_backend(cfg["ssm"]["backend"])
         try:
-            self.scan_backend = model.ssm.resolve_backend(cfg["ssm"]["backend"], self.device)[0]
+            scan = model.ssm.resolve_backend(cfg["ssm"]["backend"], self.device)
         except (ValueError, RuntimeError) as err:
             raise ConfigError(str(err)) from None
+        self.scan_backend = scan.name
 
         seed_everything(cfg["seed"])  # the same initial weights on every rank
         try:
-            self.net = build_model(cfg["model"]).to(self.device)
+            self.net = build_network(cfg, self.device, scan=scan)
         except (ValueError, TypeError, RuntimeError) as err:  # e.g. model.embed_dim=0 rejected by torch
             raise ConfigError(f"config key 'model' {cfg['model']} does not build a network: {err}") from None
         try:
@@ -204,6 +205,7 @@ class Trainer:
         self.ddp: nn.Module = self.net  # wrapped in DistributedDataParallel by open_run_folder
         self.input_key = "lr_small" if getattr(self.net, "lr_input", False) else "lr"  # LR-in nets: SwinIR, MambaIR
         self.ema = ModelEMA(self.net, float(tcfg["ema"])) if tcfg["ema"] else None
+        compile_network(self.net, tcfg["compile"])  # in place: checkpoints keep the uncompiled keys
         try:
             self.criterion = WeightedLoss(tcfg["losses"])
         except ValueError as err:  # a bad train.losses entry: a config error, named by the loss module
@@ -547,7 +549,8 @@ class Trainer:
             + (f" ({n} accumulated micro-batches per iteration)" if n > 1 else "")
             + "; "
             f"{len(self.train_set)} training images, {self.iters_per_epoch} iterations per epoch, "
-            f"{self.total_iters} iterations; amp {self.amp}, ema {tcfg['ema']}, grad_checkpoint {tcfg['grad_checkpoint']}"
+            f"{self.total_iters} iterations; amp {self.amp}, ema {tcfg['ema']}, compile {tcfg['compile']}, "
+            f"grad_checkpoint {tcfg['grad_checkpoint']}"
             + (f" ({self.checkpointed_blocks} blocks)" if self.checkpointed_blocks else "")
             + f"; run folder {self.run_dir}"
         )

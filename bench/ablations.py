@@ -144,11 +144,9 @@ def first_loadable(configs: list[Path], args: argparse.Namespace) -> dict[str, A
 def complexity(cfg: dict[str, Any]) -> dict[str, int]:
     """Parameters and FLOPs / MACs of the row's network at 1x3xSxS, S = data.val.hr_size (/ scale for lr_input)."""
     from metrics.complexity import count_flops, count_parameters
-    from model import build_model
-    from model.ssm import set_default_backend
+    from model.build import build_network
 
-    set_default_backend(cfg["ssm"]["backend"])
-    net = build_model(cfg["model"])
+    net = build_network(cfg)
     size = cfg["data"]["val"]["hr_size"] // (cfg["scale"] if getattr(net, "lr_input", False) else 1)
     return {"params": count_parameters(net), **count_flops(net, (size, size)), "size": size}
 

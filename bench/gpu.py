@@ -27,9 +27,9 @@ import torch.nn.functional as F
 
 from bench.inputs import scan_inputs
 from bench.timing import fmt_time, median_time, sync
-from model.registry import build_model
+from model.build import build_network
 from model.ss2d import K_DIRECTIONS, SS2D
-from model.ssm import BACKENDS, resolve_backend, set_default_backend
+from model.ssm import BACKENDS, resolve_backend
 from model.ssm.reference import selective_scan_reference
 from utils.config import load_config
 
@@ -133,7 +133,7 @@ def agreement(report: Report, backends: dict[str, Callable], device: torch.devic
 
 def scan_shapes(model_cfg: dict, size: int, device: torch.device) -> dict[tuple[int, int, int], int]:
     """(K*Di, L, N) -> calls per forward, read from a batch-1 forward of the model at size x size."""
-    net = build_model(model_cfg).to(device)
+    net = build_network({"model": model_cfg}, device)
     shapes: dict[tuple[int, int, int], int] = {}
 
     def hook(module: SS2D, args: tuple) -> None:
@@ -216,7 +216,7 @@ def training(report: Report, configs: dict[str, dict], args: argparse.Namespace)
 
 def _train_row(cfg: dict, precision: str, batch: int, device: torch.device, args: argparse.Namespace) -> str:
     torch.manual_seed(0)
-    net = build_model(cfg["model"]).to(device).train()
+    net = build_network({"model": cfg["model"]}, device).train()  # ssm.backend auto
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
     lr_up = torch.rand(batch, 3, args.size, args.size, device=device)
     hr = torch.rand(batch, 3, args.size, args.size, device=device)
@@ -261,7 +261,6 @@ def main(argv: list[str] | None = None) -> int:
     args.repeats = args.repeats or (1 if tiny else 5)
     args.iterations = args.iterations or (1 if tiny else 10)
     configs = {name: load_config(path) for name, path in (TINY_CONFIGS if tiny else CONFIGS).items()}
-    set_default_backend("auto")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"bench.gpu on {device} ({name}), torch {torch.__version__}, CUDA {torch.version.cuda}")
     backends, skipped = available_backends(device)

@@ -63,11 +63,11 @@ def train_step(net: nn.Module, x: torch.Tensor) -> None:
 
 
 def paper_network(model: str, mode: str) -> nn.Module:
-    from model.registry import build_model
+    from model.build import build_network
 
     cfg = yaml.safe_load((REPO / "configs" / f"{model}_x8_celeba.yaml").read_text())["model"]
     torch.manual_seed(0)
-    net = build_model(cfg).train()
+    net = build_network({"model": cfg, "ssm": {"backend": "auto"}}).train()
     enable_grad_checkpoint(net, mode)
     return net
 
@@ -78,9 +78,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args(argv)
-    import model.ssm
-
-    model.ssm.set_default_backend("auto")
     x = torch.rand(1, 3, args.size, args.size)
     print(f"batch 1, {args.size}x{args.size}, fp32, CPU, {torch.get_num_threads()} threads")
     print(f"{'model':<12}{'grad_checkpoint':<17}{'blocks':>7}{'saved MiB':>11}{'fwd+bwd':>11}")

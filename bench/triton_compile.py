@@ -59,7 +59,9 @@ def _recording(calls: list[ScanCall]) -> Iterator[None]:
     import model.mamba1d
     import model.ss2d
 
-    def record(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, return_last_state=False):
+    def record(
+        u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, return_last_state=False, backend=None
+    ):
         groups = B.shape[1] if B.dim() == 4 else None
         flags = (D is not None, z is not None, delta_bias is not None, bool(delta_softplus), return_last_state)
         calls.append(ScanCall(u.shape[1], u.shape[2], A.shape[1], groups, *flags))

@@ -100,9 +100,6 @@ def model_config(name: str | None, config: str | None) -> dict[str, Any]:
     cfg = load_config(config)
     if name is not None and cfg["model"]["name"] != name:
         raise ValueError(f"--model {name!r} but config {config!r} builds model {cfg['model']['name']!r}")
-    from model.ssm import set_default_backend
-
-    set_default_backend(cfg["ssm"]["backend"])
     return cfg["model"]
 
 
@@ -113,14 +110,17 @@ def profile(
     warmup: int = 1,
     repeats: int = 3,
     progress: bool = False,
+    backend: str = "auto",
 ) -> dict[str, Any]:
-    """Build the model and report parameters, FLOPs / MACs and latency on each device.
+    """Build the model and report parameters, FLOPs / MACs and latency on each device (scan ``backend`` bound
+    for each device).
 
     ``size`` None: the input of a 128x128 output, the 128 / scale LR for ``lr_input`` networks.
     """
-    from model import build_model
+    from model.build import bind_scan, build_network
+    from model.ssm import resolve_backend
 
-    model = build_model(model_cfg)
+    model = build_network({"model": model_cfg, "ssm": {"backend": backend}})
     if size is None:
         side = 128 // model.scale if getattr(model, "lr_input", False) else 128
         size = (side, side)
@@ -129,6 +129,7 @@ def profile(
     for device in devices:
         if device == "cuda" and not torch.cuda.is_available():
             continue
+        bind_scan(model, resolve_backend(backend, torch.device(device)))
         report[f"latency_{device}"] = measure_latency(
             model, size, device, warmup=warmup, repeats=repeats, progress=progress
         )
@@ -150,8 +151,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.repeats < 1 or args.warmup < 0:
         parser.error(f"--repeats must be >= 1 and --warmup >= 0, got {args.repeats} and {args.warmup}")
     cfg = model_config(args.model, args.config)
+    backend = "auto"
+    if args.config is not None:
+        from utils.config import load_config
+
+        backend = load_config(args.config)["ssm"]["backend"]
     size = None if args.size is None else tuple(args.size)
-    report = profile(cfg, size, tuple(args.device), args.warmup, args.repeats, not args.no_progress)
+    report = profile(cfg, size, tuple(args.device), args.warmup, args.repeats, not args.no_progress, backend)
     h, w = report["size"]
     print(f"model: {report['model']}  input: 1x3x{h}x{w}")
     print(f"params: {report['params'] / 1e6:.3f} M")

@@ -32,6 +32,18 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 2, 3, 1)
 
 
+def polar(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(z.abs(), z.angle())`` computed from one real view of ``z``, values and gradients alike (0 at z = 0):
+    inductor lowers these real operations, while autograd's sum of the two complex gradients of ``abs`` and
+    ``angle`` fails to compile on channels-last layouts."""
+    re, im = torch.view_as_real(z).unbind(-1)
+    r2 = re * re + im * im
+    nonzero = r2 > 0
+    amplitude = torch.where(nonzero, torch.sqrt(torch.where(nonzero, r2, 1.0)), 0.0)
+    phase = torch.where(nonzero, torch.atan2(im, torch.where(nonzero, re, 1.0)), 0.0)
+    return amplitude, phase
+
+
 class FWM(nn.Module):
     """Fourier-Wavelet Transform Module on (B, C, H, W): x + Fourier(x) + Wavelet(x)."""
 
@@ -47,8 +59,8 @@ class FWM(nn.Module):
         """Modulate the rfft2 magnitude with Conv1x1-GELU-Conv1x1, keep the phase, invert."""
         real = torch.promote_types(x.dtype, torch.float32)  # cuFFT has no bf16: FFT in >= fp32
         spectrum = torch.fft.rfft2(x.to(real), norm="ortho")
-        magnitude = self.magnitude(spectrum.abs().to(x.dtype)).to(real)  # may be negative, as in the paper
-        phase = spectrum.angle()
+        amplitude, phase = polar(spectrum)
+        magnitude = self.magnitude(amplitude.to(x.dtype)).to(real)  # may be negative, as in the paper
         spectrum = torch.complex(magnitude * torch.cos(phase), magnitude * torch.sin(phase))
         out = torch.fft.irfft2(spectrum, s=x.shape[-2:], norm="ortho")
         return out.to(x.dtype)

@@ -19,10 +19,12 @@ from torch import nn
 from model.hybrimamba import HybriMambaUNet
 from model.registry import register_model
 from model.ss2d import mamba_a_log, mamba_dt_bias
-from model.ssm import selective_scan
+from model.ssm import Scan, selective_scan
 
 
+@functools.cache
 def _causal_conv1d_cuda() -> Callable | None:
+    """causal_conv1d's function, or None where it does not import (tried once per process, not per call)."""
     try:
         from causal_conv1d import causal_conv1d_fn
     except Exception:
@@ -92,7 +94,9 @@ def causal_conv1d(
 
 
 class Mamba1D(nn.Module):
-    """Standard Mamba block on (B, H, W, C) tokens: one raster-order scan direction."""
+    """Standard Mamba block on (B, H, W, C) tokens: one raster-order scan direction (scan bound by ``model.build``)."""
+
+    scan_backend: Scan | None
 
     def __init__(
         self,
@@ -106,6 +110,7 @@ class Mamba1D(nn.Module):
         dt_init_floor: float = 1e-4,
     ) -> None:
         super().__init__()
+        self.scan_backend = None
         self.d_inner = di = int(expand * d_model)
         self.d_state = d_state
         self.dt_rank = r = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
@@ -143,6 +148,7 @@ class Mamba1D(nn.Module):
             z=z.contiguous(),
             delta_bias=self.dt_proj_bias.float(),
             delta_softplus=True,
+            backend=self.scan_backend,
         )
         return self.out_proj(y.transpose(1, 2)).view(batch, height, width, channels)
 

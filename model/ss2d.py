@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.ssm import selective_scan
+from model.ssm import Scan, selective_scan
 
 K_DIRECTIONS = 4
 
@@ -54,8 +54,11 @@ class SS2D(nn.Module):
 
     ``pre_conv`` runs on the x branch (B, Di, H, W) before the depthwise conv (HybriMamba's
     FWM); ``post_scan`` runs on the merged scan output (B, Di, H, W) before the LayerNorm
-    (HybriMamba's symmetry enhancement). Both default to nothing.
+    (HybriMamba's symmetry enhancement). Both default to nothing. ``scan_backend`` is bound by
+    ``model.build`` (None: ``auto`` for the input's device).
     """
+
+    scan_backend: Scan | None
 
     def __init__(
         self,
@@ -71,6 +74,7 @@ class SS2D(nn.Module):
         post_scan: nn.Module | None = None,
     ) -> None:
         super().__init__()
+        self.scan_backend = None
         self.d_model = d_model
         self.d_inner = int(expand * d_model)
         self.d_state = d_state
@@ -122,6 +126,7 @@ class SS2D(nn.Module):
             D=self.Ds.float(),
             delta_bias=self.dt_projs_bias.float().view(-1),
             delta_softplus=True,
+            backend=self.scan_backend,
         )
         return cross_merge(y.view(batch, K_DIRECTIONS, di, length), height, width)
 

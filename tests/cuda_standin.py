@@ -12,6 +12,7 @@ backward ignores d(last_state)).
 
 from __future__ import annotations
 
+import concurrent.futures
 import importlib
 import sys
 import types
@@ -133,10 +134,18 @@ def selective_scan_bwd(
         _check(x.dtype == torch.float32 and x.is_contiguous(), "x.scalar_type() == weight_type, x.is_contiguous()")
         _shape(x, batch, dim, n_chunks, 2 * dstate, name="x")
     leaves = [t.detach().requires_grad_() if t is not None else None for t in (u, delta, A, B, C, D, z, delta_bias)]
-    with torch.enable_grad():
-        y = selective_scan_reference(*leaves, delta_softplus)
-        wanted = [t for t in leaves if t is not None]
-        grads = iter(torch.autograd.grad(y, wanted, dout, allow_unused=True))
+
+    def reference_grads():
+        with torch.enable_grad():
+            y = selective_scan_reference(*leaves, delta_softplus)
+            wanted = [t for t in leaves if t is not None]
+            return y.detach(), torch.autograd.grad(y, wanted, dout, allow_unused=True)
+
+    # A fresh thread: the project calls the kernel from a torch.library operator, below the autograd dispatch
+    # key, where this thread's autograd records nothing.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        y, grads = pool.submit(reference_grads).result()
+    grads = iter(grads)
     du, ddelta, dA, dB, dC, dD, dz_, ddelta_bias = (
         (next(grads) if t is not None else None) for t in leaves
     )  # fmt: skip
@@ -144,7 +153,7 @@ def selective_scan_bwd(
     if z is not None:
         result.append(dz.copy_(dz_) if dz is not None else dz_)
     if recompute_out_z:
-        result.append(y.detach())
+        result.append(y)
     return result
 
 

@@ -6,12 +6,13 @@ import pytest
 import torch
 
 import model.ssm as ssm
+from model.build import bind_scan
 from model.mamba1d import causal_conv1d_kernel_args, causal_conv1d_torch
 from model.registry import build_model
 from model.ssm.mamba_adapter import mamba_ssm_backend
 from model.ssm.reference import selective_scan_reference
 from tests import cuda_standin
-from tests.cuda_standin import KernelAssert, real_causal_conv1d_fn, real_selective_scan_fn
+from tests.cuda_standin import KernelAssert, real_causal_conv1d_fn
 from tests.test_ssm import make_inputs
 
 LOW = (torch.float16, torch.bfloat16)
@@ -20,11 +21,9 @@ TOL = {torch.float32: (1e-5, 1e-5), torch.bfloat16: (3e-2, 5e-2), torch.float16:
 
 @pytest.fixture
 def scan(monkeypatch: pytest.MonkeyPatch):
-    """The production mamba_ssm backend (adapter) over mamba_ssm's wrapper or the glue, over the stand-in."""
-    fn, path = real_selective_scan_fn(monkeypatch)
-    print(f"selective_scan_cuda stand-in under: {path}")
+    """The production mamba_ssm backend (adapter and its operators) over the stand-in of selective_scan_cuda."""
     cuda_standin.calls.clear()
-    return mamba_ssm_backend(fn)
+    return mamba_ssm_backend(cuda_standin.selective_scan_cuda)
 
 
 @pytest.fixture
@@ -249,7 +248,7 @@ def test_models_calls_satisfy_the_kernel_contract(scan, monkeypatch: pytest.Monk
         dtypes.add(u.dtype)
         return scan(u, *args, **kwargs)
 
-    monkeypatch.setattr(ssm, "resolve_backend", lambda backend, device: ("mamba_ssm", recording_scan))
+    bind_scan(net, ssm.Scan("mamba_ssm", recording_scan))
     got, got_grads = run()
     assert cuda_standin.calls["selective_scan_fwd"] >= 2 and cuda_standin.calls["selective_scan_bwd"] >= 2
     assert dtypes == {torch.bfloat16 if amp else torch.float32}
@@ -274,3 +273,15 @@ def test_conv_standin_asserts_where_the_kernel_does(change, check: str) -> None:
     x, w, b = change(*(t.detach() for t in _conv_inputs()))
     with pytest.raises(KernelAssert, match=check):
         cuda_standin.causal_conv1d_fwd(x, w, b, None, None, torch.empty(x.shape, dtype=x.dtype), None, True)
+
+
+def test_adapter_operator_compiles_as_one_graph(scan) -> None:
+    """The kernel behind fsr::mamba_scan_fwd/bwd traces as one opaque call: fullgraph aot_eager equals eager."""
+    torch._dynamo.reset()
+    inputs = make_inputs(length=20, groups=2)
+    want = _y_and_grads(scan, inputs)
+    got = _y_and_grads(torch.compile(scan, backend="aot_eager", fullgraph=True), inputs)
+    torch._dynamo.reset()
+    torch.testing.assert_close(got[0], want[0], rtol=1e-6, atol=1e-6)
+    for name, grad in got[2].items():
+        torch.testing.assert_close(grad, want[2][name], rtol=1e-6, atol=1e-6)

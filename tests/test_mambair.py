@@ -6,9 +6,10 @@ import torch.nn.functional as F
 
 from metrics.complexity import count_flops, count_parameters
 from model import build_model
+from model.build import bind_scan
 from model.mambair import CAB, RSSB, MambaIR
 from model.ss2d import SS2D
-from model.ssm import get_default_backend, set_default_backend
+from model.ssm import resolve_backend
 from tools.convert_released import to_ours, to_released
 
 TINY = dict(embed_dim=30, depths=(1, 2), d_state=2)
@@ -65,15 +66,11 @@ def test_cab_channel_attention_halves_with_a_zero_squeeze():
 
 def test_scan_backends_agree():
     net, x = tiny().eval(), torch.rand(1, 3, 8, 8)
-    before = get_default_backend()
-    try:
-        outs = []
-        for backend in ("reference", "torch"):
-            set_default_backend(backend)
-            with torch.no_grad():
-                outs.append(net(x))
-    finally:
-        set_default_backend(before)
+    outs = []
+    for backend in ("reference", "torch"):
+        bind_scan(net, resolve_backend(backend, x.device))
+        with torch.no_grad():
+            outs.append(net(x))
     torch.testing.assert_close(outs[0], outs[1], rtol=1e-4, atol=1e-5)
 
 

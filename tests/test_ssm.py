@@ -282,15 +282,34 @@ def test_unknown_backend_lists_choices() -> None:
     with pytest.raises(ValueError, match="auto, mamba_ssm, triton, torch, reference.*'cuda_fast'"):
         selective_scan(**make_inputs(length=4), backend="cuda_fast")
     with pytest.raises(ValueError, match="'nope'"):
-        ssm.set_default_backend("nope")
+        resolve_backend("nope", "cpu")
 
 
-def test_default_backend_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bound_scan_is_used_and_unbound_resolves_auto_once(monkeypatch: pytest.MonkeyPatch) -> None:
     inputs = {k: (v.detach() if v is not None else None) for k, v in make_inputs(length=10).items()}
-    monkeypatch.setattr(ssm, "_default_backend", "auto")
-    ssm.set_default_backend("reference")
-    assert ssm.get_default_backend() == "reference"
-    torch.testing.assert_close(selective_scan(**inputs), selective_scan_reference(**inputs), rtol=0, atol=0)
+    calls = []
+
+    def spy(*args):
+        calls.append(True)
+        return selective_scan_reference(*args)
+
+    got = selective_scan(**inputs, backend=ssm.Scan("spy", spy))
+    assert calls and torch.equal(got, selective_scan_reference(**inputs))
+    monkeypatch.setattr(ssm, "_unbound", {})
+    resolved = []
+    real = ssm.resolve_backend
+    monkeypatch.setattr(ssm, "resolve_backend", lambda *a: resolved.append(a) or real(*a))
+    for _ in range(3):
+        selective_scan(**inputs)
+    assert resolved == [("auto", torch.device("cpu"))]
+
+
+def test_backend_table_gives_names_auto_order_and_config_choices() -> None:
+    from utils.config import SCHEMA
+
+    assert ssm.BACKENDS == ("auto", *(row.name for row in ssm.BACKEND_TABLE))
+    assert [row.name for row in ssm.BACKEND_TABLE if row.in_auto] == ["mamba_ssm", "triton", "torch"]
+    assert SCHEMA["ssm"]["backend"].choices == ssm.BACKENDS
 
 
 def test_bad_shapes_raise_clear_errors() -> None:

@@ -108,7 +108,8 @@ def enhance_photo(
         small = crop.resize((hr // scale, hr // scale), Image.Resampling.BICUBIC)
         up = resize(small, (hr, hr), args.kernel)
         with torch.no_grad():
-            sr = predict_unit(net, to_tensor(up)[None].to(args.device), cfg["data"]["value_range"])
+            x = to_tensor(small if getattr(net, "lr_input", False) else up)  # SwinIR, MambaIR, DIC take the LR
+            sr = predict_unit(net, x[None].to(args.device), cfg["data"]["value_range"])
         face = tensor_to_uint8(sr.float().cpu())[0]
         Image.fromarray(face).save(args.out / f"{path.stem}_face{i}.png")
         pasted = np.asarray(Image.fromarray(face).resize((side, side), Image.Resampling.BICUBIC), dtype=np.float64)

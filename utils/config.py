@@ -19,6 +19,9 @@ from typing import Any
 
 import yaml
 
+from model.build import COMPILE_MODES
+from model.ssm import BACKENDS
+
 AUTHORS_CONFIGS = {  # the config paths of the authors' READMEs and scripts -> ours
     name: "that is the RHMC repository's config; here: configs/rhmc_x8_celeba.yaml (paper) or configs/rhmc_released.yaml"
     for name in ("model/RHMC/config.yaml", "model/HMC/config.yaml")
@@ -65,7 +68,7 @@ SCHEMA: dict[str, Any] = {
     "seed": _o(0, int),
     "scale": _o(8, int, choices=(2, 4, 8, 16)),
     "model": _o({"name": "bicubic"}, dict),
-    "ssm": {"backend": _o("auto", str, choices=("auto", "mamba_ssm", "triton", "torch", "reference"))},
+    "ssm": {"backend": _o("auto", str, choices=BACKENDS)},
     "data": {
         "value_range": _o([0, 1], list, choices=([0, 1], [-1, 1])),  # network input/output range (utils.value_range)
         "train": {
@@ -123,6 +126,7 @@ SCHEMA: dict[str, Any] = {
         "grad_clip": _o(0.0, *NUM, low=0),
         "accumulate": _o(1, int, low=1),  # micro-batches per optimizer update (gradient accumulation)
         "grad_checkpoint": _o("none", str, choices=("none", "blocks")),  # recompute blocks in the backward
+        "compile": _o("none", str, choices=COMPILE_MODES),  # torch.compile of the network (model.build)
     },
     "logging": {
         "print_every": _o(10, int, low=1, high=MAX_COUNT),

@@ -1,11 +1,16 @@
 """The Mamba-1 selective scan behind one function with interchangeable backends.
 
 ``selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,
-backend)`` follows mamba_ssm's ``selective_scan_fn``. Backends: ``reference`` (time loop, the
-test oracle), ``torch`` (a compiled C++ CPU kernel where it builds, else a
-chunked pure-PyTorch scan on any device), ``mamba_ssm`` (its CUDA kernel,
-imported lazily), ``triton`` (the project's Triton kernels, CUDA only, triton imported lazily) and
-``auto`` (on CUDA mamba_ssm when it imports, else triton when it imports, else torch; torch elsewhere).
+backend)`` follows mamba_ssm's ``selective_scan_fn``. ``BACKEND_TABLE`` lists the backends in
+``auto``'s order: ``mamba_ssm`` (its CUDA kernel), ``triton`` (the project's Triton kernels, CUDA
+only), ``torch`` (a compiled C++ CPU kernel where it builds, else a chunked pure-PyTorch scan on any
+device) and ``reference`` (time loop, the test oracle, never picked by ``auto``). Each backend is a
+PyTorch operator (``torch.library``), so networks compile and export without graph breaks.
+
+A backend is resolved once, for one device, by ``resolve_backend`` (imports, the CPU kernel's build
+and logging happen there) and handed to the modules that scan by ``model.build.bind_scan``. A module
+that scans declares ``scan_backend: Scan | None`` and passes it as ``backend=``; ``None`` (a module
+used outside ``model.build``) resolves ``auto`` for the tensors' device once per process.
 """
 
 from __future__ import annotations
@@ -13,44 +18,49 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
+from model.ssm import torch_scan
 from model.ssm.reference import selective_scan_reference
 from model.ssm.torch_scan import selective_scan_torch
 
-BACKENDS = ("auto", "mamba_ssm", "triton", "torch", "reference")
 logger = logging.getLogger(__name__)
 
-_default_backend = "auto"
-_logged: set[str] = set()
 _flop_records: list[list[int]] = []
 
 
-def set_default_backend(name: str) -> None:
-    """Set the backend used when ``selective_scan`` gets ``backend=None`` (config ``ssm.backend``)."""
-    global _default_backend
-    if name not in BACKENDS:
-        raise ValueError(f"ssm.backend must be one of {', '.join(BACKENDS)}, got {name!r}")
-    _default_backend = name
+class Scan(NamedTuple):
+    """A backend resolved for one device: its name and its scan function (``selective_scan``'s signature)."""
+
+    name: str
+    fn: Callable
 
 
-def get_default_backend() -> str:
-    return _default_backend
+@dataclass(frozen=True)
+class Backend:
+    """One row of ``BACKEND_TABLE``: ``load(device)`` gives the scan function, or None when it does not import."""
+
+    name: str
+    cuda_only: bool
+    in_auto: bool
+    load: Callable[[torch.device], Callable | None]
+    missing: str
 
 
 def _mamba_ssm_fn() -> Callable | None:
-    """mamba_ssm's selective_scan_fn behind its contract checks (``mamba_adapter``), or None if it or its
-    compiled ``selective_scan_cuda`` extension does not import (mamba_ssm's main branch imports without it
-    unless built with ``MAMBA_KEEP_CUDA_BUILD=TRUE``, and would fail only at the first scan)."""
+    """mamba_ssm's kernel (``selective_scan_cuda``) behind its contract checks (``mamba_adapter``), or None if the
+    kernel itself does not import (mamba_ssm's main branch imports without it unless built with
+    ``MAMBA_KEEP_CUDA_BUILD=TRUE``, and would fail only at the first scan)."""
     try:
-        import selective_scan_cuda  # noqa: F401  (the kernel itself, not only the Python package)
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+        import selective_scan_cuda
     except Exception:  # ImportError, or a selective_scan_cuda built for another torch
         return None
     from model.ssm.mamba_adapter import mamba_ssm_backend
 
-    return mamba_ssm_backend(selective_scan_fn)
+    return mamba_ssm_backend(selective_scan_cuda)
 
 
 def _triton_fn() -> Callable | None:
@@ -61,30 +71,52 @@ def _triton_fn() -> Callable | None:
     return selective_scan_triton if triton_available() else None
 
 
-def resolve_backend(name: str, device: torch.device) -> tuple[str, Callable]:
-    """Map a backend name (``auto`` included) to the function that runs on ``device``."""
+BACKEND_TABLE: tuple[Backend, ...] = (
+    Backend(
+        "mamba_ssm", True, True, lambda device: _mamba_ssm_fn(), "mamba_ssm does not import (see requirements-cuda.txt)"
+    ),
+    Backend(
+        "triton", True, True, lambda device: _triton_fn(), "triton does not import (it ships with torch's CUDA wheels)"
+    ),
+    Backend("torch", False, True, lambda device: torch_scan.torch_backend(device), ""),
+    Backend("reference", False, False, lambda device: selective_scan_reference, ""),
+)
+BACKENDS: tuple[str, ...] = ("auto", *(b.name for b in BACKEND_TABLE))
+"""The ``ssm.backend`` choices."""
+
+
+def resolve_backend(name: str, device: torch.device | str) -> Scan:
+    """Map a backend name (``auto`` included) to the scan that runs on ``device``; done once per network."""
     if name not in BACKENDS:
         raise ValueError(f"ssm.backend must be one of {', '.join(BACKENDS)}, got {name!r}")
+    device = torch.device(device)
     cuda = device.type == "cuda"
-    if name in ("auto", "mamba_ssm") and cuda:
-        fn = _mamba_ssm_fn()
+    for row in BACKEND_TABLE:
+        if name not in (row.name, "auto") or (name == "auto" and not row.in_auto):
+            continue
+        if row.cuda_only and not cuda:
+            if name == "auto":
+                continue
+            hint = "" if row.name == "mamba_ssm" else f", got {device.type} (use torch on CPU)"
+            raise RuntimeError(f"ssm.backend={row.name} needs CUDA tensors{hint}")
+        fn = row.load(device)
         if fn is not None:
-            return "mamba_ssm", fn
-        if name == "mamba_ssm":
-            raise RuntimeError("ssm.backend=mamba_ssm but mamba_ssm does not import (see requirements-cuda.txt)")
-    if name == "mamba_ssm":
-        raise RuntimeError("ssm.backend=mamba_ssm needs CUDA tensors")
-    if name in ("auto", "triton") and cuda:
-        fn = _triton_fn()
-        if fn is not None:
-            return "triton", fn
-        if name == "triton":
-            raise RuntimeError("ssm.backend=triton but triton does not import (it ships with torch's CUDA wheels)")
-    if name == "triton":
-        raise RuntimeError(f"ssm.backend=triton needs CUDA tensors, got {device.type} (use torch on CPU)")
-    if name == "reference":
-        return "reference", selective_scan_reference
-    return "torch", selective_scan_torch
+            logger.info("selective scan backend: %s (ssm.backend %s, %s)", row.name, name, device.type)
+            return Scan(row.name, fn)
+        if name != "auto":
+            raise RuntimeError(f"ssm.backend={row.name} but {row.missing}")
+    raise AssertionError("the torch backend always resolves")
+
+
+_unbound: dict[str, Scan] = {}
+
+
+def _unbound_scan(device: torch.device) -> Scan:
+    """``auto`` for a module used outside ``model.build`` (no ``scan_backend`` bound): resolved once per device type."""
+    scan = _unbound.get(device.type)
+    if scan is None:
+        scan = _unbound[device.type] = resolve_backend("auto", device)
+    return scan
 
 
 def check_shapes(
@@ -154,14 +186,19 @@ def selective_scan(
     delta_bias: torch.Tensor | None = None,
     delta_softplus: bool = False,
     return_last_state: bool = False,
-    backend: str | None = None,
+    backend: Scan | str | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """Selective scan over u, delta, z: (batch, d, L); A: (d, N); B, C: (batch, [G,] N, L)."""
+    """Selective scan over u, delta, z: (batch, d, L); A: (d, N); B, C: (batch, [G,] N, L).
+
+    ``backend``: a resolved ``Scan`` (what ``model.build`` binds), a name (resolved on each call: tests,
+    benchmarks), or None (``auto`` for u's device, resolved once)."""
     check_shapes(u, delta, A, B, C, D, z, delta_bias)
-    name, fn = resolve_backend(backend or _default_backend, u.device)
-    if name not in _logged:
-        _logged.add(name)
-        logger.info("selective scan backend: %s", name)
+    if isinstance(backend, Scan):
+        fn = backend.fn
+    elif backend is None:
+        fn = _unbound_scan(u.device).fn
+    else:
+        fn = resolve_backend(backend, u.device).fn
     if _flop_records:
         batch, d, length = u.shape
         flops = scan_flops(batch, d, length, A.shape[1], D is not None, z is not None)
@@ -172,12 +209,13 @@ def selective_scan(
 
 __all__ = [
     "BACKENDS",
+    "BACKEND_TABLE",
+    "Backend",
+    "Scan",
     "count_scan_flops",
-    "get_default_backend",
     "resolve_backend",
     "scan_flops",
     "selective_scan",
     "selective_scan_reference",
     "selective_scan_torch",
-    "set_default_backend",
 ]

@@ -13,13 +13,17 @@ segment's states from it and runs the same scan backwards in time for dL/dh.
 
 Internally tensors are time-major, (L, batch, G, d/G, N): one step of all chunks is a contiguous
 block per chunk, and grouped B, C broadcast over d/G without copies.
+
+Forward and backward are the operators ``fsr::chunked_scan_fwd`` / ``fsr::chunked_scan_bwd``
+(``torch.library.custom_op`` with fake kernels and the autograd formula), so a network compiles
+around one opaque call per scan; ``selective_scan_chunked_inline`` runs the same forward as plain
+PyTorch operations, for exports that must not contain a Python operator (AOTInductor, ONNX).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 CHUNK = 64
 SEGMENT_ELEMENTS = 1 << 22
@@ -33,17 +37,15 @@ def linear_scan(log_decay: torch.Tensor, drive: torch.Tensor, h0: torch.Tensor, 
     ld = log_decay.reshape(nc, chunk, *lead)
     dr = drive.reshape(nc, chunk, *lead)
     decay = torch.exp(ld)
-    h = torch.empty_like(dr)
-    h[:, 0] = dr[:, 0]
+    h = dr.clone()  # in-place updates of views, no out= arguments: traceable by torch.export
     for t in range(1, chunk):  # pass 1: every chunk from a zero state
-        torch.addcmul(dr[:, t], decay[:, t], h[:, t - 1], out=h[:, t])
+        h[:, t].addcmul_(decay[:, t], h[:, t - 1])
     cum = torch.cumsum(ld, dim=1)
     chunk_decay = torch.exp(cum[:, -1])
-    carry_in = torch.empty_like(dr[:, 0])
-    carry_in[0] = h0
+    carry_in = torch.cat([h0.unsqueeze(0), h[:-1, -1]])
     for c in range(1, nc):  # pass 2: the state entering each chunk
-        torch.addcmul(h[c - 1, -1], chunk_decay[c - 1], carry_in[c - 1], out=carry_in[c])
-    h.addcmul_(torch.exp_(cum), carry_in.unsqueeze(1))  # pass 3
+        carry_in[c].addcmul_(chunk_decay[c - 1], carry_in[c - 1])
+    h.addcmul_(torch.exp(cum), carry_in.unsqueeze(1))  # pass 3
     return h.reshape(length, *lead)
 
 
@@ -98,108 +100,180 @@ class _Inputs:
         return t[: self.length].movedim(0, -1)
 
 
-class ChunkedSelectiveScan(torch.autograd.Function):
-    """Segment-wise chunked scan; saves the inputs and one state per segment."""
+def _forward(inp: _Inputs, chunk: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """y (Lp, b, G, d/G), the last state (b, G, d/G, N) and the state entering every segment."""
+    padded, batch, groups, per_group = inp.u.shape
+    n = inp.A.shape[-1]
+    seg = _segment_length(batch * groups * per_group * n, padded, chunk, inp.u.device)
+    ys = []
+    h_last = inp.u.new_zeros(batch, groups, per_group, n)
+    entries = []
+    for s0 in range(0, padded, seg):
+        s1 = min(padded, s0 + seg)
+        entries.append(h_last)
+        log_decay, drive, Cs = inp.segment(s0, s1)
+        h = linear_scan(log_decay, drive, h_last, chunk)
+        ys.append(torch.linalg.vecdot(h, Cs))
+        h_last = h[-1].clone()
+    y = torch.cat(ys)
+    if inp.D is not None:
+        y = torch.addcmul(y, inp.u, inp.D)
+    if inp.z is not None:
+        y = y * F.silu(inp.z)
+    # Pad steps have delta = u = 0, so they leave the state unchanged: h_last is h_{L-1}.
+    return y, h_last, torch.stack(entries)
 
-    @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, chunk: int):
-        with torch.autocast(u.device.type, enabled=False):
-            inp = _Inputs(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk)
-            padded, batch, groups, per_group = inp.u.shape
-            n = A.shape[1]
-            seg = _segment_length(batch * groups * per_group * n, padded, chunk, u.device)
-            y = torch.empty_like(inp.u)
-            h_last = inp.u.new_zeros(batch, groups, per_group, n)
-            entries = []
-            for s0 in range(0, padded, seg):
-                s1 = min(padded, s0 + seg)
-                entries.append(h_last)
-                log_decay, drive, Cs = inp.segment(s0, s1)
-                h = linear_scan(log_decay, drive, h_last, chunk)
-                y[s0:s1] = torch.linalg.vecdot(h, Cs)
-                h_last = h[-1].clone()
+
+def _backward(inp: _Inputs, entries: torch.Tensor, dout: torch.Tensor | None, dlast: torch.Tensor | None, chunk: int):
+    """fp32 (du, ddt, dA, dB, dC, dD, dz) in the layouts of ``_Inputs`` (dD, dz None where absent)."""
+    padded, batch, groups, per_group = inp.u.shape
+    n = inp.A.shape[-1]
+    seg = _segment_length(batch * groups * per_group * n, padded, chunk, inp.u.device)
+    gout = torch.zeros_like(inp.u)
+    if dout is not None:
+        gout[: inp.length] = dout.float().reshape(batch, groups, per_group, inp.length).movedim(-1, 0)
+    du, ddt = torch.empty_like(inp.u), torch.empty_like(inp.u)
+    dz = torch.empty_like(inp.u) if inp.z is not None else None
+    dB, dC = inp.u.new_empty(padded, batch, groups, n), inp.u.new_empty(padded, batch, groups, n)
+    dA = inp.A.new_zeros(groups, per_group, n)
+    dD = inp.D.new_zeros(groups, per_group) if inp.D is not None else None
+    carry = dlast.float().reshape(batch, groups, per_group, n) if dlast is not None else torch.zeros_like(entries[0])
+    next_log_decay = torch.zeros_like(carry)
+    starts = list(range(0, padded, seg))
+    for k in reversed(range(len(starts))):
+        s0 = starts[k]
+        s1 = min(padded, s0 + seg)
+        log_decay, drive, Cs = inp.segment(s0, s1)
+        h = linear_scan(log_decay, drive, entries[k], chunk)
+        us, dts, Bs = inp.u[s0:s1], inp.dt[s0:s1], inp.B[s0:s1]
+        dy = gout[s0:s1]
+        if inp.z is not None:
+            y = torch.linalg.vecdot(h, Cs)
             if inp.D is not None:
-                y.addcmul_(inp.u, inp.D)
-            if inp.z is not None:
-                y.mul_(F.silu(inp.z))
-        ctx.inp, ctx.seg, ctx.chunk, ctx.grouped = inp, seg, chunk, B.dim() == 4
-        ctx.dtypes = [t.dtype if t is not None else None for t in (u, delta, A, B, C, D, z, delta_bias)]
-        ctx.save_for_backward(torch.stack(entries))
-        ctx.set_materialize_grads(False)
-        # Pad steps have delta = u = 0, so they leave the state unchanged: h_last is h_{L-1}.
-        return inp.channels_last_time(y).to(u.dtype), h_last.reshape(batch, groups * per_group, n)
+                y.addcmul_(us, inp.D)
+            zs = inp.z[s0:s1]
+            sz = torch.sigmoid(zs)
+            dz[s0:s1] = dy * y * sz * (1 + zs * (1 - sz))
+            dy = dy * zs * sz
+        # dL/dh_t = dy_t C_t + a_{t+1} dL/dh_{t+1}: the same scan, backwards in time.
+        shifted = torch.cat([log_decay[1:], next_log_decay.unsqueeze(0)])
+        g_drive = dy.unsqueeze(-1) * Cs
+        g = linear_scan(shifted.flip(0), g_drive.flip(0), carry, chunk).flip(0)
+        carry, next_log_decay = g[0].clone(), log_decay[0].clone()
+        dC[s0:s1] = (dy.unsqueeze(-1) * h).sum(3)
+        dB[s0:s1] = (g * (dts * us).unsqueeze(-1)).sum(3)
+        gB = torch.linalg.vecdot(g, Bs)
+        ga = g.mul_(h.sub_(drive))  # dL/dh_t * a_t h_{t-1}
+        du[s0:s1] = dts * gB
+        if inp.D is not None:
+            du[s0:s1].addcmul_(dy, inp.D)
+            dD += (dy * us).sum((0, 1))
+        ddt[s0:s1] = torch.linalg.vecdot(ga, inp.A.expand_as(ga)).addcmul_(us, gB)
+        dA += (ga * dts.unsqueeze(-1)).sum((0, 1))
+    return du, ddt, dA, dB, dC, dD, dz
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dout, dlast):
-        (entries,) = ctx.saved_tensors
-        inp, seg, chunk = ctx.inp, ctx.seg, ctx.chunk
-        with torch.autocast(inp.u.device.type, enabled=False):
-            padded, batch, groups, per_group = inp.u.shape
-            n = inp.A.shape[-1]
-            gout = torch.zeros_like(inp.u)
-            if dout is not None:
-                gout[: inp.length] = dout.float().reshape(batch, groups, per_group, inp.length).movedim(-1, 0)
-            du, ddt = torch.empty_like(inp.u), torch.empty_like(inp.u)
-            dz = torch.empty_like(inp.u) if inp.z is not None else None
-            dB, dC = inp.u.new_empty(padded, batch, groups, n), inp.u.new_empty(padded, batch, groups, n)
-            dA = inp.A.new_zeros(groups, per_group, n)
-            dD = inp.D.new_zeros(groups, per_group) if inp.D is not None else None
-            if dlast is not None:
-                carry = dlast.float().reshape(batch, groups, per_group, n)
-            else:
-                carry = torch.zeros_like(entries[0])
-            next_log_decay = torch.zeros_like(carry)
-            starts = list(range(0, padded, seg))
-            for k in reversed(range(len(starts))):
-                s0 = starts[k]
-                s1 = min(padded, s0 + seg)
-                log_decay, drive, Cs = inp.segment(s0, s1)
-                h = linear_scan(log_decay, drive, entries[k], chunk)
-                us, dts, Bs = inp.u[s0:s1], inp.dt[s0:s1], inp.B[s0:s1]
-                dy = gout[s0:s1]
-                if inp.z is not None:
-                    y = torch.linalg.vecdot(h, Cs)
-                    if inp.D is not None:
-                        y.addcmul_(us, inp.D)
-                    zs = inp.z[s0:s1]
-                    sz = torch.sigmoid(zs)
-                    dz[s0:s1] = dy * y * sz * (1 + zs * (1 - sz))
-                    dy = dy * zs * sz
-                # dL/dh_t = dy_t C_t + a_{t+1} dL/dh_{t+1}: the same scan, backwards in time.
-                shifted = torch.cat([log_decay[1:], next_log_decay.unsqueeze(0)])
-                g_drive = dy.unsqueeze(-1) * Cs
-                g = linear_scan(shifted.flip(0), g_drive.flip(0), carry, chunk).flip(0)
-                carry, next_log_decay = g[0].clone(), log_decay[0].clone()
-                dC[s0:s1] = (dy.unsqueeze(-1) * h).sum(3)
-                dB[s0:s1] = (g * (dts * us).unsqueeze(-1)).sum(3)
-                gB = torch.linalg.vecdot(g, Bs)
-                ga = g.mul_(h.sub_(drive))  # dL/dh_t * a_t h_{t-1}
-                du[s0:s1] = dts * gB
-                if inp.D is not None:
-                    du[s0:s1].addcmul_(dy, inp.D)
-                    dD += (dy * us).sum((0, 1))
-                ddt[s0:s1] = torch.linalg.vecdot(ga, inp.A.expand_as(ga)).addcmul_(us, gB)
-                dA += (ga * dts.unsqueeze(-1)).sum((0, 1))
-            ddt = inp.channels_last_time(ddt)
-            if inp.x is not None:
-                ddt = ddt * torch.sigmoid(inp.x)  # softplus' = sigmoid, 1.0 in float32 past the threshold
-            dB, dC = inp.groups_last_time(dB), inp.groups_last_time(dC)
-            if not ctx.grouped:
-                dB, dC = dB.squeeze(1), dC.squeeze(1)
-        t_u, t_delta, t_A, t_B, t_C, t_D, t_z, t_bias = ctx.dtypes
-        return (
-            inp.channels_last_time(du).to(t_u),
-            ddt.to(t_delta),
-            dA.reshape(groups * per_group, n).to(t_A),
-            dB.to(t_B),
-            dC.to(t_C),
-            dD.reshape(-1).to(t_D) if dD is not None else None,
-            inp.channels_last_time(dz).to(t_z) if dz is not None else None,
-            ddt.sum((0, 2)).to(t_bias) if t_bias is not None else None,
-            None,
-            None,
-        )
+
+def _empty_or(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    return like.new_empty(0) if t is None else t
+
+
+@torch.library.custom_op("fsr::chunked_scan_fwd", mutates_args=())
+def chunked_scan_fwd(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None,
+    z: torch.Tensor | None,
+    delta_bias: torch.Tensor | None,
+    delta_softplus: bool,
+    chunk: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(y in u's dtype, last state (b, d, N) float32, segment entry states) of the chunked scan."""
+    with torch.autocast(u.device.type, enabled=False):
+        inp = _Inputs(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk)
+        y, h_last, entries = _forward(inp, chunk)
+    return (
+        inp.channels_last_time(y).to(u.dtype).contiguous(),
+        h_last.reshape(u.shape[0], u.shape[1], A.shape[1]),
+        entries,
+    )
+
+
+@chunked_scan_fwd.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk):
+    batch, d, length = u.shape
+    groups, n = (B.shape[1] if B.dim() == 4 else 1), A.shape[1]
+    padded = length + (-length) % chunk
+    seg = _segment_length(batch * d * n, padded, chunk, u.device)
+    f32 = dict(dtype=torch.float32)
+    entries = u.new_empty(-(-padded // seg), batch, groups, d // groups, n, **f32)
+    return u.new_empty(u.shape), u.new_empty(batch, d, n, **f32), entries
+
+
+@torch.library.custom_op("fsr::chunked_scan_bwd", mutates_args=())
+def chunked_scan_bwd(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None,
+    z: torch.Tensor | None,
+    delta_bias: torch.Tensor | None,
+    entries: torch.Tensor,
+    dout: torch.Tensor | None,
+    dlast: torch.Tensor | None,
+    delta_softplus: bool,
+    chunk: int,
+) -> tuple[
+    torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor
+]:
+    """Gradients (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias) in the inputs' dtypes; empty for absent inputs."""
+    with torch.autocast(u.device.type, enabled=False):
+        inp = _Inputs(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk)
+        du, ddt, dA, dB, dC, dD, dz = _backward(inp, entries, dout, dlast, chunk)
+        ddt = inp.channels_last_time(ddt)
+        if inp.x is not None:
+            ddt = ddt * torch.sigmoid(inp.x)  # softplus' = sigmoid, 1.0 in float32 past the threshold
+        dB, dC = inp.groups_last_time(dB), inp.groups_last_time(dC)
+        if B.dim() == 3:
+            dB, dC = dB.squeeze(1), dC.squeeze(1)
+    grads = (
+        inp.channels_last_time(du).to(u.dtype),
+        ddt.to(delta.dtype),
+        dA.reshape(A.shape).to(A.dtype),
+        dB.to(B.dtype),
+        dC.to(C.dtype),
+        dD.reshape(-1).to(D.dtype) if D is not None else u.new_empty(0),
+        inp.channels_last_time(dz).to(z.dtype) if z is not None else u.new_empty(0),
+        ddt.sum((0, 2)).to(delta_bias.dtype) if delta_bias is not None else u.new_empty(0),
+    )
+    return tuple(g.contiguous() for g in grads)
+
+
+@chunked_scan_bwd.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias, entries, dout, dlast, delta_softplus, chunk):
+    like = [u, delta, A, B, C, D, z, delta_bias]
+    return tuple(t.new_empty(t.shape) if t is not None else u.new_empty(0) for t in like)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    *tensors, delta_softplus, chunk = inputs
+    ctx.save_for_backward(*tensors, output[2])
+    ctx.delta_softplus, ctx.chunk = delta_softplus, chunk
+    ctx.mark_non_differentiable(output[2])
+    ctx.set_materialize_grads(False)
+
+
+def _backward_formula(ctx, dout, dlast, dentries):
+    *tensors, entries = ctx.saved_tensors
+    grads = chunked_scan_bwd(*tensors, entries, dout, dlast, ctx.delta_softplus, ctx.chunk)
+    return (*(g if t is not None else None for g, t in zip(grads, tensors)), None, None)
+
+
+chunked_scan_fwd.register_autograd(_backward_formula, setup_context=_setup_context)
 
 
 def selective_scan_chunked(
@@ -216,5 +290,26 @@ def selective_scan_chunked(
     chunk: int = CHUNK,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Pure PyTorch, any device; same contract as ``selective_scan_reference``."""
-    y, last = ChunkedSelectiveScan.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk)
+    y, last, _ = chunked_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk)
     return (y, last) if return_last_state else y
+
+
+def selective_scan_chunked_inline(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+    chunk: int = CHUNK,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """The chunked forward as plain PyTorch operations (no custom operator): for exports; autograd runs through it."""
+    with torch.autocast(u.device.type, enabled=False):
+        inp = _Inputs(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk)
+        y, h_last, _ = _forward(inp, chunk)
+    y = inp.channels_last_time(y).to(u.dtype)
+    return (y, h_last.reshape(u.shape[0], u.shape[1], A.shape[1])) if return_last_state else y

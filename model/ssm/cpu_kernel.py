@@ -1,4 +1,4 @@
-"""The compiled CPU selective scan: a C++ kernel built at first use, wrapped in an autograd.Function.
+"""The compiled CPU selective scan: a C++ kernel built at first use, as the operators ``fsr_selective_scan::fwd/bwd``.
 
 ``selective_scan_cpu.cpp`` holds the forward and the reverse-time backward (one thread task per
 (batch, channel), ``at::parallel_for``). It is compiled with ``torch.utils.cpp_extension.load`` into
@@ -9,7 +9,9 @@ A library already built under that name is loaded directly, without running ninj
 1.13 read each other's build log as stale and rebuild everything); a build runs the pinned pip ninja
 when it is installed, whatever ninja is first on PATH.
 ``kernel_available()`` is False when there is no compiler or the build fails, and
-``FSR_SSM_NO_COMPILE=1`` turns the kernel off.
+``FSR_SSM_NO_COMPILE=1`` turns the kernel off. After the build the two C++ operators get their fake
+(shape) kernels and the forward its autograd formula (``torch.library``), so ``torch.compile``,
+``torch.export`` and ``FakeTensorMode`` see one opaque operator per scan.
 """
 
 from __future__ import annotations
@@ -25,12 +27,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("selective_scan_cpu.cpp")
 CFLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-trapping-math", "-fno-math-errno"]
+
+KERNEL_CHUNK = 64  # kChunk in selective_scan_cpu.cpp: the forward saves the state entering each chunk
 
 _lock = threading.Lock()
 _state: dict[str, object] = {}
@@ -98,19 +101,20 @@ def _build() -> object | None:
             cpp_logger.setLevel(level)
         name = _extension_name()
         build_dir = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()) / name
-        if _load_built(build_dir / f"{name}{getattr(cpp_extension, 'LIB_EXT', '.so')}"):
-            return torch.ops.fsr_selective_scan
-        logger.info("building the compiled CPU selective scan (once per source version, then cached)")
-        build_dir.mkdir(parents=True, exist_ok=True)
-        with _pinned_ninja():
-            cpp_extension.load(
-                name=name,
-                sources=[str(SOURCE)],
-                extra_cflags=CFLAGS,
-                build_directory=str(build_dir),
-                is_python_module=False,
-                verbose=False,
-            )
+        if not _load_built(build_dir / f"{name}{getattr(cpp_extension, 'LIB_EXT', '.so')}"):
+            logger.info("building the compiled CPU selective scan (once per source version, then cached)")
+            build_dir.mkdir(parents=True, exist_ok=True)
+            with _pinned_ninja():
+                cpp_extension.load(
+                    name=name,
+                    sources=[str(SOURCE)],
+                    extra_cflags=CFLAGS,
+                    build_directory=str(build_dir),
+                    is_python_module=False,
+                    verbose=False,
+                )
+        _register_op_rules()
+        _state["threads"] = torch.get_num_threads()  # read once here: a traced backward must not call it
         return torch.ops.fsr_selective_scan
     except Exception as exc:  # no compiler, no ninja, a failed build: the pure-PyTorch path runs
         logger.warning("compiled CPU selective scan unavailable, using pure PyTorch (%s)", str(exc).splitlines()[0])
@@ -129,15 +133,70 @@ def kernel_available() -> bool:
     return _ops() is not None
 
 
+def _fwd_fake(u, delta, A, B, C, D, z):
+    batch, d, length = u.shape
+    n = A.shape[1]
+    chunks = -(-length // KERNEL_CHUNK)
+    return torch.empty_like(u), u.new_empty(batch, d, n), u.new_empty(batch, d, chunks, n)
+
+
+def _bwd_fake(u, delta, A, B, C, D, z, dout, dlast, ckpt, slices):
+    batch, d, length = u.shape
+    groups, n = B.shape[1], A.shape[1]
+    slices = max(1, min(slices, d // groups))  # as the kernel clamps it
+    dz = torch.empty_like(u) if z is not None else u.new_empty(0)
+    dB = u.new_empty(slices, batch, groups, length, n)
+    return (
+        torch.empty_like(u),
+        torch.empty_like(u),
+        u.new_empty(batch, d, n),
+        u.new_empty(batch, d),
+        dz,
+        dB,
+        torch.empty_like(dB),
+    )
+
+
+def _fwd_setup_context(ctx, inputs, output) -> None:
+    u, dt, A, Bt, Ct, D, z = inputs
+    ctx.save_for_backward(u, dt, A, Bt, Ct, D, z, output[2])
+    ctx.mark_non_differentiable(output[2])
+    ctx.set_materialize_grads(False)
+
+
+def _fwd_backward(ctx, dy, dlast, dckpt):
+    """Gradients of (u, dt, A, Bt, Ct, D, z) from the C++ reverse-time backward; the caller's autograd does the rest
+    (softplus, bias, layouts, dtypes)."""
+    u, dt, A, Bt, Ct, D, z, ckpt = ctx.saved_tensors
+    dy = torch.zeros_like(u) if dy is None else dy.contiguous()
+    dlast = dlast.contiguous() if dlast is not None else None
+    batch, groups = Bt.shape[:2]
+    slices = _slices(batch, groups, u.shape[1] // groups)
+    du, ddt, dA, dD, dz, dB, dC = torch.ops.fsr_selective_scan.bwd(u, dt, A, Bt, Ct, D, z, dy, dlast, ckpt, slices)
+    dB = dB.sum(0) if dB.shape[0] > 1 else dB[0]
+    dC = dC.sum(0) if dC.shape[0] > 1 else dC[0]
+    return du, ddt, dA.sum(0), dB, dC, dD.sum(0) if D is not None else None, dz if z is not None else None
+
+
+def _register_op_rules() -> None:
+    """Fake kernels for both operators and the forward's autograd formula (once per process)."""
+    if _state.get("registered"):
+        return
+    torch.library.register_fake("fsr_selective_scan::fwd", _fwd_fake)
+    torch.library.register_fake("fsr_selective_scan::bwd", _bwd_fake)
+    torch.library.register_autograd("fsr_selective_scan::fwd", _fwd_backward, setup_context=_fwd_setup_context)
+    _state["registered"] = True
+
+
 def _slices(batch: int, groups: int, per_group: int) -> int:
     """Split each group's channels so the backward has about two tasks per thread."""
     tasks = max(1, batch * groups)  # batch 0: nothing to split
-    want = -(-2 * torch.get_num_threads() // tasks)
+    want = -(-2 * _state.get("threads", 1) // tasks)
     return max(1, min(per_group, want))
 
 
 def _prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
-    """fp32 contiguous kernel inputs; B, C time-major (b, G, L, N); returns the pre-softplus delta too."""
+    """fp32 contiguous kernel inputs, differentiable in PyTorch; B, C time-major (b, G, L, N)."""
     x = delta.float()
     if delta_bias is not None:
         x = x + delta_bias.float()[None, :, None]
@@ -148,53 +207,28 @@ def _prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
     Ct = C.float().transpose(-1, -2).contiguous()
     Df = D.float().contiguous() if D is not None else None
     zf = z.float().contiguous() if z is not None else None
-    return u.float().contiguous(), x, dt.contiguous(), A.float().contiguous(), Bt, Ct, Df, zf
+    return u.float().contiguous(), dt.contiguous(), A.float().contiguous(), Bt, Ct, Df, zf
 
 
-class CompiledSelectiveScan(torch.autograd.Function):
-    """Forward and backward both run the C++ kernel; saves the fp32 inputs and the chunk entry states."""
-
-    @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool):
-        with torch.autocast("cpu", enabled=False):
-            uf, x, dt, Af, Bt, Ct, Df, zf = _prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-            y, last, ckpt = _ops().fwd(uf, dt, Af, Bt, Ct, Df, zf)
-        ctx.delta_softplus = delta_softplus
-        ctx.dtypes = [t.dtype if t is not None else None for t in (u, delta, A, B, C, D, z, delta_bias)]
-        ctx.grouped = B.dim() == 4
-        ctx.save_for_backward(uf, x if delta_softplus else None, dt, Af, Bt, Ct, Df, zf, ckpt)
-        ctx.set_materialize_grads(False)
-        return y.to(u.dtype), last
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dy, dlast):
-        uf, x, dt, Af, Bt, Ct, Df, zf, ckpt = ctx.saved_tensors
-        with torch.autocast("cpu", enabled=False):
-            dy = torch.zeros_like(uf) if dy is None else dy.float().contiguous()
-            dlast = dlast.float().contiguous() if dlast is not None else None
-            batch, groups = Bt.shape[:2]
-            slices = _slices(batch, groups, uf.shape[1] // groups)
-            du, ddt, dA, dD, dz, dB, dC = _ops().bwd(uf, dt, Af, Bt, Ct, Df, zf, dy, dlast, ckpt, slices)
-            if ctx.delta_softplus:
-                # softplus'(x) = sigmoid(x), which is 1.0 in float32 past the threshold 20 as well
-                ddt.mul_(torch.sigmoid(x))
-            dB = (dB.sum(0) if dB.shape[0] > 1 else dB[0]).transpose(-1, -2)
-            dC = (dC.sum(0) if dC.shape[0] > 1 else dC[0]).transpose(-1, -2)
-            if not ctx.grouped:
-                dB, dC = dB.squeeze(1), dC.squeeze(1)
-        t_u, t_delta, t_A, t_B, t_C, t_D, t_z, t_bias = ctx.dtypes
-        return (
-            du.to(t_u),
-            ddt.to(t_delta),
-            dA.sum(0).to(t_A),
-            dB.to(t_B),
-            dC.to(t_C),
-            dD.sum(0).to(t_D) if t_D is not None else None,
-            dz.to(t_z) if t_z is not None else None,
-            ddt.sum((0, 2)).to(t_bias) if t_bias is not None else None,
-            None,
-        )
+def scan_cpu_kernel(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """The backend function once ``kernel_available()``: fp32 inputs prepared in PyTorch, then ``fsr_selective_scan::fwd``
+    (no lock, no build check: traceable)."""
+    with torch.autocast("cpu", enabled=False):
+        uf, dt, Af, Bt, Ct, Df, zf = _prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        y, last, _ = torch.ops.fsr_selective_scan.fwd(uf, dt, Af, Bt, Ct, Df, zf)
+    y = y.to(u.dtype)
+    return (y, last) if return_last_state else y
 
 
 def selective_scan_compiled(
@@ -212,5 +246,4 @@ def selective_scan_compiled(
     """Same contract as ``selective_scan_reference``; CPU tensors only, needs ``kernel_available()``."""
     if not kernel_available():
         raise RuntimeError("the compiled CPU selective scan is not available (no compiler or build failed)")
-    y, last = CompiledSelectiveScan.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-    return (y, last) if return_last_state else y
+    return scan_cpu_kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)

@@ -5,16 +5,22 @@ tensors (tests only: milliseconds per program and chunk step). Triton is importe
 ``import model`` works without it. Contract (mamba_ssm's): u, delta, z, B, C float32/float16/bfloat16;
 A, D, delta_bias are used in float32; y has u's dtype; last_state and all accumulation are float32.
 The gradient of last_state is propagated (mamba_ssm's kernel ignores it).
+
+Forward and backward are the operators ``fsr::triton_scan_fwd`` / ``fsr::triton_scan_bwd``
+(``torch.library.triton_op``, kernels launched through ``wrap_triton``), with the forward's autograd
+formula registered: ``torch.compile`` sees the Triton kernels themselves, fake tensors run the same
+Python with the launches skipped (no CUDA initialisation), and ``torch.export`` keeps one operator.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-from types import ModuleType
+from typing import Any
 
 import torch
-from torch.autograd.function import once_differentiable
+from torch._subclasses.fake_tensor import is_fake
+from torch.library import triton_op, wrap_triton
 
 CHUNK = 64  # time steps per associative scan on the GPU
 _FLOATS = (torch.float32, torch.float16, torch.bfloat16)
@@ -30,9 +36,29 @@ def triton_available() -> bool:
     return True
 
 
-def kernel_module(interpret: bool) -> ModuleType:
-    """The kernels module; ``interpret`` (CPU tensors) needs triton's interpreter, which triton only turns
-    on when TRITON_INTERPRET=1 is in the environment before ``import triton``."""
+class _Launchers:
+    """The kernels of ``triton_kernels`` as attributes, each behind ``wrap_triton`` (traceable launches)."""
+
+    def __init__(self, module: Any) -> None:
+        self._module = module
+        self._wrapped: dict[str, Any] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in self._wrapped:
+            self._wrapped[name] = wrap_triton(getattr(self._module, name))
+        return self._wrapped[name]
+
+
+@functools.cache
+def _launchers() -> _Launchers:
+    from model.ssm import triton_kernels
+
+    return _Launchers(triton_kernels)
+
+
+def kernel_module(interpret: bool) -> _Launchers:
+    """The kernels, launched as ``kernel_module(...).name[grid](...)``; ``interpret`` (CPU tensors) needs triton's
+    interpreter, which triton only turns on when TRITON_INTERPRET=1 is in the environment before ``import triton``."""
     import triton
 
     if interpret and not triton.knobs.runtime.interpret:
@@ -40,9 +66,7 @@ def kernel_module(interpret: bool) -> ModuleType:
             "selective_scan (triton): CPU tensors run only under the Triton interpreter; set TRITON_INTERPRET=1 "
             "before triton is imported (tests only), or use CUDA tensors"
         )
-    from model.ssm import triton_kernels
-
-    return triton_kernels
+    return _launchers()
 
 
 def block_n(d_state: int) -> int:
@@ -67,8 +91,9 @@ def _or(t: torch.Tensor | None, stand_in: torch.Tensor) -> torch.Tensor:
 
 
 def _on_device(t: torch.Tensor) -> contextlib.AbstractContextManager:
-    """Launch on ``t``'s GPU (triton launches on the current device)."""
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+    """Launch on ``t``'s GPU (triton launches on the current device); nothing for fake tensors (tracing), which
+    must not initialise CUDA."""
+    return torch.cuda.device(t.device) if t.is_cuda and not is_fake(t) else contextlib.nullcontext()
 
 
 def forward_launch(
@@ -188,34 +213,70 @@ def scan_backward(
     return du, ddelta, dA, dB, dC, dD, dz, dbias
 
 
-class _TritonScan(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, chunk):
-        u, delta, B, C = (t.contiguous() for t in (u, delta, B, C))
-        z = z.contiguous() if z is not None else None
-        A32 = A.float().contiguous()
-        D32 = D.float().contiguous() if D is not None else None
-        bias32 = delta_bias.float().contiguous() if delta_bias is not None else None
-        y, last, states = scan_forward(u, delta, A32, B, C, D32, z, bias32, delta_softplus, chunk)
-        ctx.save_for_backward(u, delta, A32, B, C, D32, z, bias32, states)
-        ctx.softplus, ctx.chunk = bool(delta_softplus), chunk
-        ctx.input_dtypes = tuple(t.dtype if t is not None else None for t in (A, D, delta_bias))
-        ctx.set_materialize_grads(False)
-        return y, last
+def _empty_or(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    return like.new_empty(0) if t is None else t
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dy, dlast):
-        saved = ctx.saved_tensors
-        u, B, C = saved[0], saved[3], saved[4]
-        dy = dy.contiguous() if dy is not None else torch.zeros_like(u)
-        dlast = dlast.contiguous() if dlast is not None else None
-        du, ddelta, dA, dB, dC, dD, dz, dbias = scan_backward(saved, dy, dlast, ctx.softplus, ctx.chunk)
-        a_dtype, d_dtype, bias_dtype = ctx.input_dtypes
-        dA = dA.to(a_dtype)
-        dD = dD.to(d_dtype) if dD is not None else None
-        dbias = dbias.to(bias_dtype) if dbias is not None else None
-        return du, ddelta, dA, dB.to(B.dtype), dC.to(C.dtype), dD, dz, dbias, None, None, None
+
+@triton_op("fsr::triton_scan_fwd", mutates_args=())
+def triton_scan_fwd(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A32: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D32: torch.Tensor | None,
+    z: torch.Tensor | None,
+    bias32: torch.Tensor | None,
+    softplus: bool,
+    chunk: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``scan_forward`` as an operator: (y, last state, chunk states)."""
+    return scan_forward(u, delta, A32, B, C, D32, z, bias32, softplus, chunk)
+
+
+@triton_op("fsr::triton_scan_bwd", mutates_args=())
+def triton_scan_bwd(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A32: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D32: torch.Tensor | None,
+    z: torch.Tensor | None,
+    bias32: torch.Tensor | None,
+    states: torch.Tensor,
+    dy: torch.Tensor,
+    dlast: torch.Tensor | None,
+    softplus: bool,
+    chunk: int,
+) -> tuple[
+    torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor
+]:
+    """``scan_backward`` as an operator: (du, ddelta, dA, dB, dC, dD, dz, dbias), empty for absent inputs."""
+    saved = (u, delta, A32, B, C, D32, z, bias32, states)
+    du, ddelta, dA, dB, dC, dD, dz, dbias = scan_backward(saved, dy, dlast, softplus, chunk)
+    dB, dC = dB.to(dtype=B.dtype, copy=True), dC.to(dtype=C.dtype, copy=True)
+    return du, ddelta, dA, dB, dC, _empty_or(dD, u), _empty_or(dz, u), _empty_or(dbias, u)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    *tensors, softplus, chunk = inputs
+    ctx.save_for_backward(*tensors, output[2])
+    ctx.softplus, ctx.chunk = softplus, chunk
+    ctx.mark_non_differentiable(output[2])
+    ctx.set_materialize_grads(False)
+
+
+def _backward(ctx, dy, dlast, dstates):
+    *tensors, states = ctx.saved_tensors
+    u = tensors[0]
+    dy = dy.contiguous() if dy is not None else torch.zeros_like(u)
+    dlast = dlast.contiguous() if dlast is not None else None
+    grads = triton_scan_bwd(*tensors, states, dy, dlast, ctx.softplus, ctx.chunk)
+    return (*(g if t is not None else None for g, t in zip(grads, tensors)), None, None)
+
+
+triton_scan_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
 def selective_scan_triton(
@@ -236,5 +297,11 @@ def selective_scan_triton(
     _check_dtypes(u=u, delta=delta, B=B, C=C, z=z, A=A, D=D, delta_bias=delta_bias)
     if chunk < 2 or chunk & (chunk - 1):
         raise ValueError(f"selective_scan (triton): chunk must be a power of two >= 2, got {chunk}")
-    y, last = _TritonScan.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, chunk)
+    u, delta, B, C = (t.contiguous() for t in (u, delta, B, C))
+    z = z.contiguous() if z is not None else None
+    # A, D, delta_bias are used in float32; autograd casts their gradients back to the inputs' dtypes
+    A32 = A.float().contiguous()
+    D32 = D.float().contiguous() if D is not None else None
+    bias32 = delta_bias.float().contiguous() if delta_bias is not None else None
+    y, last, _ = triton_scan_fwd(u, delta, A32, B, C, D32, z, bias32, bool(delta_softplus), chunk)
     return (y, last) if return_last_state else y

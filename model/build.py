@@ -1,0 +1,79 @@
+"""Networks as every entry point builds them: the registry's network with its selective scan resolved once.
+
+``build_network(cfg, device)`` builds ``cfg["model"]``, resolves ``cfg["ssm"]["backend"]`` for
+``device`` (imports, the CPU kernel's build and the backend's log line happen here, once) and binds
+the resolved scan to every module that scans: any module with a ``scan_backend`` attribute
+(``model.ss2d.SS2D``, ``model.mamba1d.Mamba1D`` and whatever a new network declares), found by a
+walk over ``net.modules()``. ``load_network(checkpoint)`` does the same for a checkpoint's config and
+loads its weights. ``compile_network`` is the one place a network is handed to ``torch.compile``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from model.registry import build_model
+from model.ssm import Scan, resolve_backend
+
+COMPILE_MODES = ("none", "default", "max-autotune")
+
+
+def scanning_modules(net: nn.Module) -> list[nn.Module]:
+    """The modules of ``net`` that run a selective scan (they declare ``scan_backend``)."""
+    return [m for m in net.modules() if hasattr(m, "scan_backend")]
+
+
+def bind_scan(net: nn.Module, scan: Scan) -> nn.Module:
+    """Hand ``scan`` to every module of ``net`` that scans; returns ``net``."""
+    for module in scanning_modules(net):
+        module.scan_backend = scan
+    return net
+
+
+def build_network(cfg: dict[str, Any], device: torch.device | str = "cpu", scan: Scan | None = None) -> nn.Module:
+    """``cfg["model"]`` built, its scan (``cfg["ssm"]["backend"]``, default auto, or ``scan``) bound, on ``device``."""
+    device = torch.device(device)
+    if scan is None:
+        scan = resolve_backend(cfg.get("ssm", {}).get("backend", "auto"), device)
+    return bind_scan(build_model(cfg["model"]), scan).to(device)
+
+
+def load_network(
+    checkpoint: str | Path,
+    config: str | Path | None = None,
+    use_ema: bool = True,
+    device: torch.device | str = "cpu",
+) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+    """The network of ``checkpoint`` (built from ``config`` or the checkpoint's own) with its EMA (default) or raw
+    weights, in eval mode on ``device``; returns (net, config, info)."""
+    from utils.checkpoint import check_model_name, load_checkpoint, load_weights
+    from utils.config import load_config, resolve_config
+
+    state = load_checkpoint(checkpoint, map_location="cpu")
+    cfg = load_config(config) if config is not None else resolve_config(state["config"])
+    check_model_name(state, cfg["model"]["name"], checkpoint)
+    net = build_network(cfg, "cpu", scan=resolve_backend(cfg["ssm"]["backend"], device))
+    which = "ema" if use_ema and state.get("ema") is not None else "model"
+    load_weights(net, state[which], checkpoint, which, (state.get("config") or {}).get("model"), cfg["model"])
+    info = {"model_name": state["model_name"], "weights": which, "iteration": state["iteration"]}
+    return net.to(device).eval(), cfg, info
+
+
+def compile_network(net: nn.Module, mode: str = "default", regional: bool = False) -> nn.Module:
+    """``torch.compile`` ``net`` in place (its state dict keeps its keys, so checkpoints load uncompiled).
+
+    ``mode``: one of ``COMPILE_MODES`` (``none`` returns ``net`` as it is). ``regional`` compiles each module
+    that scans instead of the whole network: repeated blocks share their compiled code, which bounds compile
+    time, and the glue between them runs eagerly."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"compile mode must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
+    if mode == "none":
+        return net
+    options = {} if mode == "default" else {"mode": mode}
+    for module in scanning_modules(net) if regional else [net]:
+        module.compile(**options)
+    return net

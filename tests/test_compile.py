@@ -1,0 +1,214 @@
+"""torch.compile and torch.export readiness of the scanning networks (tiny widths, 16x16 inputs).
+
+Tracing is checked with ``torch._dynamo.explain`` and numerics with the ``aot_eager`` backend (forward
+and backward graphs as AOTAutograd makes them for inductor, run eagerly); inductor itself is left to
+``python -m bench.compile`` (minutes per model on a CPU).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+from model.build import bind_scan, build_network, compile_network, scanning_modules
+from model.ssm import resolve_backend
+
+MODELS = {
+    "hybrimamba": dict(name="hybrimamba", embed_dim=8, depth=1, n_layers=1, d_state=4),
+    "rhmc": dict(name="rhmc", embed_dim=8, depth=1, d_state=4),
+    "mamba1d": dict(name="mamba1d", embed_dim=8, depth=1, n_layers=1, d_state=4),
+    "sparnet": dict(name="sparnet", min_ch=8, max_ch=16, in_size=32, min_feat_size=8, res_depth=1),
+}
+SIZE = 16
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def _net(name: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_network({"model": MODELS[name], "ssm": {"backend": "torch"}})
+
+
+def _input(batch: int = 2, seed: int = 1) -> torch.Tensor:
+    return torch.rand(batch, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
+
+
+def test_backend_is_bound_to_every_scanning_module() -> None:
+    net = _net("hybrimamba")
+    scans = scanning_modules(net)
+    assert len(scans) >= 2 and {m.scan_backend for m in scans} == {resolve_backend("torch", "cpu")}
+    assert scanning_modules(_net("sparnet")) == []
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_forward_is_one_graph(name: str) -> None:
+    explained = torch._dynamo.explain(_net(name))(_input())
+    assert explained.graph_break_count == 0, [b.reason for b in explained.break_reasons]
+    assert explained.graph_count == 1
+
+
+@pytest.mark.parametrize("name", ["hybrimamba", "rhmc", "mamba1d"])
+def test_aot_eager_training_step_matches_eager(name: str) -> None:
+    """Forward + L1 + backward + AdamW step, the loss compiled with fullgraph=True (no break allowed)."""
+    eager = _net(name)
+    compiled = copy.deepcopy(eager)
+    x, y = _input(), _input(seed=2)
+
+    def loss_fn(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return (net(x) - y).abs().mean()
+
+    compiled_loss = torch.compile(loss_fn, backend="aot_eager", fullgraph=True)
+    results = []
+    for net, fn in ((eager, loss_fn), (compiled, compiled_loss)):
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+        loss = fn(net, x, y)
+        loss.backward()
+        grads = [p.grad.clone() for p in net.parameters()]
+        opt.step()
+        results.append((loss.detach(), grads, [p.detach().clone() for p in net.parameters()]))
+    (loss_e, grads_e, params_e), (loss_c, grads_c, params_c) = results
+    torch.testing.assert_close(loss_c, loss_e, rtol=1e-5, atol=1e-5)
+    for got, want in zip(grads_c + params_c, grads_e + params_e):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_dynamic_batch_compiles_once() -> None:
+    net = _net("mamba1d").eval()
+    graphs = []
+    aot_eager = torch._dynamo.lookup_backend("aot_eager")
+
+    def counting(gm, example_inputs):
+        graphs.append(gm)
+        return aot_eager(gm, example_inputs)
+
+    compiled = torch.compile(net, backend=counting, fullgraph=True, dynamic=False)
+    with torch.no_grad():
+        for batch in (2, 3):
+            x = _input(batch)
+            torch._dynamo.mark_dynamic(x, 0)
+            torch.testing.assert_close(compiled(x), net(x), rtol=1e-5, atol=1e-5)
+    assert len(graphs) == 1
+
+
+def _fake_forward_backward(net: torch.nn.Module, device: str, backward: bool = True) -> tuple:
+    """The network's forward and parameter gradients with every tensor fake (weights built real, then faked)."""
+    with FakeTensorMode() as mode:
+        params = {k: mode.from_tensor(v).to(device).requires_grad_(v.requires_grad) for k, v in net.named_parameters()}
+        buffers = {k: mode.from_tensor(v).to(device) for k, v in net.named_buffers()}
+        y = torch.func.functional_call(net, {**params, **buffers}, (torch.rand(2, 3, SIZE, SIZE, device=device),))
+        grads = torch.autograd.grad(y.sum(), list(params.values())) if backward else None
+    return y, params, grads
+
+
+@pytest.mark.parametrize("name", ["hybrimamba", "rhmc", "mamba1d"])
+def test_networks_run_on_fake_cpu_tensors(name: str) -> None:
+    y, params, grads = _fake_forward_backward(_net(name), "cpu")
+    assert y.shape == (2, 3, SIZE, SIZE)
+    assert [g.shape for g in grads] == [p.shape for p in params.values()]
+
+
+@pytest.mark.parametrize("name", ["hybrimamba", "mamba1d"])
+def test_networks_run_on_fake_cuda_tensors_with_triton(name: str) -> None:
+    pytest.importorskip("triton")
+    initialised = torch.cuda.is_initialized()
+    torch.manual_seed(0)
+    net = build_network({"model": MODELS[name]}, "cpu", scan=resolve_backend("triton", "cuda"))
+    # the forward only: autograd's engine itself needs a CUDA device for CUDA tensors, fake or not
+    y, _, _ = _fake_forward_backward(net, "cuda", backward=False)
+    assert y.shape == (2, 3, SIZE, SIZE) and y.device.type == "cuda"
+    assert torch.cuda.is_initialized() == initialised
+
+
+def test_triton_operators_have_fake_kernels_for_cuda() -> None:
+    """Both Triton operators (forward, and the backward the autograd formula calls) on fake CUDA tensors."""
+    pytest.importorskip("triton")
+    from model.ssm.triton_scan import saved_states_shape, triton_scan_bwd, triton_scan_fwd
+
+    with FakeTensorMode():
+        u = torch.empty(2, 8, 37, device="cuda", dtype=torch.bfloat16)
+        A, D, B = torch.empty(8, 4, device="cuda"), torch.empty(8, device="cuda"), u.new_empty(2, 2, 4, 37)
+        y, last, states = triton_scan_fwd(u, u, A, B, B, D, u, D, True, 16)
+        grads = triton_scan_bwd(u, u, A, B, B, D, u, D, states, y, last, True, 16)
+    assert (y.dtype, y.shape, last.dtype, last.shape) == (u.dtype, u.shape, torch.float32, (2, 8, 4))
+    assert tuple(states.shape) == saved_states_shape(2, 8, 37, 4, 16)
+    assert [tuple(g.shape) for g in grads] == [tuple(t.shape) for t in (u, u, A, B, B, D, u, D)]
+
+
+@pytest.mark.parametrize("strict", [False, True], ids=["non-strict", "strict"])
+@pytest.mark.parametrize("name", MODELS)
+def test_export_in_eval_mode(name: str, strict: bool) -> None:
+    net = _net(name).eval()
+    x = _input(1)
+    with torch.no_grad():
+        program = torch.export.export(net, (x,), strict=strict)
+        torch.testing.assert_close(program.module()(x), net(x), rtol=1e-5, atol=1e-5)
+
+
+def test_portable_scan_exports_to_aten_only() -> None:
+    from tools.export import portable_scan
+
+    net = _net("mamba1d").eval()
+    x = _input(1)
+    with torch.no_grad():
+        want = net(x)
+        program = torch.export.export(bind_scan(net, portable_scan()), (x,), strict=False)
+    targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
+    assert not any(t.startswith(("fsr", "fsr_selective_scan")) for t in targets)
+    torch.testing.assert_close(program.module()(x), want, rtol=1e-5, atol=1e-5)
+
+
+def test_compile_network_keeps_state_dict_keys() -> None:
+    net = _net("mamba1d")
+    keys = list(net.state_dict())
+    assert compile_network(net, "none") is net
+    compile_network(net, "default")
+    assert list(net.state_dict()) == keys
+    with pytest.raises(ValueError, match="compile mode must be one of none, default, max-autotune"):
+        compile_network(net, "fast")
+
+
+def test_train_compile_key_is_validated() -> None:
+    from utils.config import ConfigError, resolve_config
+
+    assert resolve_config({})["train"]["compile"] == "none"
+    with pytest.raises(ConfigError, match="'train.compile' must be one of"):
+        resolve_config({"train": {"compile": "fast"}})
+
+
+def test_export_command_writes_a_program_that_matches(tmp_path) -> None:
+    from tools.export import main
+    from utils.checkpoint import save_checkpoint
+    from utils.config import resolve_config
+
+    cfg = resolve_config({"model": MODELS["mamba1d"], "data": {"val": {"type": "sample", "hr_size": SIZE}}})
+    state = {"model_name": "mamba1d", "model": _net("mamba1d").state_dict(), "ema": None, "config": cfg}
+    save_checkpoint({**state, "iteration": 0, "epoch": 0, "best_psnr": None}, tmp_path / "net.pt")
+    out = tmp_path / "net.pt2"
+    assert main(["--checkpoint", str(tmp_path / "net.pt"), "--format", "exported-program", "--out", str(out)]) < 1e-5
+    assert out.is_file()
+
+
+def test_fwm_polar_matches_abs_and_angle_with_gradients() -> None:
+    """FWM's magnitude/phase from view_as_real equal abs()/angle() in value and gradient, zeros included."""
+    from model.hybrimamba import polar
+
+    x = torch.randn(2, 6, 9, 8, generator=torch.Generator().manual_seed(0)).to(memory_format=torch.channels_last)
+    x[0, 0] = 0  # an all-zero channel: a zero spectrum, where abs/angle have zero gradients
+    for which in (0, 1):
+        xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+        za, zb = torch.fft.rfft2(xa, norm="ortho"), torch.fft.rfft2(xb, norm="ortho")
+        want, got = (za.abs(), za.angle()), polar(zb)
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+        cotangent = torch.randn(want[which].shape, generator=torch.Generator().manual_seed(1))
+        (want[which] * cotangent).sum().backward()
+        (got[which] * cotangent).sum().backward()
+        torch.testing.assert_close(xb.grad, xa.grad, rtol=1e-5, atol=1e-5)
