@@ -163,18 +163,38 @@ def _describe(call: ScanCall) -> str:
     return f"d={call.d} L={call.length} N={call.d_state} G={g} {opts}"
 
 
-def compile_all(configs=MODEL_CONFIGS, archs: tuple[int, ...] = (80, 90), dtypes=tuple(DTYPES)) -> list[dict]:
+def cuobjdump_path() -> str:
+    """Triton's bundled cuobjdump (``triton.knobs`` from 3.4, the backend's binary lookup before)."""
+    import triton
+
+    knobs = getattr(triton, "knobs", None)
+    if knobs is not None:
+        return knobs.nvidia.cuobjdump.path
+    from triton.backends.nvidia.compiler import _path_to_binary
+
+    return _path_to_binary("cuobjdump")[0]
+
+
+def compile_all(
+    configs=MODEL_CONFIGS, archs: tuple[int, ...] = (80, 90), dtypes=tuple(DTYPES), keep_cubin: bool = False
+) -> list[dict]:
     """Compile every distinct kernel that ``configs`` launch (plus the API's widest call) for every arch: one
-    row each, with the models and the number of (d, L) calls that launch it."""
+    row each, with the models and the number of (d, L) calls that launch it (``keep_cubin``: and its cubin)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource, make_backend
 
-    if triton.knobs.runtime.interpret:
-        raise RuntimeError("bench.triton_compile: unset TRITON_INTERPRET (the interpreter compiles nothing)")
     from model.ssm import triton_kernels
+    from model.ssm.triton_scan import interpreting
 
-    cuobjdump = triton.knobs.nvidia.cuobjdump.path
+    if interpreting():
+        raise RuntimeError("bench.triton_compile: unset TRITON_INTERPRET (the interpreter compiles nothing)")
+    try:
+        from triton.runtime.jit import native_specialize_impl  # noqa: F401
+    except ImportError:
+        version = triton.__version__
+        raise RuntimeError(f"bench.triton_compile needs triton >= 3.6 (JIT specialisation), got {version}") from None
+    cuobjdump = cuobjdump_path()
     calls = {}
     for config in configs:
         for call in model_scan_calls(config):
@@ -207,7 +227,14 @@ def compile_all(configs=MODEL_CONFIGS, archs: tuple[int, ...] = (80, 90), dtypes
                         shared=compiled.metadata.shared,
                         cubin_bytes=len(compiled.asm["cubin"]),
                         **_resources(compiled.asm["cubin"], cuobjdump),
+                        length=call.length,
+                        d_state=call.d_state,
+                        has_z=call.has_z,
+                        softplus=call.softplus,
+                        chunk=meta["CHUNK"],
                     )
+                    if keep_cubin:
+                        rows[key]["cubin"] = compiled.asm["cubin"]
     return list(rows.values())
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from types import ModuleType
 
 import torch
@@ -30,12 +31,20 @@ def triton_available() -> bool:
     return True
 
 
+def interpreting() -> bool:
+    """Whether triton runs interpreted: ``triton.knobs`` from 3.4, TRITON_INTERPRET (read at import) before."""
+    import triton
+
+    knobs = getattr(triton, "knobs", None)
+    if knobs is not None:
+        return bool(knobs.runtime.interpret)
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
 def kernel_module(interpret: bool) -> ModuleType:
     """The kernels module; ``interpret`` (CPU tensors) needs triton's interpreter, which triton only turns
     on when TRITON_INTERPRET=1 is in the environment before ``import triton``."""
-    import triton
-
-    if interpret and not triton.knobs.runtime.interpret:
+    if interpret and not interpreting():
         raise RuntimeError(
             "selective_scan (triton): CPU tensors run only under the Triton interpreter; set TRITON_INTERPRET=1 "
             "before triton is imported (tests only), or use CUDA tensors"
