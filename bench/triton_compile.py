@@ -231,7 +231,7 @@ def compile_all(
                         d_state=call.d_state,
                         has_z=call.has_z,
                         softplus=call.softplus,
-                        chunk=meta["CHUNK"],
+                        chunk=meta["T"],
                     )
                     if keep_cubin:
                         rows[key]["cubin"] = compiled.asm["cubin"]
