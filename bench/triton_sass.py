@@ -17,7 +17,8 @@ the loop branches out to and back from (outlined slow paths after the kernel's `
 One iteration issues ``S = outer + N * inner`` instructions per thread (every instruction of the body once,
 both sides of a branch included: a warp that diverges issues both); it covers ``N * T`` (state, step)
 elements with ``P`` threads (``T`` steps per iteration: our CHUNK, mamba_ssm's kNThreads * kNItems), so
-the figure is ``S * P / (N * T)`` thread-instructions per element (an upper bound on what is issued: a
+the figure is ``S * P / (N * T)`` thread-instructions per element (with L <= T our kernel has no tile
+loop: the state loop, N iterations, is then the tile) (an upper bound on what is issued: a
 guarded block is counted as if every warp ran it). BAR, MEMBAR, SHFL and atomics (ATOM/RED) are counted
 per iteration the same way; SHFL also per element.
 """
@@ -78,8 +79,10 @@ def find_loops(instrs: list[Instr]) -> list[tuple[int, int]]:
     return loops
 
 
-def main_loop_profile(instrs: list[Instr], d_state: int, steps: int, threads: int) -> dict:
-    """Counts of the main loop (module docstring): per iteration and per (state, step) element."""
+def main_loop_profile(instrs: list[Instr], d_state: int, steps: int, threads: int, tiles: int = 2) -> dict:
+    """Counts of the main loop (module docstring): per iteration and per (state, step) element. With one tile
+    (``tiles`` 1: triton makes a tile count of 1 a constant and drops the tile loop), the main loop found is
+    the loop over states and one tile is its ``d_state`` iterations."""
     loops = find_loops(instrs)
     if not loops:
         raise ValueError("no loop in the kernel")
@@ -87,6 +90,8 @@ def main_loop_profile(instrs: list[Instr], d_state: int, steps: int, threads: in
     first, last = max(outer, key=lambda lp: lp[1] - lp[0])
     inner = [lp for lp in loops if lp != (first, last) and first <= lp[0] and lp[1] <= last]
     weights = [1] * len(instrs)
+    if tiles == 1 and not inner:
+        inner = [(first, last)]
     for lo, hi in inner:
         for i in range(lo, hi + 1):
             weights[i] *= d_state
@@ -133,7 +138,8 @@ def our_rows(archs: tuple[int, ...]) -> list[dict]:
     rows = compile_all(archs=archs, keep_cubin=True)
     for r in rows:
         instrs, _ = disassemble(r.pop("cubin"), cuobjdump_path())
-        r.update(main_loop_profile(instrs, r["d_state"], r["chunk"], 32 * r["warps"]))
+        tiles = -(-r["length"] // r["chunk"])
+        r.update(main_loop_profile(instrs, r["d_state"], r["chunk"], 32 * r["warps"], tiles))
     return rows
 
 
