@@ -10,7 +10,7 @@ arguments equal to 1 become constants, multiples of 16 and 16-byte aligned point
 hints). One extra call covers the widest API use (z, D, delta_bias, grouped B/C, last-state gradient).
 Each distinct kernel is compiled to a cubin for every target with triton's bundled ptxas, and its
 resource usage read with the bundled cuobjdump: registers per thread, stack and local memory (where
-spills go); shared memory from triton's metadata. Exits 1 when a kernel uses local memory. Nothing
+spills go); shared memory from triton's metadata. Exits 1 when a kernel a model launches uses local memory. Nothing
 runs on a GPU: speed is not measured here.
 """
 
@@ -256,7 +256,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     rows = compile_all(args.configs, tuple(args.archs))
     print(json.dumps(rows) if args.json else format_table(rows))
-    spilled = [r for r in rows if r["local"] or r["stack"]]
+    spilled = [r for r in rows if (r["local"] or r["stack"]) and r["models"] != "api-widest"]
+    for r in rows:
+        if (r["local"] or r["stack"]) and r["models"] == "api-widest":
+            print(f"note: the widest API call (no model launches it) spills {r['stack']} B: {r['dtype']} {r['arch']}")
     if spilled:
         names = ", ".join(f"{r['models']} {r['first_call']} {r['dtype']} {r['kernel']} {r['arch']}" for r in spilled)
         raise SystemExit(f"error: local memory (register spills) in {names}")

@@ -17,7 +17,7 @@ from types import ModuleType
 import torch
 from torch.autograd.function import once_differentiable
 
-CHUNK = 2048  # time steps per tile (at most; a shorter sequence gets one tile of its length)
+CHUNK = 1024  # time steps per tile (at most; a shorter sequence gets one tile of its length)
 _FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -64,11 +64,11 @@ def tile(length: int, chunk: int) -> int:
     return max(2, min(chunk, 1 << max(length - 1, 1).bit_length()))
 
 
-def num_warps(steps: int, backward: bool) -> int:
-    """Warps per program for a tile of ``steps``: 16 steps a thread forward (4 warps at 2048), 8 backward (8
-    warps at 2048), which keeps the backward under 128 registers (``python -m bench.triton_sass``)."""
-    per_thread = 8 if backward else 16
-    return max(1, min(8 if backward else 4, steps // (32 * per_thread)))
+def num_warps(steps: int, backward: bool, has_z: bool = False) -> int:
+    """Warps per program for a tile of ``steps``: 8 steps a thread (4 warps at 1024), 4 for the forward with z
+    (8 warps), where ptxas otherwise spills on sm_80 (``python -m bench.triton_compile``)."""
+    per_thread = 4 if has_z and not backward else 8
+    return max(1, min(8, steps // (32 * per_thread)))
 
 
 def _check_dtypes(**tensors: torch.Tensor | None) -> None:
@@ -121,7 +121,7 @@ def forward_meta(d_state: int, has_d: bool, has_z: bool, has_bias: bool, softplu
         SOFTPLUS=bool(softplus),
         BLOCK_N=block_n(d_state),
         T=steps,
-        num_warps=num_warps(steps, False),
+        num_warps=num_warps(steps, False, has_z),
         num_stages=1,
     )
 
