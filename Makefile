@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench gpu-check clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -25,6 +25,9 @@ lint: setup
 
 bench: setup
 	$(PY) -m bench.scan
+
+gpu-check: setup  # on a GPU machine: CUDA-only tests, backend agreement, scan times, training burst (<= 8 min)
+	$(PY) -m bench.gpu_check
 
 clean:
 	rm -rf $(VENV) experiments .pytest_cache

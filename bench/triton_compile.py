@@ -10,7 +10,7 @@ arguments equal to 1 become constants, multiples of 16 and 16-byte aligned point
 hints). One extra call covers the widest API use (z, D, delta_bias, grouped B/C, last-state gradient).
 Each distinct kernel is compiled to a cubin for every target with triton's bundled ptxas, and its
 resource usage read with the bundled cuobjdump: registers per thread, stack and local memory (where
-spills go); shared memory from triton's metadata. Exits 1 when a kernel uses local memory. Nothing
+spills go); shared memory from triton's metadata. Exits 1 when a kernel a model launches uses local memory. Nothing
 runs on a GPU: speed is not measured here.
 """
 
@@ -165,18 +165,38 @@ def _describe(call: ScanCall) -> str:
     return f"d={call.d} L={call.length} N={call.d_state} G={g} {opts}"
 
 
-def compile_all(configs=MODEL_CONFIGS, archs: tuple[int, ...] = (80, 90), dtypes=tuple(DTYPES)) -> list[dict]:
+def cuobjdump_path() -> str:
+    """Triton's bundled cuobjdump (``triton.knobs`` from 3.4, the backend's binary lookup before)."""
+    import triton
+
+    knobs = getattr(triton, "knobs", None)
+    if knobs is not None:
+        return knobs.nvidia.cuobjdump.path
+    from triton.backends.nvidia.compiler import _path_to_binary
+
+    return _path_to_binary("cuobjdump")[0]
+
+
+def compile_all(
+    configs=MODEL_CONFIGS, archs: tuple[int, ...] = (80, 90), dtypes=tuple(DTYPES), keep_cubin: bool = False
+) -> list[dict]:
     """Compile every distinct kernel that ``configs`` launch (plus the API's widest call) for every arch: one
-    row each, with the models and the number of (d, L) calls that launch it."""
+    row each, with the models and the number of (d, L) calls that launch it (``keep_cubin``: and its cubin)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource, make_backend
 
-    if triton.knobs.runtime.interpret:
-        raise RuntimeError("bench.triton_compile: unset TRITON_INTERPRET (the interpreter compiles nothing)")
     from model.ssm import triton_kernels
+    from model.ssm.triton_scan import interpreting
 
-    cuobjdump = triton.knobs.nvidia.cuobjdump.path
+    if interpreting():
+        raise RuntimeError("bench.triton_compile: unset TRITON_INTERPRET (the interpreter compiles nothing)")
+    try:
+        from triton.runtime.jit import native_specialize_impl  # noqa: F401
+    except ImportError:
+        version = triton.__version__
+        raise RuntimeError(f"bench.triton_compile needs triton >= 3.6 (JIT specialisation), got {version}") from None
+    cuobjdump = cuobjdump_path()
     calls = {}
     for config in configs:
         for call in model_scan_calls(config):
@@ -209,7 +229,14 @@ def compile_all(configs=MODEL_CONFIGS, archs: tuple[int, ...] = (80, 90), dtypes
                         shared=compiled.metadata.shared,
                         cubin_bytes=len(compiled.asm["cubin"]),
                         **_resources(compiled.asm["cubin"], cuobjdump),
+                        length=call.length,
+                        d_state=call.d_state,
+                        has_z=call.has_z,
+                        softplus=call.softplus,
+                        chunk=meta["T"],
                     )
+                    if keep_cubin:
+                        rows[key]["cubin"] = compiled.asm["cubin"]
     return list(rows.values())
 
 
@@ -231,7 +258,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     rows = compile_all(args.configs, tuple(args.archs))
     print(json.dumps(rows) if args.json else format_table(rows))
-    spilled = [r for r in rows if r["local"] or r["stack"]]
+    spilled = [r for r in rows if (r["local"] or r["stack"]) and r["models"] != "api-widest"]
+    for r in rows:
+        if (r["local"] or r["stack"]) and r["models"] == "api-widest":
+            print(f"note: the widest API call (no model launches it) spills {r['stack']} B: {r['dtype']} {r['arch']}")
     if spilled:
         names = ", ".join(f"{r['models']} {r['first_call']} {r['dtype']} {r['kernel']} {r['arch']}" for r in spilled)
         raise SystemExit(f"error: local memory (register spills) in {names}")

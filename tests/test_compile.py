@@ -135,8 +135,8 @@ def test_triton_operators_have_fake_kernels_for_cuda() -> None:
     with FakeTensorMode():
         u = torch.empty(2, 8, 37, device="cuda", dtype=torch.bfloat16)
         A, D, B = torch.empty(8, 4, device="cuda"), torch.empty(8, device="cuda"), u.new_empty(2, 2, 4, 37)
-        y, last, states = triton_scan_fwd(u, u, A, B, B, D, u, D, True, 16)
-        grads = triton_scan_bwd(u, u, A, B, B, D, u, D, states, y, last, True, 16)
+        y, last, states = triton_scan_fwd(u, u, A, B, B, D, u, D, True, 16, False)
+        grads = triton_scan_bwd(u, u, A, B, B, D, u, D, states, y, last, True, 16, False)
     assert (y.dtype, y.shape, last.dtype, last.shape) == (u.dtype, u.shape, torch.float32, (2, 8, 4))
     assert tuple(states.shape) == saved_states_shape(2, 8, 37, 4, 16)
     assert [tuple(g.shape) for g in grads] == [tuple(t.shape) for t in (u, u, A, B, B, D, u, D)]

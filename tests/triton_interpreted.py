@@ -35,6 +35,7 @@ class Case:
     bias: bool = True
     softplus: bool = True
     last_state: bool = True
+    deterministic: bool = False  # dB, dC without atomics
     delta_range: tuple[float, float] | None = None  # uniform delta instead of randn
     tolerance: tuple[float, float] | None = None  # (rtol, atol) instead of the dtype's
 
@@ -63,9 +64,26 @@ CASES = (
     # this case uses mamba_ssm's CUDA-vs-reference fp32 tolerance.
     Case("fp32-softplus-threshold", groups=4, d=4, z=False, delta_range=(15.0, 25.0), tolerance=(6e-4, 2e-3)),
     Case("fp32-batch-0", batch=0, groups=4),
+    # The tiling: one tile of 8 over L 5 (a padded tile), N from 1 to 16 with non-powers of two (the states
+    # are unrolled per N), tiles of 2 steps over L 7, and the atomic-free dB/dC.
+    Case("fp32-L-below-tile-N5", length=5, chunk=16, n=5, groups=2),
+    Case("fp32-N1", n=1, groups=None, length=7, chunk=2),
+    Case("fp32-N7-G4", d=8, n=7, groups=4, length=13),
+    Case("fp32-N12-deterministic", d=4, n=12, groups=2, deterministic=True),
+    Case("bf16-G4-deterministic", dtype=torch.bfloat16, d=8, groups=4, deterministic=True, z=False),
     Case("bf16-G4-all", dtype=torch.bfloat16, d=8, groups=4),
     Case("bf16-plain", dtype=torch.bfloat16, groups=None, z=False, D=False, bias=False, softplus=False),
     Case("fp16-G1-all", dtype=torch.float16, groups=1),
+)
+
+# On CUDA (make gpu-check): the same cases and tiles of the real size, at mamba_ssm's CUDA tolerances.
+CUDA_CASES = tuple(
+    dataclasses.replace(c, tolerance=c.tolerance or (6e-4, 2e-3)) for c in CASES if c.dtype == torch.float32
+)
+CUDA_CASES += (
+    Case("cuda-fp32-L5000-N16-G4", d=16, n=16, length=5000, chunk=2048, groups=4, tolerance=(6e-4, 2e-3)),
+    Case("cuda-bf16-L5000-N8-G4", dtype=torch.bfloat16, d=16, n=8, length=5000, chunk=2048, groups=4, z=False),
+    Case("cuda-fp32-L300-N16", d=8, n=16, length=300, chunk=2048, groups=None, tolerance=(6e-4, 2e-3)),
 )
 
 # (rtol, atol) per input dtype, from docs SSM_BACKENDS.md; fp32 tighter (same fp32 arithmetic on one CPU).
@@ -117,25 +135,27 @@ def _compare(got: torch.Tensor, want: torch.Tensor, rtol: float, atol: float) ->
     }
 
 
-def run_case(case: Case) -> dict[str, dict[str, float]]:
-    """Forward values, last state, and the gradient of every input, Triton vs reference."""
+def run_case(case: Case, device: str = "cpu") -> dict[str, dict[str, float]]:
+    """Forward values, last state, and the gradient of every input, Triton (on ``device``) vs reference."""
     inputs = make_inputs(case)
     g = torch.Generator().manual_seed(1)
     rtol, atol = case.tolerance or TOLERANCES[case.dtype]
     results, grads = {}, []
     outputs = []
-    for fn, kwargs in ((selective_scan_triton, {"chunk": case.chunk}), (selective_scan_reference, {})):
-        leaves = _leaves(inputs)
+    ours = {"chunk": case.chunk, "deterministic": case.deterministic}
+    for fn, kwargs, dev in ((selective_scan_triton, ours, device), (selective_scan_reference, {}, "cpu")):
+        leaves = _leaves({k: None if v is None else v.to(dev) for k, v in inputs.items()})
         out = fn(**leaves, delta_softplus=case.softplus, return_last_state=case.last_state, **kwargs)
         y, last = out if case.last_state else (out, None)
         outputs.append((y, last))
         g.manual_seed(1)
-        loss = (y.float() * torch.randn(y.shape, generator=g)).sum()
+        loss = (y.float() * torch.randn(y.shape, generator=g).to(dev)).sum()
         if last is not None:
-            loss = loss + (last * torch.randn(last.shape, generator=g)).sum()
+            loss = loss + (last * torch.randn(last.shape, generator=g).to(dev)).sum()
         names = [k for k, v in leaves.items() if v is not None]
-        grads.append(dict(zip(names, torch.autograd.grad(loss, [leaves[k] for k in names]))))
+        grads.append({k: gr.cpu() for k, gr in zip(names, torch.autograd.grad(loss, [leaves[k] for k in names]))})
     (y, last), (y_ref, last_ref) = outputs
+    y, last = y.cpu(), None if last is None else last.cpu()
     assert y.dtype == y_ref.dtype == case.dtype, (y.dtype, y_ref.dtype)
     results["y"] = _compare(y, y_ref, rtol, atol)
     if last is not None:

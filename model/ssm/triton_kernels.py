@@ -1,10 +1,15 @@
-"""Triton kernels of the selective scan: one program per (batch, channel), time in chunks of CHUNK steps.
+"""Triton kernels of the selective scan: one program per (batch, channel), time in tiles of T steps, the
+states looped inside the program.
 
-Inside a chunk the recurrence h_t = a_t h_{t-1} + b_t is one ``tl.associative_scan`` over (a, b) pairs;
-the state is carried from chunk to chunk, so a program runs L / CHUNK dependent steps, not L. The forward
-stores the state entering every chunk (fp32) so the backward can rebuild each chunk's states. The backward
-walks the chunks in reverse and runs the adjoint recurrence lambda_t = a_{t+1} lambda_{t+1} + dy_t C_t
-as a forward scan over the time-reversed chunk, starting from the gradient of the last state.
+Per tile the per-step work (delta + bias, softplus, delta * u, D * u, z gating) is done once per step for
+all states; then, for each state n (a loop in the program), the recurrence
+h_t = exp(delta_t A_n) h_{t-1} + delta_t u_t B_{n,t} over the tile is one ``tl.associative_scan`` of
+(decay, drive) pairs over a 1-D tile (each thread holds T / threads consecutive steps), started from the
+state carried out of the previous tile. The forward stores the state entering every tile (fp32) so the
+backward can rebuild each tile's states. The backward walks the tiles in reverse; per state it rebuilds
+h over the tile and runs the adjoint lambda_t = exp(delta_{t+1} A_n) lambda_{t+1} + dout_t C_{n,t} as a
+reverse scan, started from what the next tile carries back; dB and dC are summed over a group's
+channels with relaxed fp32 atomics (or, ``DETERMINISTIC``, stored per channel and summed by the caller).
 
 Loaded by ``model.ssm.triton_scan`` (compiled or interpreted), never imported at package import time.
 """
@@ -36,38 +41,9 @@ def _delta(delta_ptr, offs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.con
 
 
 @triton.jit
-def _program(pid, d, L, N, G, ch_per_group, A_ptr, D_ptr, bias_ptr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
-             BLOCK_N: tl.constexpr):  # fmt: skip
-    """This program's (batch, channel) row offset, its B/C group offset, the state lanes and A, D, bias."""
-    ch = pid % d
-    grp = (pid // d) * G + ch // ch_per_group
-    row = pid.to(tl.int64) * L
-    bc = grp.to(tl.int64) * N * L
-    n = tl.arange(0, BLOCK_N)
-    nmask = n < N
-    A = tl.load(A_ptr + ch * N + n, mask=nmask, other=0.0)
-    bias = 0.0
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + ch)
-    Dv = 0.0
-    if HAS_D:
-        Dv = tl.load(D_ptr + ch)
-    return row, bc, n, nmask, A, bias, Dv
-
-
-@triton.jit
-def _chunk_states(u_ptr, delta_ptr, B_ptr, row, bc, tt, tmask, n, nmask, A, h0, bias, L, HAS_BIAS: tl.constexpr,
-                  SOFTPLUS: tl.constexpr):  # fmt: skip
-    """One chunk's states h_t (N, CHUNK) from the state h0 entering it, with the terms the backward reuses."""
-    u = tl.load(u_ptr + row + tt, mask=tmask, other=0.0).to(tl.float32)
-    dt, pre = _delta(delta_ptr + row, tt, tmask, bias, HAS_BIAS, SOFTPLUS)
-    mask2 = nmask[:, None] & tmask[None, :]
-    bc_offs = bc + n[:, None] * L + tt[None, :]
-    Bt = tl.load(B_ptr + bc_offs, mask=mask2, other=0.0).to(tl.float32)
-    decay = tl.exp(dt[None, :] * A[:, None])
-    drive = (dt * u)[None, :] * Bt
-    cum_decay, h_local = tl.associative_scan((decay, drive), axis=1, combine_fn=_combine)
-    return h_local + cum_decay * h0[:, None], u, dt, pre, mask2, bc_offs, Bt, decay, drive
+def _pick(vec, idx, s):
+    """Element ``s`` of the small state vector ``vec`` (indices ``idx``)."""
+    return tl.sum(tl.where(idx == s, vec, 0.0), axis=0)
 
 
 @triton.jit
@@ -86,7 +62,7 @@ def scan_fwd_kernel(
     d,
     L,
     N,
-    n_chunks,
+    n_tiles,
     ch_per_group,
     G,
     HAS_D: tl.constexpr,
@@ -94,33 +70,46 @@ def scan_fwd_kernel(
     HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr,
     BLOCK_N: tl.constexpr,
-    CHUNK: tl.constexpr,
+    T: tl.constexpr,
 ):
-    """y (u's dtype) and the fp32 state entering every chunk, (b*d, n_chunks, N), plus the last state."""
+    """y (u's dtype), the fp32 state entering every tile (b*d, n_tiles, N) and the last state (b*d, N)."""
     pid = tl.program_id(0)
-    row, bc, n, nmask, A, bias, Dv = _program(
-        pid, d, L, N, G, ch_per_group, A_ptr, D_ptr, bias_ptr, HAS_D, HAS_BIAS, BLOCK_N
-    )
-    t = tl.arange(0, CHUNK)
-    h = tl.zeros([BLOCK_N], dtype=tl.float32)
-    state_row = pid.to(tl.int64) * n_chunks * N
-    for c in range(n_chunks):
-        tt = c * CHUNK + t
+    ch = pid % d
+    grp = (pid // d) * G + ch // ch_per_group
+    row = pid.to(tl.int64) * L
+    bc = grp.to(tl.int64) * N * L
+    n = tl.arange(0, BLOCK_N)
+    nmask = n < N
+    bias = 0.0
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + ch)
+    Dv = 0.0
+    if HAS_D:
+        Dv = tl.load(D_ptr + ch)
+    t = tl.arange(0, T)
+    h_all = tl.zeros([BLOCK_N], dtype=tl.float32)
+    state_row = pid.to(tl.int64) * n_tiles * N
+    for c in range(n_tiles):
+        tt = c * T + t
         tmask = tt < L
-        tl.store(states_ptr + state_row + c * N + n, h, mask=nmask)
-        hs, u, _, _, mask2, bc_offs, _, _, _ = _chunk_states(
-            u_ptr, delta_ptr, B_ptr, row, bc, tt, tmask, n, nmask, A, h, bias, L, HAS_BIAS, SOFTPLUS
-        )
-        Ct = tl.load(C_ptr + bc_offs, mask=mask2, other=0.0).to(tl.float32)
-        y = tl.sum(Ct * hs, axis=0)
-        if HAS_D:
-            y = y + Dv * u
+        tl.store(states_ptr + state_row + c * N + n, h_all, mask=nmask)
+        u = tl.load(u_ptr + row + tt, mask=tmask, other=0.0).to(tl.float32)
+        dt, _ = _delta(delta_ptr + row, tt, tmask, bias, HAS_BIAS, SOFTPLUS)
+        dtu = dt * u
+        y = Dv * u
+        for s in range(N):
+            A_s = tl.load(A_ptr + ch * N + s)
+            B_s = tl.load(B_ptr + bc + s * L + tt, mask=tmask, other=0.0).to(tl.float32)
+            C_s = tl.load(C_ptr + bc + s * L + tt, mask=tmask, other=0.0).to(tl.float32)
+            cum, h = tl.associative_scan((tl.exp(dt * A_s), dtu * B_s), axis=0, combine_fn=_combine)
+            h = h + cum * _pick(h_all, n, s)
+            y += C_s * h
+            h_all = tl.where(n == s, tl.sum(tl.where(t == T - 1, h, 0.0), axis=0), h_all)
         if HAS_Z:
             zv = tl.load(z_ptr + row + tt, mask=tmask, other=0.0).to(tl.float32)
             y = y * zv * tl.sigmoid(zv)
         tl.store(y_ptr + row + tt, y.to(y_ptr.dtype.element_ty), mask=tmask)
-        h = tl.sum(tl.where(t[None, :] == CHUNK - 1, hs, 0.0), axis=1)
-    tl.store(last_ptr + pid.to(tl.int64) * N + n, h, mask=nmask)
+    tl.store(last_ptr + pid.to(tl.int64) * N + n, h_all, mask=nmask)
 
 
 @triton.jit
@@ -147,7 +136,7 @@ def scan_bwd_kernel(
     d,
     L,
     N,
-    n_chunks,
+    n_tiles,
     ch_per_group,
     G,
     HAS_D: tl.constexpr,
@@ -155,69 +144,86 @@ def scan_bwd_kernel(
     HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr,
     HAS_DLAST: tl.constexpr,
+    DETERMINISTIC: tl.constexpr,
     BLOCK_N: tl.constexpr,
-    CHUNK: tl.constexpr,
+    T: tl.constexpr,
 ):
-    """Gradients: du, ddelta, dz per element; dA (b*d, N), dD, dbias (b*d,) per program; dB, dC (b, G, N, L)
-    fp32 summed over a group's channels with atomic adds."""
+    """Gradients: du, ddelta, dz per element; dA (b*d, N), dD, dbias (b*d,) per program; dB, dC fp32, either
+    (b, G, N, L) summed over a group's channels with atomic adds or, DETERMINISTIC, (b*d, N, L) per channel."""
     pid = tl.program_id(0)
-    row, bc, n, nmask, A, bias, Dv = _program(
-        pid, d, L, N, G, ch_per_group, A_ptr, D_ptr, bias_ptr, HAS_D, HAS_BIAS, BLOCK_N
-    )
-    t = tl.arange(0, CHUNK)
+    ch = pid % d
+    grp = (pid // d) * G + ch // ch_per_group
+    row = pid.to(tl.int64) * L
+    bc = grp.to(tl.int64) * N * L
+    dbc = bc
+    if DETERMINISTIC:
+        dbc = pid.to(tl.int64) * N * L
+    n = tl.arange(0, BLOCK_N)
+    nmask = n < N
+    bias = 0.0
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + ch)
+    Dv = 0.0
+    if HAS_D:
+        Dv = tl.load(D_ptr + ch)
+    t = tl.arange(0, T)
     if HAS_DLAST:
-        adj = tl.load(dlast_ptr + pid.to(tl.int64) * N + n, mask=nmask, other=0.0)
+        carry = tl.load(dlast_ptr + pid.to(tl.int64) * N + n, mask=nmask, other=0.0)
     else:
-        adj = tl.zeros([BLOCK_N], dtype=tl.float32)
-    dA_acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+        carry = tl.zeros([BLOCK_N], dtype=tl.float32)
+    dA_all = tl.zeros([BLOCK_N], dtype=tl.float32)
     dD_acc = 0.0
     dbias_acc = 0.0
-    state_row = pid.to(tl.int64) * n_chunks * N
-    for i in range(n_chunks):
-        c = n_chunks - 1 - i
-        tt = c * CHUNK + t
+    state_row = pid.to(tl.int64) * n_tiles * N
+    for i in range(n_tiles):
+        c = n_tiles - 1 - i
+        tt = c * T + t
         tmask = tt < L
-        h0 = tl.load(states_ptr + state_row + c * N + n, mask=nmask, other=0.0)
-        hs, u, dt, pre, mask2, bc_offs, Bt, decay, drive = _chunk_states(
-            u_ptr, delta_ptr, B_ptr, row, bc, tt, tmask, n, nmask, A, h0, bias, L, HAS_BIAS, SOFTPLUS
-        )
-        Ct = tl.load(C_ptr + bc_offs, mask=mask2, other=0.0).to(tl.float32)
+        u = tl.load(u_ptr + row + tt, mask=tmask, other=0.0).to(tl.float32)
+        dt, pre = _delta(delta_ptr + row, tt, tmask, bias, HAS_BIAS, SOFTPLUS)
+        # delta of the next step inside this tile: the decay that carries lambda_{t+1} back to t (1 past the
+        # tile's end, where the carry from the next tile takes over, and past L).
+        dt_next, _ = _delta(delta_ptr + row, tt + 1, (tt + 1 < L) & (t < T - 1), bias, HAS_BIAS, SOFTPLUS)
+        dtu = dt * u
         dy = tl.load(dy_ptr + row + tt, mask=tmask, other=0.0).to(tl.float32)
         if HAS_Z:
             zv = tl.load(z_ptr + row + tt, mask=tmask, other=0.0).to(tl.float32)
             sig = tl.sigmoid(zv)
-            out = tl.sum(Ct * hs, axis=0)
-            if HAS_D:
-                out = out + Dv * u
-            dz = dy * out * sig * (1.0 + zv * (1.0 - sig))
-            tl.store(dz_ptr + row + tt, dz.to(dz_ptr.dtype.element_ty), mask=tmask)
             dout = dy * zv * sig
         else:
             dout = dy
-        # The adjoint runs backwards in time: a forward scan over the chunk loaded time-reversed (column j is
-        # step CHUNK-1-j), flipped back afterwards; no reverse=True scan, whose operand order triton has varied.
-        tr = c * CHUNK + (CHUNK - 1 - t)
-        rmask = tr < L
-        # delta of the next step inside this chunk: the decay that carries lambda_{t+1} back to t.
-        dt_next_r, _ = _delta(delta_ptr + row, tr + 1, (tr + 1 < L) & (t > 0), bias, HAS_BIAS, SOFTPLUS)
-        dout_r = tl.load(dy_ptr + row + tr, mask=rmask, other=0.0).to(tl.float32)
+        lam_b = tl.zeros([T], dtype=tl.float32)  # sum_n lambda B
+        lam_ha = tl.zeros([T], dtype=tl.float32)  # sum_n lambda decay h_{t-1} A
+        out = Dv * u
+        for s in range(N):
+            A_s = tl.load(A_ptr + ch * N + s)
+            B_s = tl.load(B_ptr + bc + s * L + tt, mask=tmask, other=0.0).to(tl.float32)
+            C_s = tl.load(C_ptr + bc + s * L + tt, mask=tmask, other=0.0).to(tl.float32)
+            decay = tl.exp(dt * A_s)
+            drive = dtu * B_s
+            cum, h = tl.associative_scan((decay, drive), axis=0, combine_fn=_combine)
+            h = h + cum * tl.load(states_ptr + state_row + c * N + s)
+            cum_r, lam = tl.associative_scan((tl.exp(dt_next * A_s), dout * C_s), axis=0, combine_fn=_combine,
+                                             reverse=True)  # fmt: skip
+            lam = lam + cum_r * _pick(carry, n, s)
+            carry = tl.where(n == s, tl.sum(tl.where(t == 0, decay * lam, 0.0), axis=0), carry)
+            if HAS_Z:
+                out += C_s * h
+            if DETERMINISTIC:
+                tl.store(dC_ptr + dbc + s * L + tt, dout * h, mask=tmask)
+                tl.store(dB_ptr + dbc + s * L + tt, lam * dtu, mask=tmask)
+            else:
+                tl.atomic_add(dC_ptr + dbc + s * L + tt, dout * h, mask=tmask, sem="relaxed")
+                tl.atomic_add(dB_ptr + dbc + s * L + tt, lam * dtu, mask=tmask, sem="relaxed")
+            lam_b += lam * B_s
+            # decay_t * h_{t-1} = h_t - drive_t: the dA term without dividing by a decay that may underflow.
+            lam_hprev = lam * (h - drive)
+            lam_ha += lam_hprev * A_s
+            dA_all = tl.where(n == s, dA_all + tl.sum(lam_hprev * dt, axis=0), dA_all)
         if HAS_Z:
-            z_r = tl.load(z_ptr + row + tr, mask=rmask, other=0.0).to(tl.float32)
-            dout_r = dout_r * z_r * tl.sigmoid(z_r)
-        C_r = tl.load(C_ptr + bc + n[:, None] * L + tr[None, :], mask=nmask[:, None] & rmask[None, :], other=0.0)
-        decay_next_r = tl.exp(dt_next_r[None, :] * A[:, None])
-        cum_r, lam_r = tl.associative_scan(
-            (decay_next_r, dout_r[None, :] * C_r.to(tl.float32)), axis=1, combine_fn=_combine
-        )
-        lam = tl.flip(lam_r + cum_r * adj[:, None], 1)
-        adj = tl.sum(tl.where(t[None, :] == 0, decay * lam, 0.0), axis=1)
-        tl.atomic_add(dC_ptr + bc_offs, dout[None, :] * hs, mask=mask2)
-        tl.atomic_add(dB_ptr + bc_offs, lam * (dt * u)[None, :], mask=mask2)
-        lam_b = tl.sum(lam * Bt, axis=0)
-        # decay_t * h_{t-1} = h_t - drive_t: the dA term without dividing by a decay that may underflow.
-        lam_hprev = lam * (hs - drive)
-        ddt = u * lam_b + tl.sum(lam_hprev * A[:, None], axis=0)
-        dA_acc += tl.sum(lam_hprev * dt[None, :], axis=1)
+            dz = dy * out * sig * (1.0 + zv * (1.0 - sig))
+            tl.store(dz_ptr + row + tt, dz.to(dz_ptr.dtype.element_ty), mask=tmask)
+        ddt = u * lam_b + lam_ha
         du = dt * lam_b
         if HAS_D:
             du = du + dout * Dv
@@ -228,7 +234,7 @@ def scan_bwd_kernel(
         dbias_acc += tl.sum(ddt, axis=0)
         tl.store(du_ptr + row + tt, du.to(du_ptr.dtype.element_ty), mask=tmask)
         tl.store(ddelta_ptr + row + tt, ddt.to(ddelta_ptr.dtype.element_ty), mask=tmask)
-    tl.store(dA_ptr + pid.to(tl.int64) * N + n, dA_acc, mask=nmask)
+    tl.store(dA_ptr + pid.to(tl.int64) * N + n, dA_all, mask=nmask)
     if HAS_D:
         tl.store(dD_ptr + pid, dD_acc)
     if HAS_BIAS:

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from typing import Any
 
 import torch
 from torch._subclasses.fake_tensor import is_fake
 from torch.library import triton_op, wrap_triton
 
-CHUNK = 64  # time steps per associative scan on the GPU
+CHUNK = 1024  # time steps per tile (at most; a shorter sequence gets one tile of its length)
 _FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -34,6 +35,16 @@ def triton_available() -> bool:
     except Exception:
         return False
     return True
+
+
+def interpreting() -> bool:
+    """Whether triton runs interpreted: ``triton.knobs`` from 3.4, TRITON_INTERPRET (read at import) before."""
+    import triton
+
+    knobs = getattr(triton, "knobs", None)
+    if knobs is not None:
+        return bool(knobs.runtime.interpret)
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 class _Launchers:
@@ -59,9 +70,7 @@ def _launchers() -> _Launchers:
 def kernel_module(interpret: bool) -> _Launchers:
     """The kernels, launched as ``kernel_module(...).name[grid](...)``; ``interpret`` (CPU tensors) needs triton's
     interpreter, which triton only turns on when TRITON_INTERPRET=1 is in the environment before ``import triton``."""
-    import triton
-
-    if interpret and not triton.knobs.runtime.interpret:
+    if interpret and not interpreting():
         raise RuntimeError(
             "selective_scan (triton): CPU tensors run only under the Triton interpreter; set TRITON_INTERPRET=1 "
             "before triton is imported (tests only), or use CUDA tensors"
@@ -70,14 +79,20 @@ def kernel_module(interpret: bool) -> _Launchers:
 
 
 def block_n(d_state: int) -> int:
-    """The state tile: d_state rounded up to a power of two (at least 2)."""
+    """The state vector's padded length: d_state rounded up to a power of two (at least 2)."""
     return max(2, 1 << (d_state - 1).bit_length())
 
 
-def num_warps(d_state: int, chunk: int, backward: bool) -> int:
-    """Warps per program: 8 for the backward on tiles of 1024+ elements, where 4 warps come close to 255
-    registers per thread and spill on sm_90 (``python -m bench.triton_compile``), else 4."""
-    return 8 if backward and block_n(d_state) * chunk >= 1024 else 4
+def tile(length: int, chunk: int) -> int:
+    """Time steps per tile: ``chunk``, or the power of two that covers a shorter ``length`` (at least 2)."""
+    return max(2, min(chunk, 1 << max(length - 1, 1).bit_length()))
+
+
+def num_warps(steps: int, backward: bool, has_z: bool = False) -> int:
+    """Warps per program for a tile of ``steps``: 8 steps a thread (4 warps at 1024), 4 for the forward with z
+    (8 warps), where ptxas otherwise spills on sm_80 (``python -m bench.triton_compile``)."""
+    per_thread = 4 if has_z and not backward else 8
+    return max(1, min(8, steps // (32 * per_thread)))
 
 
 def _check_dtypes(**tensors: torch.Tensor | None) -> None:
@@ -108,39 +123,44 @@ def forward_launch(
     softplus: bool,
     chunk: int,
 ) -> tuple[list, dict, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """The forward kernel's arguments and launch options, and its outputs (y, chunk states, last state).
+    """The forward kernel's arguments and launch options, and its outputs (y, tile states, last state).
     Absent optional inputs get a stand-in pointer that is never read: one signature per dtype set."""
     batch, d, length = u.shape
     n = A32.shape[1]
     groups = B.shape[1] if B.dim() == 4 else 1
-    n_chunks = -(-length // chunk)
     y = torch.empty_like(u)
-    states = torch.empty(batch * d, n_chunks, n, device=u.device, dtype=torch.float32)
+    states = torch.empty(saved_states_shape(batch, d, length, n, chunk), device=u.device, dtype=torch.float32)
     last = torch.empty(batch, d, n, device=u.device, dtype=torch.float32)
     args = [u, delta, A32, B, C, _or(D32, A32), _or(z, u), _or(bias32, A32), y, states, last]
-    args += [d, length, n, n_chunks, d // groups, groups]
-    meta = forward_meta(n, D32 is not None, z is not None, bias32 is not None, softplus, chunk)
+    args += [d, length, n, states.shape[1], d // groups, groups]
+    meta = forward_meta(n, D32 is not None, z is not None, bias32 is not None, softplus, tile(length, chunk))
     return args, meta, (y, states, last)
 
 
-def forward_meta(d_state: int, has_d: bool, has_z: bool, has_bias: bool, softplus: bool, chunk: int) -> dict:
-    """The forward kernel's constexpr arguments and launch options."""
+def forward_meta(d_state: int, has_d: bool, has_z: bool, has_bias: bool, softplus: bool, steps: int) -> dict:
+    """The forward kernel's constexpr arguments and launch options for tiles of ``steps``."""
     return dict(
         HAS_D=has_d,
         HAS_Z=has_z,
         HAS_BIAS=has_bias,
         SOFTPLUS=bool(softplus),
         BLOCK_N=block_n(d_state),
-        CHUNK=chunk,
-        num_warps=num_warps(d_state, chunk, False),
+        T=steps,
+        num_warps=num_warps(steps, False, has_z),
+        num_stages=1,
     )
 
 
 def backward_launch(
-    saved: tuple[torch.Tensor | None, ...], dy: torch.Tensor, dlast: torch.Tensor | None, meta: dict
+    saved: tuple[torch.Tensor | None, ...],
+    dy: torch.Tensor,
+    dlast: torch.Tensor | None,
+    meta: dict,
+    deterministic: bool = False,
 ) -> tuple[list, dict, tuple[torch.Tensor | None, ...]]:
     """The backward kernel's arguments and launch options for the forward's ``saved`` tensors and ``meta``, and
-    its outputs (du, ddelta, dz, dA (b*d, N), dB, dC (b, G, N, L), dD, dbias (b*d,))."""
+    its outputs (du, ddelta, dz, dA (b*d, N), dB, dC (b, G, N, L), or per channel (b*d, N, L) when
+    ``deterministic``, dD, dbias (b*d,))."""
     u, delta, A32, B, C, D32, z, bias32, states = saved
     batch, d, length = u.shape
     n = A32.shape[1]
@@ -149,14 +169,16 @@ def backward_launch(
     du, ddelta = torch.empty_like(u), torch.empty_like(delta)
     dz = torch.empty_like(z) if z is not None else None
     dA = torch.empty(batch * d, n, **f32)
-    dB = torch.zeros(batch, groups, n, length, **f32)
-    dC = torch.zeros(batch, groups, n, length, **f32)
+    shape = (batch * d, n, length) if deterministic else (batch, groups, n, length)
+    dB = (torch.empty if deterministic else torch.zeros)(shape, **f32)
+    dC = (torch.empty if deterministic else torch.zeros)(shape, **f32)
     dD = torch.empty(batch * d, **f32) if D32 is not None else None
     dbias = torch.empty(batch * d, **f32) if bias32 is not None else None
     args = [u, delta, A32, B, C, _or(D32, A32), _or(z, u), _or(bias32, A32), dy, states, _or(dlast, dA)]
     args += [du, ddelta, _or(dz, du), dA, dB, dC, _or(dD, dA), _or(dbias, dA)]
     args += [d, length, n, states.shape[1], d // groups, groups]
-    meta = {**meta, "HAS_DLAST": dlast is not None, "num_warps": num_warps(n, meta["CHUNK"], True)}
+    meta = {**meta, "HAS_DLAST": dlast is not None, "DETERMINISTIC": deterministic}
+    meta["num_warps"] = num_warps(meta["T"], True)
     return args, meta, (du, ddelta, dz, dA, dB, dC, dD, dbias)
 
 
@@ -173,7 +195,8 @@ def scan_forward(
     chunk: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Run the forward kernel on contiguous inputs (A, D, delta_bias already float32): y (u's dtype), the last
-    state (batch, d, N) float32, and the float32 chunk states the backward reads (``saved_states_shape``)."""
+    state (batch, d, N) float32, and the float32 state entering every tile of ``tile(L, chunk)`` steps, which
+    the backward reads (``saved_states_shape``)."""
     args, meta, (y, states, last) = forward_launch(u, delta, A32, B, C, D32, z, bias32, softplus, chunk)
     if u.shape[0] * u.shape[1]:
         with _on_device(u):
@@ -182,8 +205,8 @@ def scan_forward(
 
 
 def saved_states_shape(batch: int, d: int, length: int, d_state: int, chunk: int) -> tuple[int, ...]:
-    """Shape of the chunk states ``scan_forward`` returns (for fake tensors)."""
-    return (batch * d, -(-length // chunk), d_state)
+    """Shape of the tile states ``scan_forward`` returns (for fake tensors)."""
+    return (batch * d, -(-length // tile(length, chunk)), d_state)
 
 
 def scan_backward(
@@ -192,19 +215,26 @@ def scan_backward(
     dlast: torch.Tensor | None,
     softplus: bool,
     chunk: int,
+    deterministic: bool = False,
 ) -> tuple[torch.Tensor | None, ...]:
     """Run the backward kernel for ``saved`` = (u, delta, A32, B, C, D32, z, bias32, states) as ``scan_forward``
     was called and returned, on a contiguous ``dy`` (and ``dlast`` or None): (du, ddelta, dA, dB, dC, dD, dz,
-    dbias) with dA (d, N), dD and dbias (d,) float32 summed over the batch, dB and dC float32 shaped like B, C."""
+    dbias) with dA (d, N), dD and dbias (d,) float32 summed over the batch, dB and dC float32 shaped like B, C.
+    ``deterministic``: dB and dC summed over a group's channels in a fixed order (per-channel partials, then
+    a sum) instead of fp32 atomics, whose order, and so last bits, vary run to run."""
     u, B = saved[0], saved[3]
-    batch, d, _ = u.shape
+    batch, d, length = u.shape
     D32, z, bias32 = saved[5:8]
-    meta = forward_meta(saved[2].shape[1], D32 is not None, z is not None, bias32 is not None, softplus, chunk)
-    args, meta, grads = backward_launch(saved, dy, dlast, meta)
+    steps = tile(length, chunk)
+    meta = forward_meta(saved[2].shape[1], D32 is not None, z is not None, bias32 is not None, softplus, steps)
+    args, meta, grads = backward_launch(saved, dy, dlast, meta, deterministic)
     if batch * d:
         with _on_device(u):
             kernel_module(not u.is_cuda).scan_bwd_kernel[(batch * d,)](*args, **meta)
     du, ddelta, dz, dA, dB, dC, dD, dbias = grads
+    if deterministic:
+        groups = B.shape[1] if B.dim() == 4 else 1
+        dB, dC = (g.view(batch, groups, d // groups, *g.shape[1:]).sum(2) for g in (dB, dC))
     if B.dim() == 3:
         dB, dC = dB[:, 0], dC[:, 0]
     dA = dA.view(batch, d, dA.shape[1]).sum(0)
@@ -229,8 +259,9 @@ def triton_scan_fwd(
     bias32: torch.Tensor | None,
     softplus: bool,
     chunk: int,
+    deterministic: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``scan_forward`` as an operator: (y, last state, chunk states)."""
+    """``scan_forward`` as an operator: (y, last state, tile states); ``deterministic`` is for its backward."""
     return scan_forward(u, delta, A32, B, C, D32, z, bias32, softplus, chunk)
 
 
@@ -249,20 +280,21 @@ def triton_scan_bwd(
     dlast: torch.Tensor | None,
     softplus: bool,
     chunk: int,
+    deterministic: bool,
 ) -> tuple[
     torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor
 ]:
     """``scan_backward`` as an operator: (du, ddelta, dA, dB, dC, dD, dz, dbias), empty for absent inputs."""
     saved = (u, delta, A32, B, C, D32, z, bias32, states)
-    du, ddelta, dA, dB, dC, dD, dz, dbias = scan_backward(saved, dy, dlast, softplus, chunk)
+    du, ddelta, dA, dB, dC, dD, dz, dbias = scan_backward(saved, dy, dlast, softplus, chunk, deterministic)
     dB, dC = dB.to(dtype=B.dtype, copy=True), dC.to(dtype=C.dtype, copy=True)
     return du, ddelta, dA, dB, dC, _empty_or(dD, u), _empty_or(dz, u), _empty_or(dbias, u)
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    *tensors, softplus, chunk = inputs
+    *tensors, softplus, chunk, deterministic = inputs
     ctx.save_for_backward(*tensors, output[2])
-    ctx.softplus, ctx.chunk = softplus, chunk
+    ctx.softplus, ctx.chunk, ctx.deterministic = softplus, chunk, deterministic
     ctx.mark_non_differentiable(output[2])
     ctx.set_materialize_grads(False)
 
@@ -272,8 +304,8 @@ def _backward(ctx, dy, dlast, dstates):
     u = tensors[0]
     dy = dy.contiguous() if dy is not None else torch.zeros_like(u)
     dlast = dlast.contiguous() if dlast is not None else None
-    grads = triton_scan_bwd(*tensors, states, dy, dlast, ctx.softplus, ctx.chunk)
-    return (*(g if t is not None else None for g, t in zip(grads, tensors)), None, None)
+    grads = triton_scan_bwd(*tensors, states, dy, dlast, ctx.softplus, ctx.chunk, ctx.deterministic)
+    return (*(g if t is not None else None for g, t in zip(grads, tensors)), None, None, None)
 
 
 triton_scan_fwd.register_autograd(_backward, setup_context=_setup_context)
@@ -291,9 +323,10 @@ def selective_scan_triton(
     delta_softplus: bool = False,
     return_last_state: bool = False,
     chunk: int = CHUNK,
+    deterministic: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """The selective scan in Triton (interpreted on CPU tensors); ``chunk``: time steps per parallel scan,
-    a power of two."""
+    """The selective scan in Triton (interpreted on CPU tensors); ``chunk``: time steps per tile (at most), a
+    power of two; ``deterministic``: dB, dC bitwise reproducible (no atomics; more memory, see scan_backward)."""
     _check_dtypes(u=u, delta=delta, B=B, C=C, z=z, A=A, D=D, delta_bias=delta_bias)
     if chunk < 2 or chunk & (chunk - 1):
         raise ValueError(f"selective_scan (triton): chunk must be a power of two >= 2, got {chunk}")
@@ -303,5 +336,5 @@ def selective_scan_triton(
     A32 = A.float().contiguous()
     D32 = D.float().contiguous() if D is not None else None
     bias32 = delta_bias.float().contiguous() if delta_bias is not None else None
-    y, last, _ = triton_scan_fwd(u, delta, A32, B, C, D32, z, bias32, bool(delta_softplus), chunk)
+    y, last, _ = triton_scan_fwd(u, delta, A32, B, C, D32, z, bias32, bool(delta_softplus), chunk, bool(deterministic))
     return (y, last) if return_last_state else y

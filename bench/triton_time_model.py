@@ -1,0 +1,100 @@
+"""Time model of the scan kernels: an ESTIMATE from their SASS counts and the DRAM bytes they move; no GPU runs.
+
+    .venv/bin/python -m bench.triton_time_model [--sass-json ROWS.json] [--batch 32] [--mamba-src SDIST]
+
+For every kernel row of ``bench.triton_sass`` (ours and, where compiled, mamba_ssm's for the same call) at
+``--batch``: issue-bound time = thread-instructions (instr/el x batch x d x L x N) / 32 per warp
+instruction / (4 warp instructions per clock per SM x SMs x clock), the bound if every scheduler issued
+every cycle; bandwidth-bound time = DRAM bytes / peak bandwidth, counting each tensor once (B and C are
+read from DRAM once per group and re-read by a group's channels through L2; dB and dC are zeroed and then
+accumulated in L2 and written once; ours saves the fp32 state entering each tile, mamba_ssm an fp32
+(decay, state) pair per 2048-step chunk). The estimate is the larger of the two; latency, occupancy and
+L2 traffic are not modelled. sm_90 rows are priced on an H100 SXM, sm_80 rows on an A100 SXM 80 GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+
+GPUS = {  # name, SMs, boost clock (GHz), DRAM bandwidth (TB/s)
+    "sm_90": ("H100 SXM", 132, 1.98, 3.35),
+    "sm_80": ("A100 SXM 80GB", 108, 1.41, 2.039),
+}
+_ISSUE_PER_CLOCK = 4  # warp instructions per SM per clock (one per scheduler)
+
+
+def _shape(row: dict) -> tuple[int, int, int, int]:
+    """(d, L, N, G) of the row's call, read off its description (``d=192 L=16384 N=8 G=4 ...``)."""
+    f = dict(re.findall(r"(\w)=(\d+|-)", row["first_call"]))
+    return int(f["d"]), int(f["L"]), int(f["N"]), 1 if f["G"] == "-" else int(f["G"])
+
+
+def dram_bytes(row: dict, batch: int, ours: bool) -> float:
+    """DRAM bytes one launch of ``row``'s kernel moves at ``batch`` (module docstring)."""
+    d, length, n, groups = _shape(row)
+    s = 2 if row["dtype"] == "bf16" else 4
+    per_ch = batch * d * length * s  # one (batch, d, L) tensor in the input dtype
+    bc = batch * groups * n * length * s  # B or C
+    z = per_ch if row["has_z"] else 0
+    if ours:
+        saved = batch * d * -(-length // row["chunk"]) * n * 4
+    else:
+        saved = batch * d * -(-length // 2048) * n * 8
+    if row["kernel"].endswith("fwd"):
+        return 2 * per_ch + z + 2 * bc + per_ch + saved  # u, delta, z, B, C in; y, states out
+    dbc = 2 * batch * groups * n * length * 4  # dB, dC fp32
+    return 3 * per_ch + 2 * z + 2 * bc + saved + 2 * per_ch + 2 * dbc  # u, delta, dy, z in; du, ddelta, dz out
+
+
+def estimate(row: dict, batch: int, per_elem: float, ours: bool) -> dict:
+    """Issue-bound, bandwidth-bound and estimated time (ms) of one launch."""
+    _, sms, ghz, tbs = GPUS[row["arch"]]
+    d, length, n, _ = _shape(row)
+    elements = batch * d * length * n
+    issue = per_elem * elements / 32 / (_ISSUE_PER_CLOCK * sms * ghz * 1e9) * 1e3
+    bandwidth = dram_bytes(row, batch, ours) / (tbs * 1e12) * 1e3
+    return {"issue_ms": issue, "bw_ms": bandwidth, "est_ms": max(issue, bandwidth)}
+
+
+def table(rows: list[dict], batch: int) -> str:
+    head = ("models", "call", "dtype", "kernel", "gpu", "ours issue", "ours bw", "ours est", "mamba issue")
+    head += ("mamba bw", "mamba est", "ours/mamba")
+    lines = [head]
+    for r in rows:
+        o = estimate(r, batch, r["per_elem"], True)
+        cells = [r["models"], r["first_call"], r["dtype"], r["kernel"], GPUS[r["arch"]][0]]
+        cells += [f"{o[k]:.3f}" for k in ("issue_ms", "bw_ms", "est_ms")]
+        if "theirs_per_elem" in r:
+            m = estimate(r, batch, r["theirs_per_elem"], False)
+            cells += [f"{m[k]:.3f}" for k in ("issue_ms", "bw_ms", "est_ms")] + [f"{o['est_ms'] / m['est_ms']:.2f}"]
+        lines.append(tuple(cells))
+    widths = [max(len(line[i]) for line in lines if i < len(line)) for i in range(len(head))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip() for line in lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sass-json", help="rows printed by `python -m bench.triton_sass --json` (else compiled now)")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--mamba-src", default=os.environ.get("MAMBA_SSM_SRC"), help="as bench.triton_sass")
+    args = parser.parse_args(argv)
+    if args.sass_json:
+        with open(args.sass_json) as f:
+            rows = json.loads(f.readline())
+    else:
+        from bench.triton_sass import report
+
+        rows, skipped = report((90, 80), args.mamba_src)
+        if skipped:
+            print(skipped)
+    print(f"ESTIMATE, not a measurement (no GPU ran): milliseconds per launch at batch {args.batch}")
+    print(table(rows, args.batch))
+
+
+if __name__ == "__main__":
+    from utils.cli import run_cli
+
+    run_cli(main)
