@@ -186,7 +186,7 @@ class Trainer:
         self.lock: RunLock | None = None
         self.log = logging.getLogger("train")
         try:
-            scan = model.ssm.resolve_backend(cfg["ssm"]["backend"], self.device)
+            scan = model.ssm.resolve_backend(cfg["ssm"]["backend"], self.device, cfg["ssm"]["deterministic"])
         except (ValueError, RuntimeError) as err:
             raise ConfigError(str(err)) from None
         self.scan_backend = scan.name

@@ -38,7 +38,8 @@ def build_network(cfg: dict[str, Any], device: torch.device | str = "cpu", scan:
     """``cfg["model"]`` built, its scan (``cfg["ssm"]["backend"]``, default auto, or ``scan``) bound, on ``device``."""
     device = torch.device(device)
     if scan is None:
-        scan = resolve_backend(cfg.get("ssm", {}).get("backend", "auto"), device)
+        ssm = cfg.get("ssm", {})
+        scan = resolve_backend(ssm.get("backend", "auto"), device, ssm.get("deterministic", False))
     return bind_scan(build_model(cfg["model"]), scan).to(device)
 
 
@@ -56,7 +57,7 @@ def load_network(
     state = load_checkpoint(checkpoint, map_location="cpu")
     cfg = load_config(config) if config is not None else resolve_config(state["config"])
     check_model_name(state, cfg["model"]["name"], checkpoint)
-    net = build_network(cfg, "cpu", scan=resolve_backend(cfg["ssm"]["backend"], device))
+    net = build_network(cfg, "cpu", scan=resolve_backend(cfg["ssm"]["backend"], device, cfg["ssm"]["deterministic"]))
     which = "ema" if use_ema and state.get("ema") is not None else "model"
     load_weights(net, state[which], checkpoint, which, (state.get("config") or {}).get("model"), cfg["model"])
     info = {"model_name": state["model_name"], "weights": which, "iteration": state["iteration"]}

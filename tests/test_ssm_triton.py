@@ -177,3 +177,21 @@ def test_gpu_check_without_cuda_says_so_and_exits_0(capsys) -> None:
         pytest.skip("this machine has a GPU: make gpu-check runs it")
     assert gpu_check.main([]) == 0
     assert "no CUDA GPU" in capsys.readouterr().out
+
+
+def test_deterministic_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ssm.deterministic``: triton runs with deterministic=True, mamba_ssm (atomic dB/dC) is refused by name and
+    passed over by ``auto``; torch is unchanged."""
+    from model.ssm.triton_scan import selective_scan_triton
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    scan = ssm.resolve_backend("triton", cuda, deterministic=True)
+    assert (
+        scan.name == "triton" and scan.fn.func is selective_scan_triton and scan.fn.keywords == {"deterministic": True}
+    )
+    assert ssm.resolve_backend("triton", cuda).fn is selective_scan_triton
+    monkeypatch.setattr(ssm, "_mamba_ssm_fn", lambda: "mamba")
+    assert ssm.resolve_backend("auto", cuda, deterministic=True).name == "triton"
+    with pytest.raises(RuntimeError, match="ssm.deterministic: mamba_ssm is not bitwise reproducible"):
+        ssm.resolve_backend("mamba_ssm", cuda, deterministic=True)
+    assert ssm.resolve_backend("auto", cpu, deterministic=True).name == "torch"

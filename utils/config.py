@@ -68,7 +68,10 @@ SCHEMA: dict[str, Any] = {
     "seed": _o(0, int),
     "scale": _o(8, int, choices=(2, 4, 8, 16)),
     "model": _o({"name": "bicubic"}, dict),
-    "ssm": {"backend": _o("auto", str, choices=BACKENDS)},
+    "ssm": {
+        "backend": _o("auto", str, choices=BACKENDS),
+        "deterministic": _o(False, bool),  # bitwise-reproducible scan gradients (triton: no atomics; not mamba_ssm)
+    },
     "data": {
         "value_range": _o([0, 1], list, choices=([0, 1], [-1, 1])),  # network input/output range (utils.value_range)
         "train": {

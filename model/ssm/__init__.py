@@ -16,6 +16,7 @@ used outside ``model.build``) resolves ``auto`` for the tensors' device once per
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ class Backend:
     in_auto: bool
     load: Callable[[torch.device], Callable | None]
     missing: str
+    deterministic: str = "always"  # bitwise-reproducible gradients: "always", "option" (deterministic=True), "never"
 
 
 def _mamba_ssm_fn() -> Callable | None:
@@ -73,10 +75,20 @@ def _triton_fn() -> Callable | None:
 
 BACKEND_TABLE: tuple[Backend, ...] = (
     Backend(
-        "mamba_ssm", True, True, lambda device: _mamba_ssm_fn(), "mamba_ssm does not import (see requirements-cuda.txt)"
+        "mamba_ssm",
+        True,
+        True,
+        lambda device: _mamba_ssm_fn(),
+        "mamba_ssm does not import (see requirements-cuda.txt)",
+        deterministic="never",  # its backward adds dB/dC over channels with atomics
     ),
     Backend(
-        "triton", True, True, lambda device: _triton_fn(), "triton does not import (it ships with torch's CUDA wheels)"
+        "triton",
+        True,
+        True,
+        lambda device: _triton_fn(),
+        "triton does not import (it ships with torch's CUDA wheels)",
+        deterministic="option",
     ),
     Backend("torch", False, True, lambda device: torch_scan.torch_backend(device), ""),
     Backend("reference", False, False, lambda device: selective_scan_reference, ""),
@@ -85,8 +97,9 @@ BACKENDS: tuple[str, ...] = ("auto", *(b.name for b in BACKEND_TABLE))
 """The ``ssm.backend`` choices."""
 
 
-def resolve_backend(name: str, device: torch.device | str) -> Scan:
-    """Map a backend name (``auto`` included) to the scan that runs on ``device``; done once per network."""
+def resolve_backend(name: str, device: torch.device | str, deterministic: bool = False) -> Scan:
+    """Map a backend name (``auto`` included) to the scan that runs on ``device``; done once per network.
+    ``deterministic`` (``ssm.deterministic``): only backends whose gradients are bitwise reproducible, run so."""
     if name not in BACKENDS:
         raise ValueError(f"ssm.backend must be one of {', '.join(BACKENDS)}, got {name!r}")
     device = torch.device(device)
@@ -99,7 +112,13 @@ def resolve_backend(name: str, device: torch.device | str) -> Scan:
                 continue
             hint = "" if row.name == "mamba_ssm" else f", got {device.type} (use torch on CPU)"
             raise RuntimeError(f"ssm.backend={row.name} needs CUDA tensors{hint}")
+        if deterministic and row.deterministic == "never":
+            if name == "auto":
+                continue
+            raise RuntimeError(f"ssm.deterministic: {row.name} is not bitwise reproducible (use triton or torch)")
         fn = row.load(device)
+        if fn is not None and deterministic and row.deterministic == "option":
+            fn = functools.partial(fn, deterministic=True)
         if fn is not None:
             logger.info("selective scan backend: %s (ssm.backend %s, %s)", row.name, name, device.type)
             return Scan(row.name, fn)
