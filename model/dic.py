@@ -179,6 +179,7 @@ class DIC(nn.Module):
     """
 
     lr_input = True  # takes the 16x16 LR itself (the pipeline's lr_small), not its bicubic upsampling
+    scale = 8  # x8 only: a x2 pixel shuffle of the LR features, then a stride-4 deconvolution
     training_outputs = ("sr", "sr_steps", "heatmaps")
     training_targets = ("heatmap",)  # the data must provide landmark heatmaps (data.train.landmarks)
 

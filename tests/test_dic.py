@@ -276,3 +276,11 @@ def test_tiny_training_run_on_synthetic_landmarks(tmp_path: Path, capsys: pytest
     assert Image.open(tmp_path / "out" / "images" / "000001.png").size == (128, 128)
     with pytest.raises(DataError, match="already upsampled.*this network takes the HR/8 LR"):
         test.main([*args, "--lr_dir", str(tmp_path / "set" / "LR_up"), "--out_dir", str(tmp_path / "out2")])
+
+
+def test_complexity_default_size_is_the_lr() -> None:
+    """``metrics.complexity`` counts lr_input networks at 128 / scale: DIC declares its fixed x8."""
+    from metrics.complexity import profile
+
+    report = profile({**TINY}, None, (), 0, 1)
+    assert report["size"] == [16, 16]
