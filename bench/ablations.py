@@ -71,10 +71,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.ablations", description=__doc__.split("\n\n")[0])
     p.add_argument("configs", nargs="+", help="experiment YAML files, or folders of them")
     p.add_argument("--out", required=True, help="markdown table to write (raw numbers go to the .json beside it)")
+    p.add_argument("--val_dir", default=None, help="HR validation images (default: export the first row's data.val)")
+    return parse_run_options(p, argv, work_dir_help="run folders, test outputs, validation export")
+
+
+def parse_run_options(p: argparse.ArgumentParser, argv: list[str] | None, work_dir_help: str) -> argparse.Namespace:
+    """Add the options every train-and-score-each-row bench shares (this one and bench.table1), parse, check."""
     p.add_argument("--iterations", type=int, default=None, help="training budget (default: each config's)")
     p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help="overrides for every row")
-    p.add_argument("--work_dir", default="experiments/ablations", help="run folders, test outputs, validation export")
-    p.add_argument("--val_dir", default=None, help="HR validation images (default: export the first row's data.val)")
+    p.add_argument("--work_dir", default=f"experiments/{p.prog.split('.')[-1]}", help=work_dir_help)
     p.add_argument("--lpips_weights", default=None, help="AlexNet backbone file (default: the torch hub cache)")
     p.add_argument("--nproc", type=int, default=1, help="training processes (torchrun when > 1)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")

@@ -26,8 +26,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from bench import ablations
 from utils.cli import run_cli
 
@@ -73,19 +71,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--config_dir", default=str(REPO / "configs" / "table1"), help="the row configs and protocol.yaml")
     p.add_argument("--rows", nargs="+", default=None, metavar="STEM", help="only these rows (config file stems)")
     p.add_argument("--out", default="results/table1.md", help="markdown table (raw numbers in the .json beside it)")
-    p.add_argument("--iterations", type=int, default=None, help="training budget (default: each config's)")
-    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help="overrides for every row")
-    p.add_argument("--work_dir", default="experiments/table1", help="run folders and test outputs")
-    p.add_argument("--lpips_weights", default=None, help="AlexNet backbone file (default: the torch hub cache)")
-    p.add_argument("--nproc", type=int, default=1, help="training processes (torchrun when > 1)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--timeout", type=float, default=None, help="seconds allowed per training run")
-    args = p.parse_args(argv)
-    if args.iterations is not None and args.iterations < 1:
-        p.error(f"--iterations must be >= 1, got {args.iterations}")
-    if args.nproc < 1:
-        p.error(f"--nproc must be >= 1, got {args.nproc}")
-    return args
+    return ablations.parse_run_options(p, argv, work_dir_help="run folders and test outputs")
 
 
 def row_configs(config_dir: Path, rows: list[str] | None) -> list[Path]:
