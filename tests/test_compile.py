@@ -212,3 +212,27 @@ def test_fwm_polar_matches_abs_and_angle_with_gradients() -> None:
         (want[which] * cotangent).sum().backward()
         (got[which] * cotangent).sum().backward()
         torch.testing.assert_close(xb.grad, xa.grad, rtol=1e-5, atol=1e-5)
+
+
+# The Table 1 networks (tiny widths, each at the input it takes): one graph, and non-strict export equal to eager.
+TABLE1 = {
+    "swinir": ({"name": "swinir", "embed_dim": 12, "depths": (2, 2), "num_heads": (2, 3), "window_size": 4}, 8),
+    "mambair": ({"name": "mambair", "embed_dim": 30, "depths": (1, 2), "d_state": 2}, 8),
+    "dic": ({"name": "dic", "dim": 8, "n_steps": 2, "groups": 2, "hg_dim": 16, "n_fusion": 1}, 16),
+    "sfmnet": ({"name": "sfmnet", "dim": 8, "n_resblocks": 1}, 32),
+    "wfen": ({"name": "wfen", "min_ch": 8, "res_depth": 2}, 32),
+}
+
+
+@pytest.mark.parametrize("name", TABLE1)
+def test_table1_networks_trace_as_one_graph_and_export(name: str) -> None:
+    cfg, size = TABLE1[name]
+    torch.manual_seed(0)
+    net = build_network({"model": cfg}).eval()
+    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    explained = torch._dynamo.explain(net)(x)
+    torch._dynamo.reset()
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+    with torch.no_grad():
+        exported = torch.export.export(net, (x,), strict=False)
+        torch.testing.assert_close(exported.module()(x), net(x), rtol=1e-5, atol=1e-5)
