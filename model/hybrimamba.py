@@ -17,19 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.layout import to_nchw, to_nhwc
 from model.registry import register_model
 from model.ss2d import SS2D, init_linear_vmamba
 from model.wavelet import DWT2d, IDWT2d
-
-
-def _channels_first(x: torch.Tensor) -> torch.Tensor:
-    """(B, H, W, C) tokens -> (B, C, H, W) view (channels-last memory, no copy)."""
-    return x.permute(0, 3, 1, 2)
-
-
-def _channels_last(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> (B, H, W, C) view."""
-    return x.permute(0, 2, 3, 1)
 
 
 def polar(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -201,14 +192,14 @@ class LEM(nn.Module):
         self.proj = nn.Conv2d(dim, dim, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.expand(_channels_first(x))
+        f = self.expand(to_nchw(x))
         if self.gate is None:  # ablation: no pixel-wise gate, out = Conv1x1(Cr)
-            return _channels_last(self.proj(self.attention(self.dwconv(f))))
+            return to_nhwc(self.proj(self.attention(self.dwconv(f))))
         f1, f2 = f.chunk(2, dim=1)
         cr = self.attention(self.dwconv(f1))
-        wg = self.gate(_channels_last(f2))  # (B, H, W, d) = the released (B, L, d) tokens
-        wg = wg.contiguous().view(f2.shape) if self.gate_released_view else _channels_first(wg)
-        return _channels_last(self.proj(cr * wg))
+        wg = self.gate(to_nhwc(f2))  # (B, H, W, d) = the released (B, L, d) tokens
+        wg = wg.contiguous().view(f2.shape) if self.gate_released_view else to_nchw(wg)
+        return to_nhwc(self.proj(cr * wg))
 
 
 class HybriMambaStage(nn.Module):
@@ -247,7 +238,7 @@ class Downsample(nn.Module):
         self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _channels_last(self.pointwise(self.depthwise(_channels_first(x))))
+        return to_nhwc(self.pointwise(self.depthwise(to_nchw(x))))
 
 
 class Upsample(nn.Module):
@@ -259,7 +250,7 @@ class Upsample(nn.Module):
         self.pointwise = nn.Conv2d(in_channels, 4 * out_channels, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _channels_last(F.pixel_shuffle(self.pointwise(self.depthwise(_channels_first(x))), 2))
+        return to_nhwc(F.pixel_shuffle(self.pointwise(self.depthwise(to_nchw(x))), 2))
 
 
 class HybriMambaUNet(nn.Module):
@@ -315,7 +306,7 @@ class HybriMambaUNet(nn.Module):
         if x.shape[-2] % 4 or x.shape[-1] % 4:
             raise ValueError(f"{name} needs H and W divisible by 4 (two 2x downsamplings), got {tuple(x.shape[-2:])}")
         feat = F.leaky_relu(self.head(x.contiguous(memory_format=torch.channels_last)))
-        e0 = self.encoder0(_channels_last(feat))
+        e0 = self.encoder0(to_nhwc(feat))
         e1 = self.encoder1(self.down0(e0))
         e2 = self.encoder2(self.down1(e1))
         d = self.decoder1(torch.cat([self.transformation(e2), e2], dim=-1))
@@ -323,7 +314,7 @@ class HybriMambaUNet(nn.Module):
         d = torch.cat([self.up2(d), e0], dim=-1)
         if self.decoder3 is not None:
             d = self.decoder3(d)
-        return x + F.leaky_relu(self.tail(_channels_first(d)))  # x first: the sum keeps x's layout
+        return x + F.leaky_relu(self.tail(to_nchw(d)))  # x first: the sum keeps x's layout
 
 
 @register_model("hybrimamba")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from model.layout import to_nchw, to_nhwc
 from model.registry import register_model
 from model.ss2d import SS2D
 from model.swinir import DIV2K_MEAN, PixelShuffleUpsampler, drop_path, init_transformer_weights
@@ -74,7 +75,7 @@ class RSSB(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x * self.skip_scale + drop_path(self.vssm(self.ln_1(x)), self.drop_path, self.training)
-        cab = self.cab(self.ln_2(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        cab = to_nhwc(self.cab(to_nchw(self.ln_2(x))))
         return x * self.skip_scale2 + cab
 
 
@@ -91,7 +92,7 @@ class RSSG(nn.Module):
         y = x
         for block in self.blocks:
             y = block(y)
-        return x + self.conv(y.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        return x + to_nhwc(self.conv(to_nchw(y)))
 
 
 @register_model("mambair")
@@ -129,10 +130,10 @@ class MambaIR(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Deep feature extraction on (B, C, H, W) -> same."""
-        y = self.patch_norm(x.permute(0, 2, 3, 1))
+        y = self.patch_norm(to_nhwc(x))
         for layer in self.layers:
             y = layer(y)
-        return self.norm(y).permute(0, 3, 1, 2)
+        return to_nchw(self.norm(y))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, h, w) LR -> (B, 3, scale h, scale w)."""

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.layout import to_nchw, to_nhwc
 from model.registry import register_model
 from model.ss2d import SS2D, init_linear_vmamba
 from model.wavelet import DWT2d, IDWT2d
@@ -31,21 +32,11 @@ from model.wavelet import DWT2d, IDWT2d
 VSSM = SS2D  # the figure's VSSM (b): Linear, DWConv, SiLU, 2D-SSM, LayerNorm, gated by SiLU(Linear), Linear
 
 
-def nchw(x: torch.Tensor) -> torch.Tensor:
-    """(B, H, W, C) -> (B, C, H, W) view (channels-last memory, no copy)."""
-    return x.permute(0, 3, 1, 2)
-
-
-def nhwc(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> (B, H, W, C) view."""
-    return x.permute(0, 2, 3, 1)
-
-
 def local_tokens(x: torch.Tensor, released_view: bool) -> torch.Tensor:
     """Local-branch map (B, C, H, W) -> tokens (B, H, W, C): a permute, or with ``released_view`` the released
     code's ``.view(B, L, C)`` of the (B, C, H, W) memory order, which scrambles pixels and channels."""
     batch, channels, height, width = x.shape
-    return x.reshape(batch, height, width, channels) if released_view else nhwc(x)
+    return x.reshape(batch, height, width, channels) if released_view else to_nhwc(x)
 
 
 def eca_kernel_size(channels: int, gamma: int = 2, b: int = 1) -> int:
@@ -127,7 +118,7 @@ class RSSM(nn.Module):
         """(B, H, W, d) -> (B, H, W, d)."""
         g = u * self.scale1 + self.vssm(self.norm1(u))
         if self.use_fam:
-            g = g * self.scale2 + nhwc(self.fam(nchw(self.norm2(g))))
+            g = g * self.scale2 + to_nhwc(self.fam(to_nchw(self.norm2(g))))
         return g
 
 
@@ -153,12 +144,12 @@ class RMoE(nn.Module):
     def gates(self, g: torch.Tensor, loc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Spatial gate sigmoid(Expert1(g)) (B, 1, H, W) and channel gate sigmoid(Expert2(loc)) (B, d, 1, 1)."""
         channel = torch.sigmoid(self.expert2(loc))
-        return torch.sigmoid(self.expert1(nchw(g))), torch.sigmoid(channel) if self.double_sigmoid else channel
+        return torch.sigmoid(self.expert1(to_nchw(g))), torch.sigmoid(channel) if self.double_sigmoid else channel
 
     def forward(self, g: torch.Tensor, loc: torch.Tensor) -> torch.Tensor:
         """g (B, H, W, d) global, loc (B, d, H, W) local -> g * gate2 + loc * gate1 as (B, H, W, d)."""
         spatial, channel = self.gates(g, loc)
-        return g * nhwc(channel) + local_tokens(loc * spatial, self.released_view)
+        return g * to_nhwc(channel) + local_tokens(loc * spatial, self.released_view)
 
 
 class HMCM(nn.Module):
@@ -194,7 +185,7 @@ class HMCM(nn.Module):
         """(B, H, W, d) -> (B, H, W, d)."""
         u = self.project_in(x)
         g = self.rssm(u)
-        loc = self.local(nchw(u))
+        loc = self.local(to_nchw(u))
         mixed = self.rmoe(g, loc) if self.rmoe is not None else g + local_tokens(loc, self.local_released_view)
         return self.project_out(mixed)
 
@@ -228,7 +219,7 @@ class HMCB(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H, W, d) -> (B, H, W, d)."""
         x = x * self.scale1 + self.hmcm(self.norm1(x))
-        return x * self.scale2 + nhwc(self.ffn(nchw(self.norm2(x))))
+        return x * self.scale2 + to_nhwc(self.ffn(to_nchw(self.norm2(x))))
 
 
 class HMCBlocks(nn.Module):
@@ -286,11 +277,11 @@ class SFB(nn.Module):
 
     def forward(self, d: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         """Decoder d (B, r/2, r/2, 4c) and encoder e (B, r, r, c) tokens -> (B, r, r, 2c)."""
-        p, q = nchw(d).chunk(2, dim=1)
-        low, lh, hl = self.stb(nchw(e))
+        p, q = to_nchw(d).chunk(2, dim=1)
+        low, lh, hl = self.stb(to_nchw(e))
         sit = self.idwt(low, torch.stack([lh, hl, p], dim=2))  # P stands in the HH slot
-        merged = torch.cat([nhwc(sit), nhwc(self.up(q))], dim=-1)
-        return nhwc(self.fuse(nchw(merged)))
+        merged = torch.cat([to_nhwc(sit), to_nhwc(self.up(q))], dim=-1)
+        return to_nhwc(self.fuse(to_nchw(merged)))
 
 
 RGB_MEAN = (0.4488, 0.4371, 0.4040)  # the released code's (EDSR's) mean, subtracted before the head
@@ -377,14 +368,14 @@ class RHMC(nn.Module):
         if x.dim() != 4 or x.shape[-2] % 8 or x.shape[-1] % 8:
             raise ValueError(f"RHMC needs a (B, C, H, W) input with H and W divisible by 8, got {tuple(x.shape)}")
         shifted = x - self.rgb_mean.to(x) if self.rgb_mean is not None else x
-        f = nhwc(self.head(shifted.contiguous(memory_format=torch.channels_last)))
+        f = to_nhwc(self.head(shifted.contiguous(memory_format=torch.channels_last)))
         e1 = self.encoder1(f)
-        e2 = self.encoder2(nhwc(self.down1(nchw(e1))))
-        e3 = self.encoder3(nhwc(self.down2(nchw(e2))))
-        e4 = self.encoder4(nhwc(self.down3(nchw(e3))))
+        e2 = self.encoder2(to_nhwc(self.down1(to_nchw(e1))))
+        e3 = self.encoder3(to_nhwc(self.down2(to_nchw(e2))))
+        e4 = self.encoder4(to_nhwc(self.down3(to_nchw(e3))))
         d = torch.cat([self.aggregation(e4), e4], dim=-1)
         d = self.fusion3(self.decoder4(d), e3)
         d = self.fusion2(self.decoder3(d), e2)
         d = self.fusion1(self.decoder2(d), e1)
         d = self.decoder1(d)
-        return (x + self.tail(nchw(d))).contiguous()
+        return (x + self.tail(to_nchw(d))).contiguous()

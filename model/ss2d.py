@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.layout import to_nchw, to_nhwc
 from model.ssm import Scan, selective_scan
 
 K_DIRECTIONS = 4
@@ -134,12 +135,12 @@ class SS2D(nn.Module):
         """(B, H, W, C) -> (B, H, W, C)."""
         xz = self.in_proj(x)
         x, z = xz.chunk(2, dim=-1)
-        x = x.permute(0, 3, 1, 2).contiguous()
+        x = to_nchw(x).contiguous()
         if self.pre_conv is not None:
             x = self.pre_conv(x)
         x = F.silu(self.conv2d(x))
         y = self.forward_core(x)
         if self.post_scan is not None:
             y = self.post_scan(y)
-        y = self.out_norm(y.permute(0, 2, 3, 1))
+        y = self.out_norm(to_nhwc(y))
         return self.out_proj(y * F.silu(z))

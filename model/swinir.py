@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.layout import to_nchw, to_nhwc
 from model.registry import register_model
 
 DIV2K_MEAN = (0.4488, 0.4371, 0.4040)
@@ -152,7 +153,7 @@ class RSTB(nn.Module):
         y = x
         for layer in self.layers:
             y = layer(y)
-        return x + self.conv(y.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        return x + to_nhwc(self.conv(to_nchw(y)))
 
 
 class PixelShuffleUpsampler(nn.Sequential):
@@ -223,10 +224,10 @@ class SwinIR(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Deep feature extraction on (B, C, H, W) -> same."""
-        y = self.patch_norm(x.permute(0, 2, 3, 1))
+        y = self.patch_norm(to_nhwc(x))
         for layer in self.layers:
             y = layer(y)
-        return self.norm(y).permute(0, 3, 1, 2)
+        return to_nchw(self.norm(y))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, h, w) LR -> (B, 3, scale h, scale w); h, w padded (reflect) to the window and cropped back."""

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.layout import to_nchw, to_nhwc
 from model.registry import register_model
 
 
@@ -32,8 +33,8 @@ class LayerNorm2d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.layer_norm(x.permute(0, 2, 3, 1), x.shape[1:2], self.weight, self.bias, 1e-5)
-        return y.permute(0, 3, 1, 2)
+        y = F.layer_norm(to_nhwc(x), x.shape[1:2], self.weight, self.bias, 1e-5)
+        return to_nchw(y)
 
 
 class GatedFeedForward(nn.Module):
