@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -202,24 +203,29 @@ class LEM(nn.Module):
         return to_nhwc(self.proj(cr * wg))
 
 
+@dataclass(frozen=True)
+class StageOptions:
+    """How every HybriMamba stage is built (the same for all seven), named as ``HybriMamba``'s keyword
+    arguments: ``depth`` x (a MambaStack of ``n_layers`` mixers, a LEM), the LEM gate's switches."""
+
+    depth: int = 2
+    n_layers: int = 2
+    use_lem_gate: bool = True
+    lem_gate_released_view: bool = False
+
+
 class HybriMambaStage(nn.Module):
     """ "HybriMamba Blocks" (figure (b)): depth x [x + MambaStack(LN(x)); x + LEM(LN(x))] on (B, H, W, d)."""
 
-    def __init__(
-        self,
-        dim: int,
-        mixer: Mixer,
-        depth: int = 2,
-        n_layers: int = 2,
-        use_lem_gate: bool = True,
-        lem_gate_released_view: bool = False,
-    ) -> None:
+    def __init__(self, dim: int, mixer: Mixer, options: StageOptions) -> None:
         super().__init__()
+        depth = options.depth
         self.mamba_norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(depth))
-        self.mambas = nn.ModuleList(MambaStack(dim, n_layers, mixer) for _ in range(depth))
+        self.mambas = nn.ModuleList(MambaStack(dim, options.n_layers, mixer) for _ in range(depth))
         self.lem_norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(depth))
         self.lems = nn.ModuleList(
-            LEM(dim, use_gate=use_lem_gate, gate_released_view=lem_gate_released_view) for _ in range(depth)
+            LEM(dim, use_gate=options.use_lem_gate, gate_released_view=options.lem_gate_released_view)
+            for _ in range(depth)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -264,25 +270,15 @@ class HybriMambaUNet(nn.Module):
     def __init__(
         self,
         mixer: Mixer,
+        options: StageOptions,
         in_channels: int = 3,
         embed_dim: int = 32,
-        depth: int = 2,
-        n_layers: int = 2,
         top_decoder: bool = True,
-        use_lem_gate: bool = True,
-        lem_gate_released_view: bool = False,
     ) -> None:
         super().__init__()
         self.in_channels = in_channels
         c = embed_dim
-        stage = functools.partial(
-            HybriMambaStage,
-            mixer=mixer,
-            depth=depth,
-            n_layers=n_layers,
-            use_lem_gate=use_lem_gate,
-            lem_gate_released_view=lem_gate_released_view,
-        )
+        stage = functools.partial(HybriMambaStage, mixer=mixer, options=options)
         self.head = nn.Conv2d(in_channels, c, 3, padding=1)
         self.encoder0 = stage(c)
         self.down0 = Downsample(c, 2 * c)
@@ -358,6 +354,10 @@ class HybriMamba(HybriMambaUNet):
             sym_gain=sym_gain,
             sym_init=sym_init,
         )
-        super().__init__(
-            mixer, in_channels, embed_dim, depth, n_layers, top_decoder, use_lem_gate, lem_gate_released_view
+        stage = StageOptions(
+            depth=depth,
+            n_layers=n_layers,
+            use_lem_gate=use_lem_gate,
+            lem_gate_released_view=lem_gate_released_view,
         )
+        super().__init__(mixer, stage, in_channels=in_channels, embed_dim=embed_dim, top_decoder=top_decoder)

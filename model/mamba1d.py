@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.hybrimamba import HybriMambaUNet
+from model.hybrimamba import HybriMambaUNet, StageOptions
 from model.registry import register_model
 from model.ss2d import mamba_a_log, mamba_dt_bias
 from model.ssm import Scan, selective_scan
@@ -171,4 +171,5 @@ class Mamba1DUNet(HybriMambaUNet):
         use_lem_gate: bool = True,
     ) -> None:
         mixer = functools.partial(Mamba1D, d_state=d_state, d_conv=d_conv, expand=expand, dt_rank=dt_rank)
-        super().__init__(mixer, in_channels, embed_dim, depth, n_layers, top_decoder, use_lem_gate)
+        stage = StageOptions(depth=depth, n_layers=n_layers, use_lem_gate=use_lem_gate)
+        super().__init__(mixer, stage, in_channels=in_channels, embed_dim=embed_dim, top_decoder=top_decoder)

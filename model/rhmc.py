@@ -19,6 +19,7 @@ Figure vs released code (each a constructor switch, defaults = figure):
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -91,27 +92,38 @@ class FAM(nn.Module):
         return a + self.dw_b(b) + b
 
 
+@dataclass(frozen=True)
+class HMCOptions:
+    """How every HMC Blocks stage is built (the same for all nine): sizes, ablations and the released-code
+    switches, named and documented as ``RHMC``'s keyword arguments (defaults = figures)."""
+
+    depth: int = 2
+    share_block_weights: bool = False
+    stage_end_norm: bool = False
+    d_state: int = 16
+    d_conv: int = 3
+    expand: float = 2.0
+    in_project: bool = True
+    use_rmoe: bool = True
+    use_fam: bool = True
+    block_norm_eps: float = 1e-5
+    rmoe_double_sigmoid: bool = False
+    local_branch_released_view: bool = False
+    fam_eca: bool = True
+
+
 class RSSM(nn.Module):
     """Residual SSM, the global branch: g = u*s + VSSM(LN(u)); g = g*s' + FAM(LN(g))."""
 
-    def __init__(
-        self,
-        dim: int,
-        d_state: int,
-        d_conv: int,
-        expand: float,
-        use_fam: bool = True,
-        norm_eps: float = 1e-5,
-        fam_eca: bool = True,
-    ) -> None:
+    def __init__(self, dim: int, options: HMCOptions) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)  # the released norm2 keeps eps 1e-5
-        self.vssm = VSSM(dim, d_state=d_state, d_conv=d_conv, expand=expand)
+        self.norm1 = nn.LayerNorm(dim, eps=options.block_norm_eps)  # the released norm2 keeps eps 1e-5
+        self.vssm = VSSM(dim, d_state=options.d_state, d_conv=options.d_conv, expand=options.expand)
         self.scale1 = nn.Parameter(torch.ones(dim))
-        self.use_fam = use_fam
-        if use_fam:
+        self.use_fam = options.use_fam
+        if options.use_fam:
             self.norm2 = nn.LayerNorm(dim)
-            self.fam = FAM(dim, use_eca=fam_eca)
+            self.fam = FAM(dim, use_eca=options.fam_eca)
             self.scale2 = nn.Parameter(torch.ones(dim))
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
@@ -155,28 +167,15 @@ class RMoE(nn.Module):
 class HMCM(nn.Module):
     """Hybrid Mamba-CNN Module: Project, RSSM global and DW-Conv local branches, RMoE, Project."""
 
-    def __init__(
-        self,
-        dim: int,
-        d_state: int,
-        d_conv: int,
-        expand: float,
-        in_project: bool = True,
-        use_rmoe: bool = True,
-        use_fam: bool = True,
-        norm_eps: float = 1e-5,
-        rmoe_double_sigmoid: bool = False,
-        local_branch_released_view: bool = False,
-        fam_eca: bool = True,
-    ) -> None:
+    def __init__(self, dim: int, options: HMCOptions) -> None:
         super().__init__()
-        self.project_in = nn.Linear(dim, dim) if in_project else nn.Identity()
-        self.rssm = RSSM(dim, d_state, d_conv, expand, use_fam, norm_eps, fam_eca)
+        self.project_in = nn.Linear(dim, dim) if options.in_project else nn.Identity()
+        self.rssm = RSSM(dim, options)
         self.local = nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1, groups=dim), nn.BatchNorm2d(dim), nn.GELU())
-        self.local_released_view = local_branch_released_view
+        self.local_released_view = options.local_branch_released_view
         self.rmoe = (
-            RMoE(dim, double_sigmoid=rmoe_double_sigmoid, released_view=local_branch_released_view)
-            if use_rmoe
+            RMoE(dim, double_sigmoid=options.rmoe_double_sigmoid, released_view=options.local_branch_released_view)
+            if options.use_rmoe
             else None
         )
         self.project_out = nn.Linear(dim, dim)
@@ -205,14 +204,12 @@ class ConvFFN(nn.Module):
 class HMCB(nn.Module):
     """Hybrid Mamba-CNN Block: x = x*s1 + HMCM(LN(x)); x = x*s2 + ConvFFN(LN(x))."""
 
-    def __init__(
-        self, dim: int, d_state: int, d_conv: int, expand: float, norm_eps: float = 1e-5, **hmcm_switches: bool
-    ) -> None:
+    def __init__(self, dim: int, options: HMCOptions) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.hmcm = HMCM(dim, d_state, d_conv, expand, norm_eps=norm_eps, **hmcm_switches)
+        self.norm1 = nn.LayerNorm(dim, eps=options.block_norm_eps)
+        self.hmcm = HMCM(dim, options)
         self.scale1 = nn.Parameter(torch.ones(dim))
-        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.norm2 = nn.LayerNorm(dim, eps=options.block_norm_eps)
         self.ffn = ConvFFN(dim)
         self.scale2 = nn.Parameter(torch.ones(dim))
 
@@ -223,14 +220,15 @@ class HMCB(nn.Module):
 
 
 class HMCBlocks(nn.Module):
-    """``depth`` HMCBs in sequence; with ``share`` one HMCB applied ``depth`` times, with ``end_norm`` a
-    LayerNorm after the last (both released code)."""
+    """``depth`` HMCBs in sequence; with ``share_block_weights`` one HMCB applied ``depth`` times, with
+    ``stage_end_norm`` a LayerNorm after the last (both released code)."""
 
-    def __init__(self, dim: int, depth: int, share: bool, end_norm: bool = False, **block_kwargs) -> None:
+    def __init__(self, dim: int, options: HMCOptions) -> None:
         super().__init__()
-        self.blocks = nn.ModuleList(HMCB(dim, **block_kwargs) for _ in range(1 if share else depth))
+        depth, share = options.depth, options.share_block_weights
+        self.blocks = nn.ModuleList(HMCB(dim, options) for _ in range(1 if share else depth))
         self.order = [0] * depth if share else list(range(depth))
-        self.norm = nn.LayerNorm(dim, eps=block_kwargs.get("norm_eps", 1e-5)) if end_norm else None
+        self.norm = nn.LayerNorm(dim, eps=options.block_norm_eps) if options.stage_end_norm else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i in self.order:
@@ -326,17 +324,17 @@ class RHMC(nn.Module):
         if embed_dim < 1 or depth < 1:
             raise ValueError(f"model.embed_dim and model.depth must be >= 1, got {embed_dim}, {depth}")
         c = embed_dim
-        kwargs = dict(
+        stage = HMCOptions(
             depth=depth,
-            share=share_block_weights,
+            share_block_weights=share_block_weights,
+            stage_end_norm=stage_end_norm,
             d_state=d_state,
             d_conv=d_conv,
             expand=expand,
             in_project=in_project,
             use_rmoe=use_rmoe,
             use_fam=use_fam,
-            end_norm=stage_end_norm,
-            norm_eps=block_norm_eps,
+            block_norm_eps=block_norm_eps,
             rmoe_double_sigmoid=rmoe_double_sigmoid,
             local_branch_released_view=local_branch_released_view,
             fam_eca=fam_eca,
@@ -345,21 +343,21 @@ class RHMC(nn.Module):
         if rgb_mean_shift and in_channels != 3:
             raise ValueError(f"model.rgb_mean_shift needs in_channels 3 (an RGB mean), got {in_channels}")
         self.head = nn.Sequential(nn.Conv2d(in_channels, c, 3, padding=1), nn.GELU())
-        self.encoder1 = HMCBlocks(c, **kwargs)
+        self.encoder1 = HMCBlocks(c, stage)
         self.down1 = nn.Conv2d(c, 2 * c, 4, stride=2, padding=1)
-        self.encoder2 = HMCBlocks(2 * c, **kwargs)
+        self.encoder2 = HMCBlocks(2 * c, stage)
         self.down2 = nn.Conv2d(2 * c, 4 * c, 4, stride=2, padding=1)
-        self.encoder3 = HMCBlocks(4 * c, **kwargs)
+        self.encoder3 = HMCBlocks(4 * c, stage)
         self.down3 = nn.Conv2d(4 * c, 8 * c, 4, stride=2, padding=1)
-        self.encoder4 = HMCBlocks(8 * c, **kwargs)
-        self.aggregation = HMCBlocks(8 * c, **kwargs)
-        self.decoder4 = HMCBlocks(16 * c, **kwargs)
+        self.encoder4 = HMCBlocks(8 * c, stage)
+        self.aggregation = HMCBlocks(8 * c, stage)
+        self.decoder4 = HMCBlocks(16 * c, stage)
         self.fusion3 = SFB(4 * c, wavelet, stb_band_copies)
-        self.decoder3 = HMCBlocks(8 * c, **kwargs)
+        self.decoder3 = HMCBlocks(8 * c, stage)
         self.fusion2 = SFB(2 * c, wavelet, stb_band_copies)
-        self.decoder2 = HMCBlocks(4 * c, **kwargs)
+        self.decoder2 = HMCBlocks(4 * c, stage)
         self.fusion1 = SFB(c, wavelet, stb_band_copies)
-        self.decoder1 = HMCBlocks(2 * c, **kwargs)
+        self.decoder1 = HMCBlocks(2 * c, stage)
         self.tail = nn.Sequential(nn.Conv2d(2 * c, in_channels, 3, padding=1), nn.GELU())
         self.apply(init_linear_vmamba)  # the authors' initialisation
 
