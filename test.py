@@ -48,13 +48,20 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from data.degrade import KERNELS, degrade, resize, to_tensor
-from data.io import DataError, index_by_stem, list_images, pair_by_stem, read_rgb
-from metrics.io import IMAGE_EXTENSIONS, csv_text, format_summary, summarize, write_csv
+from metrics.io import csv_text, format_summary, summarize, write_csv
 from metrics.psnr_ssim import CONVENTIONS, calculate_psnr, calculate_ssim, describe
 from metrics.tensor import QUANTIZE, tensor_to_uint8
 from model.build import COMPILE_MODES, compile_network
 from utils.authors import refuse_authors_flags
 from utils.cli import os_error_message, run_cli
+from utils.image_io import (
+    IMAGE_EXTENSIONS,
+    DataError,
+    index_by_stem,
+    list_images,
+    pair_by_stem,
+    read_rgb_image,
+)
 from utils.run_folder import live_lock_owner
 from utils.value_range import predict_unit
 
@@ -128,7 +135,7 @@ def plan(lr_dir: str, hr_dir: str | None, degrade_hr: bool) -> list[tuple[str, P
         except DataError as err:
             raise DataError(f"{err}: both outputs would be <stem>.png; rename or move one") from None
         return [(p.stem, p, p if degrade_hr else None) for p in inputs]
-    pairs = pair_by_stem(inputs, list_images(hr_dir, "HR folder"), lr_dir, hr_dir)
+    pairs = pair_by_stem(inputs, list_images(hr_dir, "HR folder"), roles=("LR", "HR"), folders=(lr_dir, hr_dir))
     return [(lr.stem, lr, hr) for lr, hr in pairs]
 
 
@@ -144,7 +151,7 @@ def network_input(
 ) -> tuple[torch.Tensor, str]:
     """(3, H, W) bicubic-upsampled input in [0, 1] (the LR itself for ``lr_input`` networks) and how it was made;
     a wrong size names the file (``fit="resize"``: resized to HR/scale instead)."""
-    img = read_rgb(path)
+    img = read_rgb_image(path)
     w, h = img.size
     if degrade_hr:
         if w % scale or h % scale:
@@ -245,7 +252,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]
 
     with logging_redirect_tqdm(), bar:  # log lines (the scan backend ...) print above the bar
         for stem, path, hr_path in items:
-            hr = read_rgb(hr_path) if hr_path is not None else None
+            hr = read_rgb_image(hr_path) if hr_path is not None else None
             x, kind = network_input(
                 path,
                 hr,
@@ -264,7 +271,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]
             kinds.add("resized" if kind.startswith("resized") else kind)
             if batch and batch[-1][1].shape != x.shape:
                 flush()
-            gt = None if hr is None else np.asarray(hr)  # one decoder (utils.image_decode) for data and metrics
+            gt = None if hr is None else np.asarray(hr)  # one decoder (utils.image_io) for data and metrics
             batch.append((stem, x, gt))
             if len(batch) == args.batch_size:
                 flush()

@@ -45,7 +45,6 @@ from tqdm import tqdm
 
 import model.ssm
 from data import build_dataset
-from data.io import DataError
 from metrics.io import finite_mean
 from metrics.psnr_ssim import calculate_psnr, calculate_ssim
 from metrics.tensor import tensor_to_uint8
@@ -67,6 +66,7 @@ from utils.config import ConfigError, load_config, save_config
 from utils.dist import DistInfo, all_ok, cleanup, init_distributed, peer_failure
 from utils.ema import ModelEMA
 from utils.grad_checkpoint import enable_grad_checkpoint
+from utils.image_io import DataError
 from utils.logger import close_logger, open_log_file, setup_logger
 from utils.run_folder import RunFolderError, RunLock, claim
 from utils.sampler import ResumableSampler

@@ -22,8 +22,8 @@ from data.augment import HRAugment, check_scale_range
 from data.datasets import HRFolderDataset, PairedDataset, SampleDataset
 from data.degrade import KERNELS, degrade, fit_hr, to_tensor
 from data.imresize import imresize
-from data.io import DataError, read_rgb
 from data.landmarks import read_landmarks
+from utils.image_io import DataError
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,5 @@ __all__ = [
     "degrade",
     "fit_hr",
     "imresize",
-    "read_rgb",
     "to_tensor",
 ]

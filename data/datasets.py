@@ -16,9 +16,9 @@ from torch.utils.data import Dataset
 
 from data.augment import HRAugment
 from data.degrade import degrade, fit_hr, resize, to_tensor
-from data.io import DataError, list_images, open_header, pair_by_stem, read_rgb, scan
 from data.landmarks import HEATMAP_STRIDE, Landmarks, LandmarkSet, fit_face, heatmaps, hr_points
 from data.sample import face_crops
+from utils.image_io import DataError, list_images, open_header, pair_by_stem, read_rgb_image, scan
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +87,12 @@ class HRFolderDataset(_FaceDataset):
         files = list_images(hr_dir, f"{key}.hr_dir")
         self.files, _ = scan(
             files,
-            (hr_size, hr_size),
-            f"{key}.hr_size",
-            skip_bad,
-            f"set {key}.skip_bad=true",
-            f"{key}.hr_dir {str(hr_dir)!r}",
-            max_images,
+            minimum=(hr_size, hr_size),
+            key=f"{key}.hr_size",
+            skip_bad=skip_bad,
+            skip_hint=f"set {key}.skip_bad=true",
+            what=f"{key}.hr_dir {str(hr_dir)!r}",
+            limit=max_images,
         )
         super().__init__(len(self.files), repeat, skip_bad, key)
         self.hr_size, self.scale, self.fit, self.kernel, self.augment = hr_size, scale, fit, kernel, augment
@@ -105,11 +105,11 @@ class HRFolderDataset(_FaceDataset):
     def _load(self, index: int) -> dict[str, Any]:
         path = self.files[index]
         if self.landmarks is None:
-            hr = fit_hr(read_rgb(path), self.hr_size, self.fit)
+            hr = fit_hr(read_rgb_image(path), self.hr_size, self.fit)
             if self.augment is not None:
                 hr = self.augment(hr)
             return _lr_hr_item(hr, self.scale, self.kernel, path.stem)
-        img = read_rgb(path)
+        img = read_rgb_image(path)
         if self.landmarks.frame == "source":
             face = self.landmarks.get(path.stem)
         else:
@@ -144,12 +144,20 @@ class PairedDataset(_FaceDataset):
         hint = f"set {key}.skip_bad=true"
         lr_files = list_images(lr_dir, f"{key}.lr_dir")
         if hr_dir is None:
-            lr_kept, _ = scan(lr_files, None, "", skip_bad, hint, f"{key}.lr_dir {str(lr_dir)!r}", max_images)
+            lr_kept, _ = scan(
+                lr_files,
+                minimum=None,
+                key="",
+                skip_bad=skip_bad,
+                skip_hint=hint,
+                what=f"{key}.lr_dir {str(lr_dir)!r}",
+                limit=max_images,
+            )
             self.pairs: list[tuple[Path, Path | None]] = [(p, None) for p in lr_kept]
             self.upsampled = False
         else:
             hr_files = list_images(hr_dir, f"{key}.hr_dir")
-            pairs = pair_by_stem(lr_files, hr_files, str(lr_dir), str(hr_dir))
+            pairs = pair_by_stem(lr_files, hr_files, roles=("LR", "HR"), folders=(str(lr_dir), str(hr_dir)))
             self.pairs, self.upsampled = self._check_pairs(pairs, scale, skip_bad, hint, key, max_images)
         super().__init__(len(self.pairs), 1, skip_bad, key)
         self.scale, self.kernel = scale, kernel
@@ -201,7 +209,7 @@ class PairedDataset(_FaceDataset):
 
     def _load(self, index: int) -> dict[str, Any]:
         lr_path, hr_path = self.pairs[index]
-        lr_img = read_rgb(lr_path)
+        lr_img = read_rgb_image(lr_path)
         item: dict[str, Any] = {"name": lr_path.stem}
         if self.upsampled:
             item["lr"] = to_tensor(lr_img)
@@ -210,7 +218,7 @@ class PairedDataset(_FaceDataset):
             item["lr"] = to_tensor(resize(lr_img, (w * self.scale, h * self.scale), self.kernel))
             item["lr_small"] = to_tensor(lr_img)
         if hr_path is not None:
-            hr = read_rgb(hr_path)
+            hr = read_rgb_image(hr_path)
             item["hr"] = to_tensor(hr)
             if self.landmarks is not None:
                 item["heatmap"] = _heatmap(

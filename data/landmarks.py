@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from data.io import DataError
+from utils.image_io import DataError
 
 BICUBIC = Image.Resampling.BICUBIC
 JSON_FORMAT = "fsr-landmarks-v1"

@@ -7,7 +7,7 @@
 Writes OUT_DIR/HR (size x size PNG), OUT_DIR/LR (size/scale PNG), OUT_DIR/LR_up (bicubic back
 up to size, PNG), each named ``<source stem>.png``, and OUT_DIR/manifest.json (settings, one
 record per image with the SHA-256 of its source and of the three written files, skipped files
-with the reason). Images go through the same decoding policy (:mod:`data.io`) and degradation
+with the reason). Images go through the same decoding policy (:mod:`utils.image_io`) and degradation
 (:mod:`data.degrade`) as the on-the-fly datasets, so ``paired`` on LR/HR and ``hr_folder`` on HR
 give the same tensors. With ``--landmarks`` (a DIC annotation pickle, CelebA's
 list_landmarks_align_celeba.txt or a landmarks JSON, see :mod:`data.landmarks`) each face is
@@ -30,9 +30,18 @@ from typing import Any
 from tqdm import tqdm
 
 from data.degrade import FITS, KERNELS, degrade, fit_hr
-from data.io import DataError, check_min_size, file_sha256, index_by_stem, list_images, open_header, read_rgb, scan
 from data.landmarks import JSON_FORMAT, Landmarks, LandmarkSet, fit_face, hr_points, read_landmarks
 from utils.cli import os_error_message
+from utils.image_io import (
+    DataError,
+    check_min_size,
+    file_sha256,
+    index_by_stem,
+    list_images,
+    open_header,
+    read_rgb_image,
+    scan,
+)
 
 log = logging.getLogger("data.prepare")
 
@@ -44,7 +53,7 @@ LANDMARKS = "landmarks.json"
 def _prepare_one(job: tuple[Path, Path, int, int, str, str, bool, Landmarks | None]) -> dict[str, Any]:
     src, out, size, scale, fit, kernel, skip_bad, face = job
     try:
-        img = read_rgb(src)
+        img = read_rgb_image(src)
         check_min_size(src, img.size, (size, size), "--size")
     except DataError as err:
         if skip_bad:
@@ -114,7 +123,14 @@ def prepare(
     files = list_images(src, "--src folder")
     index_by_stem(files, f"--src folder {str(src)!r}")
     if not skip_bad:  # fail on unreadable headers / small images before writing anything
-        scan(files, (size, size), "--size", False, "use --skip_bad", f"--src folder {str(src)!r}")
+        scan(
+            files,
+            minimum=(size, size),
+            key="--size",
+            skip_bad=False,
+            skip_hint="use --skip_bad",
+            what=f"--src folder {str(src)!r}",
+        )
     marks = read_landmarks(landmarks) if landmarks is not None else None
     faces = _faces(marks, files) if marks is not None else [None] * len(files)
     _prepare_outdir(out, overwrite)

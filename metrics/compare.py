@@ -29,11 +29,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from metrics.io import finite_mean, list_images, read_rgb, score_folders, write_csv
+from metrics.io import finite_mean, note, score_folders, write_csv
 from metrics.psnr_ssim import calculate_psnr, calculate_ssim
 from metrics.vif import calculate_vif
 from utils import figure
 from utils.cli import run_cli
+from utils.image_io import images_by_stem, read_rgb
 
 LOWER_IS_BETTER = {"lpips"}
 HEADERS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "vif": "VIF", "lpips": "LPIPS"}
@@ -159,16 +160,16 @@ def comparison_figure(
     tile: int = 256,
 ) -> Image.Image:
     """Rows = images ``names``; columns = [LR,] each method, HR; every tile ``tile`` px, titled."""
-    gts = list_images(gt_dir, "ground-truth")
-    folders = [(name, list_images(folder, f"--method {name}")) for name, folder in methods]
-    lrs = list_images(lr_dir, "LR") if lr_dir is not None else None
+    gts = images_by_stem(gt_dir, "ground-truth")
+    folders = [(name, images_by_stem(folder, f"--method {name}")) for name, folder in methods]
+    lrs = images_by_stem(lr_dir, "LR") if lr_dir is not None else None
     titles = (["LR"] if lrs is not None else []) + [name for name, _ in methods] + ["HR"]
     rows = []
     for stem in names:
         for role, found in [("ground-truth", gts), *((f"--method {n}", f) for n, f in folders)]:
             if stem not in found:
                 raise ValueError(f"image {stem!r} is missing from the {role} folder")
-        hr = read_rgb(gts[stem])
+        hr = read_rgb(gts[stem], tell=note)
         if crop is not None:
             left, top, w, h = crop
             if w < 1 or h < 1 or left < 0 or top < 0 or left + w > hr.shape[1] or top + h > hr.shape[0]:
@@ -177,8 +178,8 @@ def comparison_figure(
         if lrs is not None:
             if stem not in lrs:
                 raise ValueError(f"image {stem!r} is missing from the LR folder {str(lr_dir)!r}")
-            row.append(read_rgb(lrs[stem]))  # grid() shows it at tile size, nearest
-        row += [_with_crop(read_rgb(f[stem]), crop, tile, zoom) for _, f in folders]
+            row.append(read_rgb(lrs[stem], tell=note))  # grid() shows it at tile size, nearest
+        row += [_with_crop(read_rgb(f[stem], tell=note), crop, tile, zoom) for _, f in folders]
         row.append(_with_crop(hr, crop, tile, zoom))
         rows.append(row)
     return figure.grid(rows, titles, row_titles=None, tile=tile)
@@ -205,7 +206,7 @@ def compare(
     table = summarize_methods(per_method)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    stems = list(names) if names else sorted(list_images(gt_dir, "ground-truth"))[:max_images]
+    stems = list(names) if names else sorted(images_by_stem(gt_dir, "ground-truth"))[:max_images]
     fig = comparison_figure(methods, gt_dir, stems, lr_dir, crop, zoom, tile)
     paths = {
         "figure": figure.save_figure(fig, out / "figure.png"),

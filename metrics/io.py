@@ -1,7 +1,8 @@
-"""Image folders for scoring: reading RGB images, pairing by file stem, per-image CSV, means.
+"""Scoring image folders: per-image rows, CSV, means.
 
-Image modes: the policy of :mod:`utils.image_decode`, shared with the training data (numpy / PIL
-only: 16-bit images scaled with ``round(v / 257)``, never clipped).
+Folders are listed, paired by file stem and read by :mod:`utils.image_io`, the one image-file module of
+the training data and ``test.py`` (one mode policy: 16-bit images scaled with ``round(v / 257)``, never
+clipped); each kind of conversion is noted once on stderr.
 
 Averaging rule (every metric, every script and ``test.py``): the folder mean is the mean over
 the finite per-image values; images whose value is inf (PSNR of identical images) or NaN (e.g.
@@ -24,80 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.image_decode import IMAGE_EXTENSIONS, decode_rgb
-
-_noted: set[str] = set()
+from utils.image_io import pair_folders, read_pair
 
 
-def _note_once(kind: str, path: str | Path) -> None:
-    """Each kind of conversion (RGBA, grey, 16-bit, EXIF orientation ...) told once per process, on stderr."""
-    if kind not in _noted:
-        _noted.add(kind)
-        print(f"note: converting {kind} images to 8-bit RGB (first one: {path})", file=sys.stderr)
-
-
-def read_rgb(path: str | Path) -> np.ndarray:
-    """Read an image file as an HxWx3 uint8 RGB array (mode policy: :mod:`utils.image_decode`); each kind
-    of conversion is noted once on stderr."""
-    return decode_rgb(path, note=lambda kind: _note_once(kind, path))
-
-
-def list_images(folder: str | Path, role: str = "image") -> dict[str, Path]:
-    """Map file stem -> path for the images of ``folder`` (extension-insensitive, not recursive)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{role} folder {str(folder)!r} does not exist or is not a folder")
-    found: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if not path.is_file() or path.suffix.lower() not in IMAGE_EXTENSIONS:
-            continue
-        if path.stem in found:
-            raise ValueError(
-                f"{role} folder {str(folder)!r} holds two images with the stem {path.stem!r}: "
-                f"{found[path.stem].name} and {path.name}"
-            )
-        found[path.stem] = path
-    if not found:
-        raise ValueError(f"{role} folder {str(folder)!r} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
-    return found
-
-
-def pair_folders(pred_dir: str | Path, gt_dir: str | Path) -> list[tuple[str, Path, Path]]:
-    """(stem, prediction path, ground-truth path) for every stem; any unmatched name is an error."""
-    preds = list_images(pred_dir, "prediction")
-    gts = list_images(gt_dir, "ground-truth")
-    only_pred = sorted(set(preds) - set(gts))
-    only_gt = sorted(set(gts) - set(preds))
-    if only_pred or only_gt:
-        raise ValueError(
-            f"prediction folder {str(pred_dir)!r} and ground-truth folder {str(gt_dir)!r} do not pair by file name; "
-            f"only in predictions ({len(only_pred)}): {_names(only_pred)}; "
-            f"only in ground truth ({len(only_gt)}): {_names(only_gt)}"
-        )
-    return [(stem, preds[stem], gts[stem]) for stem in sorted(preds)]
-
-
-def _names(stems: Sequence[str], limit: int = 20) -> str:
-    if not stems:
-        return "none"
-    shown = ", ".join(stems[:limit])
-    return shown + (f", ... ({len(stems) - limit} more)" if len(stems) > limit else "")
-
-
-def read_pair(pred_path: Path, gt_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Both images of a pair as uint8 RGB; different sizes are an error naming both."""
-    pred, gt = read_rgb(pred_path), read_rgb(gt_path)
-    check_same_size(pred, gt, str(pred_path), str(gt_path))
-    return pred, gt
-
-
-def check_same_size(pred: np.ndarray, gt: np.ndarray, pred_name: str = "prediction", gt_name: str = "ground truth"):
-    """Raise if two HxWxC arrays differ in shape, naming both and their WxH sizes."""
-    if pred.shape != gt.shape:
-        raise ValueError(
-            f"size mismatch: {pred_name} is {pred.shape[1]}x{pred.shape[0]} but {gt_name} is "
-            f"{gt.shape[1]}x{gt.shape[0]} (width x height)"
-        )
+def note(message: str) -> None:
+    """How the metric scripts tell of a conversion made while reading (each kind once): a line on stderr."""
+    print(f"note: {message}", file=sys.stderr)
 
 
 def finite_mean(values: Iterable[float]) -> tuple[float, int]:
@@ -131,9 +64,9 @@ def score_folders(
     from tqdm import tqdm
 
     rows = []
-    for stem, pred_path, gt_path in tqdm(pair_folders(pred_dir, gt_dir), desc="scoring", disable=not progress):
-        pred, gt = read_pair(pred_path, gt_path)
-        rows.append({"name": stem, **{name: float(fn(pred, gt)) for name, fn in metrics.items()}})
+    for pred_path, gt_path in tqdm(pair_folders(pred_dir, gt_dir), desc="scoring", disable=not progress):
+        pred, gt = read_pair(pred_path, gt_path, tell=note)
+        rows.append({"name": pred_path.stem, **{name: float(fn(pred, gt)) for name, fn in metrics.items()}})
     return rows
 
 

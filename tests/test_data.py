@@ -16,8 +16,8 @@ from torch.utils.data import DataLoader
 from data import DataError, HRAugment, build_dataset
 from data.degrade import fit_hr
 from data.imresize import imresize
-from data.io import read_rgb
 from data.prepare import main as prepare_main
+from utils.image_io import read_pair, read_rgb_image
 
 BICUBIC = Image.Resampling.BICUBIC
 
@@ -102,7 +102,7 @@ def test_imresize_constant_shapes_and_uint8():
 def test_grayscale_rgba_palette_16bit_become_rgb(tmp_path, caplog):
     gray = np.arange(48, dtype=np.uint8).reshape(6, 8) * 5
     _save(tmp_path / "g.png", gray)
-    out = np.asarray(read_rgb(tmp_path / "g.png"))
+    out = np.asarray(read_rgb_image(tmp_path / "g.png"))
     assert out.shape == (6, 8, 3) and all((out[..., c] == gray).all() for c in range(3))
 
     rgba = np.zeros((2, 2, 4), np.uint8)
@@ -110,23 +110,23 @@ def test_grayscale_rgba_palette_16bit_become_rgb(tmp_path, caplog):
     rgba[0, 1] = (10, 20, 30, 0)  # transparent: white
     rgba[1, 0] = (0, 0, 0, 128)  # half: mid grey
     Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
-    out = np.asarray(read_rgb(tmp_path / "a.png")).astype(int)
+    out = np.asarray(read_rgb_image(tmp_path / "a.png")).astype(int)
     assert out[0, 0].tolist() == [10, 20, 30] and out[0, 1].tolist() == [255, 255, 255]
     assert np.abs(out[1, 0] - 127).max() <= 1
 
     g16 = np.array([[0, 65535], [32768, 257]], dtype=np.uint16)
     Image.fromarray(g16).save(tmp_path / "d.png")
     assert Image.open(tmp_path / "d.png").mode.startswith("I")
-    out = np.asarray(read_rgb(tmp_path / "d.png"))
+    out = np.asarray(read_rgb_image(tmp_path / "d.png"))
     assert out[..., 0].tolist() == [[0, 255], [128, 1]]  # round(v * 255 / 65535), not clipping
 
     pal = Image.fromarray(_rgb(4, 4)).quantize(8)
     pal.save(tmp_path / "p.png")
-    assert np.array_equal(np.asarray(read_rgb(tmp_path / "p.png")), np.asarray(pal.convert("RGB")))
+    assert np.array_equal(np.asarray(read_rgb_image(tmp_path / "p.png")), np.asarray(pal.convert("RGB")))
 
     Image.fromarray(np.ones((4, 4), np.float32)).save(tmp_path / "f.tif")
     with pytest.raises(DataError, match=r"f\.tif.*floating"):
-        read_rgb(tmp_path / "f.tif")
+        read_rgb_image(tmp_path / "f.tif")
 
 
 # ---------------------------------------------------------------- folders and bad files
@@ -208,15 +208,14 @@ def test_read_rgb_scales_16_bit_rgb_and_gray(tmp_path):
 
     rgb = np.array([[[65535, 32768, 257], [1000, 0, 65280]]])
     png(tmp_path / "rgb16.png", 2, rgb)
-    out = np.asarray(read_rgb(tmp_path / "rgb16.png")).astype(int)
+    out = np.asarray(read_rgb_image(tmp_path / "rgb16.png")).astype(int)
     assert np.array_equal(out, np.floor(rgb / 257 + 0.5))  # both bytes used: round(v / 257), not clipped
 
-    from metrics.io import read_rgb as read_scored
-
-    assert np.array_equal(read_scored(tmp_path / "rgb16.png"), out)  # one policy for training data and metrics
+    scored, _ = read_pair(tmp_path / "rgb16.png", tmp_path / "rgb16.png")  # how the metric scripts read
+    assert np.array_equal(scored, out)  # one policy for training data and metrics
     gray = np.array([[0, 65535, 32768, 1000]])
     png(tmp_path / "g16.png", 0, gray)
-    out = np.asarray(read_rgb(tmp_path / "g16.png"))
+    out = np.asarray(read_rgb_image(tmp_path / "g16.png"))
     assert out.shape == (1, 4, 3) and out[..., 1].tolist() == [[0, 255, 128, 4]]
 
 

@@ -19,13 +19,13 @@ from torch.utils.flop_counter import FlopCounterMode
 import test
 import train
 from data import build_dataset
-from data.io import DataError
 from data.landmarks import fit_face, heatmaps, read_landmarks
 from data.prepare import prepare
 from metrics.complexity import count_parameters
 from model import build_model
 from model.dic import parsing_maps
 from model.losses import WeightedLoss
+from utils.image_io import DataError
 
 TINY = {"name": "dic", "dim": 8, "n_steps": 2, "groups": 2, "hg_dim": 16, "n_fusion": 1}
 

@@ -15,13 +15,13 @@ import torch
 from PIL import Image
 from torch import nn
 
-from data.io import DataError
 from metrics.psnr_ssim import calculate_psnr, calculate_ssim
 from metrics.tensor import tensor_to_uint8
 from model.registry import MODEL_REGISTRY, register_model
 from model.ss2d import SS2D
 from utils.checkpoint import CheckpointError, save_checkpoint
 from utils.config import resolve_config
+from utils.image_io import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("fsr_test_script", ROOT / "test.py")  # not the stdlib 'test' package

@@ -16,9 +16,10 @@ import torch
 from PIL import Image
 
 import metrics.io as mio
-from metrics.io import finite_mean, pair_folders, read_rgb, summarize
+from metrics.io import finite_mean, summarize
 from metrics.psnr_ssim import calculate_psnr, calculate_ssim, main, rgb_to_y, ssim_matlab
 from metrics.tensor import tensor_to_uint8
+from utils.image_io import pair_folders, read_rgb
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS_X1000 = np.array([65481, 128553, 24966], dtype=np.int32)  # the Y weights as exact integers / 1000
@@ -294,7 +295,10 @@ def test_pairing_errors(tmp_path):
     save(gt / "A.png", gray(5))
     save(gt / "a.PNG", gray(5))
     save(gt / "c.bmp", gray(5))
-    with pytest.raises(ValueError, match=r"only in predictions \(1\): b; only in ground truth \(2\): A, c"):
+    with pytest.raises(
+        ValueError,
+        match=r"1 prediction name\(s\) without ground-truth \[b\]; 2 ground-truth name\(s\) without prediction \[A, c\]",
+    ):
         pair_folders(pred, gt)
     with pytest.raises(FileNotFoundError, match="nope"):
         pair_folders(tmp_path / "nope", gt)

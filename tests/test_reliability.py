@@ -21,10 +21,9 @@ from test_train import write_config
 
 import train
 from data import build_dataset
-from data.io import DataError, open_header
 from utils.checkpoint import CheckpointError, load_checkpoint
 from utils.config import ConfigError, load_config
-from utils.image_decode import decode_rgb
+from utils.image_io import DataError, decode_rgb, open_header
 from utils.run_folder import LOCK_NAME
 
 REPO = Path(__file__).resolve().parents[1]
@@ -250,10 +249,10 @@ def test_exif_orientation_is_applied_like_pillow(tmp_path, orientation):
 
 
 def test_metric_scripts_note_each_conversion_once(tmp_path, capsys):
-    from metrics import io as metrics_io
     from metrics import psnr_ssim
+    from utils import image_io
 
-    metrics_io._noted.clear()
+    image_io._told.clear()
     for folder in ("pred", "gt"):
         (tmp_path / folder).mkdir()
         for i in range(2):

@@ -117,8 +117,8 @@ def test_shipped_rows_share_the_protocol() -> None:
 def test_test_py_gives_lr_input_networks_the_lr(tmp_path: Path) -> None:
     import test as test_script
     from data.degrade import degrade, to_tensor
-    from data.io import DataError
     from data.sample import face_crops
+    from utils.image_io import DataError
 
     hr = face_crops(1)[0].resize((64, 64))
     small, up = degrade(hr, 8)

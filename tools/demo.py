@@ -35,9 +35,10 @@ import train
 from data.degrade import degrade, fit_hr
 from data.sample import face_crops
 from metrics import compare
-from metrics.io import pair_folders, read_pair
+from metrics.io import note
 from utils.checkpoint import load_checkpoint
 from utils.config import load_config
+from utils.image_io import pair_folders, read_pair
 
 BAND = 2
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,8 +81,8 @@ def band_mask(height: int, width: int, band: int = BAND) -> np.ndarray:
 def border_errors(pred_dir: Path, gt_dir: Path, band: int = BAND) -> dict[str, float]:
     """Mean and max |pred - gt| (RGB, 0..255) over all images, in the outer band and in the interior."""
     border, inner = [], []
-    for _, pred_path, gt_path in pair_folders(pred_dir, gt_dir):
-        pred, gt = read_pair(pred_path, gt_path)
+    for pred_path, gt_path in pair_folders(pred_dir, gt_dir):
+        pred, gt = read_pair(pred_path, gt_path, tell=note)
         diff = np.abs(pred.astype(np.int16) - gt.astype(np.int16))
         mask = band_mask(*gt.shape[:2], band)
         border.append(diff[mask])

@@ -28,10 +28,10 @@ import torch
 from PIL import Image
 
 from data.degrade import resize, to_tensor
-from data.io import DataError, list_images, read_rgb
 from metrics.tensor import tensor_to_uint8
 from utils import figure
 from utils.cli import run_cli
+from utils.image_io import DataError, list_images, read_rgb
 from utils.value_range import predict_unit
 
 log = logging.getLogger("enhance")
@@ -92,7 +92,7 @@ def enhance_photo(
     path: Path, net: torch.nn.Module, cfg: dict[str, Any], cascade: Any, args: argparse.Namespace
 ) -> dict[str, Any]:
     """Find, super-resolve and paste back every face of one photo; write its outputs; returns what was done."""
-    photo = np.asarray(read_rgb(path))
+    photo = read_rgb(path)
     height, width = photo.shape[:2]
     boxes = find_faces(photo, cascade, args.min_face)
     if not boxes:

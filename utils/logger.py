@@ -15,7 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 FORMAT = "%(asctime)s %(levelname)s %(message)s"
-SHARED = ("data", "model")
+SHARED = ("data", "model", "utils.image_io")  # loggers that share the run's handlers
 
 
 class TqdmHandler(logging.StreamHandler):
@@ -63,7 +63,7 @@ def _loggers(name: str) -> list[logging.Logger]:
 
 def setup_logger(log_file: str | Path | None, is_main: bool = True, name: str = "train") -> logging.Logger:
     """Logger writing to ``log_file`` (or a memory buffer until :func:`open_log_file`) and the console on the main
-    rank; other ranks log warnings only. The ``data`` and ``model`` loggers share its handlers."""
+    rank; other ranks log warnings only. The ``data``, ``model`` and ``utils.image_io`` loggers share its handlers."""
     logger = logging.getLogger(name)
     close_logger(name)
     console = TqdmHandler()
