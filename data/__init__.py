@@ -88,25 +88,43 @@ def build_dataset(section: dict[str, Any], scale: int, train: bool) -> Dataset |
         landmarks = read_landmarks(cfg["landmarks"])
     extra = {"landmarks": landmarks, "heatmap_sigma": cfg["heatmap_sigma"]} if landmarks is not None else {}
     if kind == "sample":
-        dataset = SampleDataset(hr_size, scale, train, kernel, augment, cfg["repeat"], max_images, key)
+        dataset = SampleDataset(
+            hr_size=hr_size,
+            scale=scale,
+            train=train,
+            kernel=kernel,
+            augment=augment,
+            repeat=cfg["repeat"],
+            count=max_images,
+            key=key,
+        )
     elif kind == "hr_folder":
         hr_dir = _require(cfg, key, "hr_dir", kind)
         dataset = HRFolderDataset(
             hr_dir,
-            hr_size,
-            scale,
-            cfg["fit"],
-            kernel,
-            augment,
-            cfg["skip_bad"],
-            cfg["repeat"],
-            max_images,
-            key,
+            hr_size=hr_size,
+            scale=scale,
+            fit=cfg["fit"],
+            kernel=kernel,
+            augment=augment,
+            skip_bad=cfg["skip_bad"],
+            repeat=cfg["repeat"],
+            max_images=max_images,
+            key=key,
             **extra,
         )
     else:
         lr_dir = _require(cfg, key, "lr_dir", kind)
-        dataset = PairedDataset(lr_dir, cfg.get("hr_dir"), scale, kernel, cfg["skip_bad"], max_images, key, **extra)
+        dataset = PairedDataset(
+            lr_dir,
+            cfg.get("hr_dir"),
+            scale=scale,
+            kernel=kernel,
+            skip_bad=cfg["skip_bad"],
+            max_images=max_images,
+            key=key,
+            **extra,
+        )
     log.info("%s: %s with %d item(s), x%d, %s kernel, augment=%s", key, kind, len(dataset), scale, kernel, augment)
     return dataset
 

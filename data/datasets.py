@@ -158,7 +158,9 @@ class PairedDataset(_FaceDataset):
         else:
             hr_files = list_images(hr_dir, f"{key}.hr_dir")
             pairs = pair_by_stem(lr_files, hr_files, roles=("LR", "HR"), folders=(str(lr_dir), str(hr_dir)))
-            self.pairs, self.upsampled = self._check_pairs(pairs, scale, skip_bad, hint, key, max_images)
+            self.pairs, self.upsampled = self._check_pairs(
+                pairs, scale=scale, skip_bad=skip_bad, hint=hint, key=key, limit=max_images
+            )
         super().__init__(len(self.pairs), 1, skip_bad, key)
         self.scale, self.kernel = scale, kernel
         if landmarks is not None:
@@ -172,7 +174,7 @@ class PairedDataset(_FaceDataset):
 
     @staticmethod
     def _check_pairs(
-        pairs: list[tuple[Path, Path]], scale: int, skip_bad: bool, hint: str, key: str, limit: int | None
+        pairs: list[tuple[Path, Path]], *, scale: int, skip_bad: bool, hint: str, key: str, limit: int | None
     ) -> tuple[list[tuple[Path, Path]], bool]:
         kept, kinds, bad = [], {}, []
         for lr_path, hr_path in pairs:

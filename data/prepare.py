@@ -221,14 +221,14 @@ def main(argv: list[str] | None = None) -> int:
         prepare(
             args.src,
             args.out,
-            args.size,
-            args.scale,
-            args.fit,
-            args.kernel,
-            args.skip_bad,
-            args.workers,
-            args.overwrite,
-            args.landmarks,
+            size=args.size,
+            scale=args.scale,
+            fit=args.fit,
+            kernel=args.kernel,
+            skip_bad=args.skip_bad,
+            workers=args.workers,
+            overwrite=args.overwrite,
+            landmarks=args.landmarks,
         )
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -207,7 +207,7 @@ def compare(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stems = list(names) if names else sorted(images_by_stem(gt_dir, "ground-truth"))[:max_images]
-    fig = comparison_figure(methods, gt_dir, stems, lr_dir, crop, zoom, tile)
+    fig = comparison_figure(methods, gt_dir, stems, lr_dir=lr_dir, crop=crop, zoom=zoom, tile=tile)
     paths = {
         "figure": figure.save_figure(fig, out / "figure.png"),
         "markdown": out / "table.md",
@@ -250,9 +250,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         lpips_model = build_lpips("alex", args.lpips_weights)
     result = compare(
-        methods, args.gt_dir, args.out_dir, args.lr_dir, args.names, args.max_images,
-        tuple(args.crop) if args.crop else None, args.zoom, args.tile, lpips_model,
-    )  # fmt: skip
+        methods,
+        args.gt_dir,
+        args.out_dir,
+        lr_dir=args.lr_dir,
+        names=args.names,
+        max_images=args.max_images,
+        crop=tuple(args.crop) if args.crop else None,
+        zoom=args.zoom,
+        tile=args.tile,
+        lpips_model=lpips_model,
+    )
     print(markdown_table(result["table"]), end="")
     for kind, path in result["paths"].items():
         print(f"{kind}: {path}")

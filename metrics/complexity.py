@@ -157,7 +157,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         backend = load_config(args.config)["ssm"]["backend"]
     size = None if args.size is None else tuple(args.size)
-    report = profile(cfg, size, tuple(args.device), args.warmup, args.repeats, not args.no_progress, backend)
+    report = profile(
+        cfg,
+        size,
+        devices=tuple(args.device),
+        warmup=args.warmup,
+        repeats=args.repeats,
+        progress=not args.no_progress,
+        backend=backend,
+    )
     h, w = report["size"]
     print(f"model: {report['model']}  input: 1x3x{h}x{w}")
     print(f"params: {report['params'] / 1e6:.3f} M")

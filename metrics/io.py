@@ -123,6 +123,7 @@ def score_and_report(
     pred_dir: str | Path,
     gt_dir: str | Path,
     metrics: dict[str, Callable],
+    *,
     csv_path: str | Path,
     convention: str,
     extra: dict[str, object] | None = None,

@@ -143,11 +143,11 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     _cached(args.net, args.weights, args.device)  # a missing or bad weights file fails before any image is read
 
     def score(p: np.ndarray, g: np.ndarray) -> float:
-        return calculate_lpips(p, g, args.net, args.weights, args.device)
+        return calculate_lpips(p, g, net=args.net, weights=args.weights, device=args.device)
 
     csv_path = Path(args.csv) if args.csv else default_csv(args.pred_dir, f"lpips_{args.net}")
     convention = f"LPIPS v0.1 {args.net}, RGB in [-1, 1] from uint8"
-    return score_and_report(args.pred_dir, args.gt_dir, {"lpips": score}, csv_path, convention)
+    return score_and_report(args.pred_dir, args.gt_dir, {"lpips": score}, csv_path=csv_path, convention=convention)
 
 
 if __name__ == "__main__":

@@ -151,7 +151,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
 
     csv_path = Path(args.csv) if args.csv else default_csv(args.pred_dir, f"psnr_ssim_{args.convention}")
     convention = describe(args.convention, args.crop_border)
-    return score_and_report(args.pred_dir, args.gt_dir, {"psnr": psnr, "ssim": ssim}, csv_path, convention)
+    metrics = {"psnr": psnr, "ssim": ssim}
+    return score_and_report(args.pred_dir, args.gt_dir, metrics, csv_path=csv_path, convention=convention)
 
 
 if __name__ == "__main__":

@@ -113,7 +113,14 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         return calculate_vif(p, g, channel=args.vif_channel)
 
     extra = {"vif_channel": args.vif_channel}
-    return score_and_report(args.pred_dir, args.gt_dir, {"vif": score}, csv_path, describe(args.vif_channel), extra)
+    return score_and_report(
+        args.pred_dir,
+        args.gt_dir,
+        {"vif": score},
+        csv_path=csv_path,
+        convention=describe(args.vif_channel),
+        extra=extra,
+    )
 
 
 if __name__ == "__main__":

@@ -59,7 +59,14 @@ def load_network(
     check_model_name(state, cfg["model"]["name"], checkpoint)
     net = build_network(cfg, "cpu", scan=resolve_backend(cfg["ssm"]["backend"], device, cfg["ssm"]["deterministic"]))
     which = "ema" if use_ema and state.get("ema") is not None else "model"
-    load_weights(net, state[which], checkpoint, which, (state.get("config") or {}).get("model"), cfg["model"])
+    load_weights(
+        net,
+        state[which],
+        checkpoint,
+        what=which,
+        saved_model_cfg=(state.get("config") or {}).get("model"),
+        model_cfg=cfg["model"],
+    )
     info = {"model_name": state["model_name"], "weights": which, "iteration": state["iteration"]}
     return net.to(device).eval(), cfg, info
 

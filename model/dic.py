@@ -30,11 +30,13 @@ PARTS_68 = ((36, 42), (42, 48), (27, 36), (48, 68), (0, 27))
 
 
 def conv_prelu(c_in: int, c_out: int, k: int, stride: int = 1, padding: int | None = None) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, k, stride, k // 2 if padding is None else padding), nn.PReLU(init=0.2))
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, k, stride=stride, padding=k // 2 if padding is None else padding), nn.PReLU(init=0.2)
+    )
 
 
 def deconv_prelu(c_in: int, c_out: int, k: int, stride: int, padding: int) -> nn.Sequential:
-    return nn.Sequential(nn.ConvTranspose2d(c_in, c_out, k, stride, padding), nn.PReLU(init=0.2))
+    return nn.Sequential(nn.ConvTranspose2d(c_in, c_out, k, stride=stride, padding=padding), nn.PReLU(init=0.2))
 
 
 class FeedbackBlock(nn.Module):
@@ -44,8 +46,8 @@ class FeedbackBlock(nn.Module):
     def __init__(self, dim: int, groups: int, c_in: int) -> None:
         super().__init__()
         self.compress_in = conv_prelu(c_in, dim, 1)
-        self.up = nn.ModuleList(deconv_prelu(dim, dim, 12, 8, 2) for _ in range(groups))
-        self.down = nn.ModuleList(conv_prelu(dim, dim, 12, 8, 2) for _ in range(groups))
+        self.up = nn.ModuleList(deconv_prelu(dim, dim, 12, stride=8, padding=2) for _ in range(groups))
+        self.down = nn.ModuleList(conv_prelu(dim, dim, 12, stride=8, padding=2) for _ in range(groups))
         self.up_tran = nn.ModuleList(conv_prelu(dim * (i + 1), dim, 1) for i in range(1, groups))
         self.down_tran = nn.ModuleList(conv_prelu(dim * (i + 1), dim, 1) for i in range(1, groups))
         self.compress_out = conv_prelu(dim * groups, dim, 1)
@@ -142,7 +144,7 @@ class FeedbackHourglass(nn.Module):
         super().__init__()
         self.dim = dim
         self.stem = nn.Sequential(
-            nn.Conv2d(3, dim // 4, 7, 2, 3),
+            nn.Conv2d(3, dim // 4, 7, stride=2, padding=3),
             nn.ReLU(),
             ResidualBlock(dim // 4, dim // 2),
             nn.MaxPool2d(2, 2),
@@ -207,7 +209,7 @@ class DIC(nn.Module):
         self.conv_in = conv_prelu(in_channels, 4 * dim, 3)
         self.first_block = FeedbackBlock(dim, groups, dim)
         self.block = AttentiveFeedbackBlock(dim, groups, 5, n_fusion)
-        self.out = deconv_prelu(dim, dim, 8, 4, 2)
+        self.out = deconv_prelu(dim, dim, 8, stride=4, padding=2)
         self.conv_out = nn.Conv2d(dim, in_channels, 3, padding=1)
         self.hg = FeedbackHourglass(hg_dim, keypoints)
 

@@ -30,7 +30,7 @@ class ConvLayer(nn.Module):
         super().__init__()
         self.up = scale == "up"
         stride = 2 if scale == "down" else 1
-        self.conv = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=not norm, padding_mode="reflect")
+        self.conv = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=not norm, padding_mode="reflect")
         self.norm = nn.BatchNorm2d(c_out) if norm else nn.Identity()
         self.act = nn.LeakyReLU(0.2, inplace=True) if act else nn.Identity()
 
@@ -121,20 +121,30 @@ class SPARNet(nn.Module):
         hg = int(math.log2(in_size // 2 // bottleneck_size))  # hourglass bottom at bottleneck_size
         encoder: list[nn.Module] = [ConvLayer(in_channels, ch, norm=False, act=False)]
         for _ in range(steps):
-            encoder.append(FaceAttentionUnit(clip(ch), clip(ch * 2), "down", hg, att_channels, att_3d))
+            encoder.append(
+                FaceAttentionUnit(
+                    clip(ch), clip(ch * 2), scale="down", hg_depth=hg, att_channels=att_channels, att_3d=att_3d
+                )
+            )
             ch, hg = ch * 2, hg - 1
         self.encoder = nn.Sequential(*encoder)
         hg += 1
         self.body = nn.Sequential(
             *[
-                FaceAttentionUnit(clip(ch), clip(ch), "none", hg, att_channels, att_3d)
+                FaceAttentionUnit(
+                    clip(ch), clip(ch), scale="none", hg_depth=hg, att_channels=att_channels, att_3d=att_3d
+                )
                 for _ in range(res_depth + 3 - steps)
             ]
         )
         decoder = []
         for _ in range(steps):
             hg += 1
-            decoder.append(FaceAttentionUnit(clip(ch), clip(ch // 2), "up", hg, att_channels, att_3d))
+            decoder.append(
+                FaceAttentionUnit(
+                    clip(ch), clip(ch // 2), scale="up", hg_depth=hg, att_channels=att_channels, att_3d=att_3d
+                )
+            )
             ch //= 2
         self.decoder = nn.Sequential(*decoder)
         self.tail = ConvLayer(clip(ch), in_channels, norm=False, act=False)

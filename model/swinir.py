@@ -143,7 +143,15 @@ class RSTB(nn.Module):
     ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            SwinTransformerLayer(dim, heads, window, 0 if i % 2 == 0 else window // 2, mlp_ratio, p, resolution)
+            SwinTransformerLayer(
+                dim,
+                heads=heads,
+                window=window,
+                shift=0 if i % 2 == 0 else window // 2,
+                mlp_ratio=mlp_ratio,
+                drop_path=p,
+                resolution=resolution,
+            )
             for i, p in enumerate(drop_paths)
         )
         self.conv = nn.Conv2d(dim, dim, 3, padding=1)
@@ -214,7 +222,15 @@ class SwinIR(nn.Module):
         rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
         starts = [sum(depths[:i]) for i in range(len(depths))]
         self.layers = nn.ModuleList(
-            RSTB(embed_dim, d, h, window_size, mlp_ratio, rates[s : s + d], img_size)
+            RSTB(
+                embed_dim,
+                depth=d,
+                heads=h,
+                window=window_size,
+                mlp_ratio=mlp_ratio,
+                drop_paths=rates[s : s + d],
+                resolution=img_size,
+            )
             for d, h, s in zip(depths, num_heads, starts)
         )
         self.norm = nn.LayerNorm(embed_dim)

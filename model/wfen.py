@@ -33,7 +33,7 @@ class LayerNorm2d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.layer_norm(to_nhwc(x), x.shape[1:2], self.weight, self.bias, 1e-5)
+        y = F.layer_norm(to_nhwc(x), x.shape[1:2], self.weight, self.bias, eps=1e-5)
         return to_nchw(y)
 
 

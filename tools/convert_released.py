@@ -521,7 +521,7 @@ def to_ours(released: dict[str, Any], model: str, target: nn.Module, embed_dim: 
             if "dwt." in name and not torch.allclose(value.to(ref.dtype), ref):
                 raise ValueError(f"fixed wavelet filter {name} differs from the Haar filter our {key} holds")
             out[key] = (-value if _negated(key) else value).to(ref.dtype).clone()
-    extra = _released_extras(model, src, used, embed_dim, target.state_dict())
+    extra = _released_extras(model, src, used=used, embed_dim=embed_dim, ours=target.state_dict())
     unknown = sorted(set(src) - used - set(extra))
     problems = []
     if unmapped:

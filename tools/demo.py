@@ -156,7 +156,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     demo_dir = run_dir / "demo"
     hr_dir, lr_dir, bicubic_dir = write_heldout(
-        demo_dir, args.test_images, cfg["data"]["val"]["hr_size"], cfg["scale"], cfg["data"]["val"]["resize_kernel"]
+        demo_dir,
+        count=args.test_images,
+        hr_size=cfg["data"]["val"]["hr_size"],
+        scale=cfg["scale"],
+        kernel=cfg["data"]["val"]["resize_kernel"],
     )
     sr_out = demo_dir / "sr"
     sr_dir = sr_out / "images"  # test.py's PNGs; results.csv / summary.json sit beside them in sr_out

@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     photos = list_images(args.photos, "photo folder") if args.photos.is_dir() else [args.photos]
     cascade = detector()
     net, cfg, _ = _test_script().load_model(args.checkpoint, None, not args.no_ema, args.device)
-    done = [enhance_photo(path, net, cfg, cascade, args) for path in photos]
+    done = [enhance_photo(path, net, cfg, cascade=cascade, args=args) for path in photos]
     if not any(d["faces"] for d in done):
         raise DataError(f"no face found in {len(done)} photo(s) of {str(args.photos)!r}; nothing written")
     return done
