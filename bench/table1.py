@@ -159,7 +159,7 @@ def lr_input_rows() -> list[str]:
     """Table 1's rows whose registered network takes the 16x16 LR itself (``lr_input``), in the table's order."""
     from model import MODEL_REGISTRY
 
-    return [LABELS[m] for m in ORDER if m in MODEL_REGISTRY and getattr(MODEL_REGISTRY[m], "lr_input", False)]
+    return [LABELS[m] for m in ORDER if m in MODEL_REGISTRY and getattr(MODEL_REGISTRY.get(m), "lr_input", False)]
 
 
 def protocol_header(args: argparse.Namespace, argv: list[str]) -> list[str]:

@@ -293,7 +293,8 @@ def _set_model(cfg: dict[str, Any], model: Any) -> None:
 
 def _check_model(model: dict[str, Any]) -> None:
     import model as _registered  # noqa: F401  (fills the registry)
-    from model.registry import list_models, model_kwargs
+    from model.registry import list_models
+    from utils.registry import MODEL_REGISTRY, constructor_kwargs
 
     bad = _non_finite(model, "model")
     if bad is not None:
@@ -301,7 +302,7 @@ def _check_model(model: dict[str, Any]) -> None:
     name = model["name"]
     if name not in list_models():
         raise ConfigError(f"config key 'model.name': unknown model {name!r}; registered: {', '.join(list_models())}")
-    allowed = model_kwargs(name)
+    allowed = constructor_kwargs(MODEL_REGISTRY.get(name))
     unknown = sorted(set(model) - set(allowed) - {"name"})
     if unknown:
         raise ConfigError(
