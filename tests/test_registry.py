@@ -50,7 +50,7 @@ def test_registry_unknown_name_names_key_value_and_choices() -> None:
     reg.register("blue")(str)
     with pytest.raises(UnknownName) as err:
         reg.get("green", key="paint.colour")
-    assert str(err.value) == "paint.colour: unknown colour 'green'; registered: red, blue"
+    assert str(err.value) == "paint.colour: unknown colour 'green'; registered: blue, red"
     assert isinstance(err.value, KeyError) and isinstance(err.value, ValueError)
     with pytest.raises(KeyError, match="colour name 'red' is already registered"):
         reg.register("red")(float)

@@ -43,10 +43,10 @@ class Registry(Generic[T]):
 
     def get(self, name: str, key: str | None = None) -> T:
         """The entry of ``name``; otherwise :class:`UnknownName` naming ``key`` (the config key, if any), the name
-        and the registered choices."""
+        and the registered choices (sorted)."""
         if name not in self._entries:
             where = f"{key}: " if key else ""
-            raise UnknownName(f"{where}unknown {self.kind} {name!r}; registered: {', '.join(self._entries)}")
+            raise UnknownName(f"{where}unknown {self.kind} {name!r}; registered: {', '.join(sorted(self._entries))}")
         return self._entries[name]
 
     def names(self) -> tuple[str, ...]:
