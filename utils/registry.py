@@ -85,3 +85,4 @@ LOSS_REGISTRY: Registry = Registry("loss")  # training losses (model/losses.py)
 SCAN_BACKEND_REGISTRY: Registry = Registry("ssm backend")  # selective-scan backends (model/ssm), in auto's order
 DATASET_REGISTRY: Registry = Registry("dataset")  # data.train / data.val types (data/datasets.py)
 RESIZE_KERNEL_REGISTRY: Registry = Registry("resize kernel")  # bicubic kernels (data/degrade.py)
+FIT_REGISTRY: Registry = Registry("fit")  # HR fitting before the resize (data/degrade.py)

@@ -27,6 +27,7 @@ import torch
 from model.ssm import torch_scan
 from model.ssm.reference import selective_scan_reference
 from model.ssm.torch_scan import selective_scan_torch
+from utils.registry import SCAN_BACKEND_REGISTRY
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +96,8 @@ BACKEND_TABLE: tuple[Backend, ...] = (
 )
 BACKENDS: tuple[str, ...] = ("auto", *(b.name for b in BACKEND_TABLE))
 """The ``ssm.backend`` choices."""
+for _row in BACKEND_TABLE:  # the config schema (utils.schema) reads the names from the registry
+    SCAN_BACKEND_REGISTRY.register(_row.name)(_row)
 
 
 def resolve_backend(name: str, device: torch.device | str, deterministic: bool = False) -> Scan:
