@@ -37,6 +37,7 @@ from data.sample import face_crops
 from metrics import compare
 from metrics.io import pair_folders, read_pair
 from utils.checkpoint import load_checkpoint
+from utils.cli import run_cli
 from utils.config import load_config
 
 BAND = 2
@@ -109,6 +110,7 @@ def border_table(rows: dict[str, dict[str, float]], band: int = BAND) -> str:
 
 def lpips_if_available() -> Any:
     """LPIPS-alex when the torchvision backbone weights are in the torch hub cache, else None (said why)."""
+    # lpips loads torchvision; only when its weights are there
     from metrics.lpips import backbone_weights_path, build_lpips
 
     try:
@@ -191,6 +193,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from utils.cli import run_cli
-
     sys.exit(run_cli(main))

@@ -58,16 +58,17 @@ def _mamba_ssm_fn() -> Callable | None:
     kernel itself does not import (mamba_ssm's main branch imports without it unless built with
     ``MAMBA_KEEP_CUDA_BUILD=TRUE``, and would fail only at the first scan)."""
     try:
-        import selective_scan_cuda
+        import selective_scan_cuda  # optional CUDA extension of mamba_ssm (requirements-cuda.txt)
     except Exception:  # ImportError, or a selective_scan_cuda built for another torch
         return None
-    from model.ssm.mamba_adapter import mamba_ssm_backend
+    from model.ssm.mamba_adapter import mamba_ssm_backend  # imports model.ssm: only once the kernel is there
 
     return mamba_ssm_backend(selective_scan_cuda)
 
 
 def _triton_fn() -> Callable | None:
     try:
+        # optional: triton (CUDA wheels) and its kernels
         from model.ssm.triton_scan import selective_scan_triton, triton_available
     except Exception:
         return None
