@@ -81,7 +81,9 @@ import utils.config
 assert not loaded("model", "metrics"), loaded("model", "metrics")
 import train
 from utils.config import ConfigError, resolve_config
-for key, value in (("data.train.type", "folder"), ("ssm.backend", "cuda"), ("model.name", "nonet")):
+bad = {"data.train.type": "folder", "data.val.fit": "pad", "ssm.backend": "cuda", "model.name": "nonet",
+       "train.scheduler.type": "step"}
+for key, value in bad.items():
     try:
         resolve_config(None, [f"{key}={value}"])
     except ConfigError as err:

@@ -86,3 +86,4 @@ SCAN_BACKEND_REGISTRY: Registry = Registry("ssm backend")  # selective-scan back
 DATASET_REGISTRY: Registry = Registry("dataset")  # data.train / data.val types (data/datasets.py)
 RESIZE_KERNEL_REGISTRY: Registry = Registry("resize kernel")  # bicubic kernels (data/degrade.py)
 FIT_REGISTRY: Registry = Registry("fit")  # HR fitting before the resize (data/degrade.py)
+SCHEDULER_REGISTRY: Registry = Registry("scheduler")  # learning-rate schedules (utils/scheduler.py)

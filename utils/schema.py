@@ -2,11 +2,11 @@
 
 Pure declarations (no YAML, nothing above ``utils``): :mod:`utils.config` reads and checks configs
 against it, :mod:`data` takes its sections' defaults from it. Choices that name implementations
-come from the registries (:mod:`utils.registry`): they are read when a value is checked, and a
-registry is filled when its package is imported (``model``: networks, scan backends; ``data``:
-datasets, resize kernels); an entry point imports both before it loads a config. While a registry
-is still empty its key is not checked here; the build (``model.build``, ``data.build_dataset``)
-checks it always.
+come from the registries (:mod:`utils.registry`), read when a value is checked. A registry is
+filled when the module implementing its entries is imported (``model``: networks, scan backends;
+``data``: datasets, resize kernels, fits; ``utils.scheduler``: schedules), and the entry points
+import them before they load a config. While a registry is still empty its key is not checked
+here; the build (``model.build``, ``data.build_dataset``, ``utils.scheduler``) checks it always.
 """
 
 from __future__ import annotations
@@ -16,7 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from utils.registry import DATASET_REGISTRY, FIT_REGISTRY, RESIZE_KERNEL_REGISTRY, SCAN_BACKEND_REGISTRY, Registry
+from utils.registry import (
+    DATASET_REGISTRY,
+    FIT_REGISTRY,
+    RESIZE_KERNEL_REGISTRY,
+    SCAN_BACKEND_REGISTRY,
+    SCHEDULER_REGISTRY,
+    Registry,
+)
 
 Choices = tuple[Any, ...] | Callable[[], tuple[Any, ...] | None]
 COMPILE_MODES = ("none", "default", "max-autotune")  # torch.compile modes (train.compile, test.py --compile)
@@ -115,7 +122,7 @@ SCHEMA: dict[str, Any] = {
             "weight_decay_policy": _o("weights_only", str, choices=("weights_only", "all")),  # all = released codes
         },
         "scheduler": {
-            "type": _o("multistep", str, choices=("multistep", "cosine", "constant")),
+            "type": _o("multistep", str, choices=registered(SCHEDULER_REGISTRY)),
             "unit": _o("epoch", str, choices=("epoch", "iter")),
             "milestones": _o([], list),
             "gamma": _o(0.5, *NUM, low=0),
