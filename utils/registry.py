@@ -3,7 +3,7 @@
 The registries are declared here, at the bottom of the import graph, and filled by the modules that
 define their entries when their package is imported: ``@MODEL_REGISTRY.register("rhmc")`` in
 ``model/rhmc.py``, ``@DATASET_REGISTRY.register("paired")`` in ``data/datasets.py``. A name is
-declared once, where it is implemented; the config schema (:mod:`utils.config`) takes its choices
+declared once, where it is implemented; the config schema (:mod:`utils.schema`) takes its choices
 from here without importing ``model`` or ``data``.
 """
 
