@@ -158,7 +158,7 @@ def render_table(rows: list[Row], header: list[str], footnotes: list[str]) -> st
 
 def lr_input_rows() -> list[str]:
     """Table 1's rows whose registered network takes the 16x16 LR itself (``lr_input``), in the table's order."""
-    return [LABELS[m] for m in ORDER if m in MODEL_REGISTRY and getattr(MODEL_REGISTRY.get(m), "lr_input", False)]
+    return [LABELS[m] for m in ORDER if m in MODEL_REGISTRY and getattr(MODEL_REGISTRY[m], "lr_input", False)]
 
 
 def protocol_header(args: argparse.Namespace, argv: list[str]) -> list[str]:

@@ -37,7 +37,7 @@ def test_registry_register_get_names_contains() -> None:
     reg: Registry = Registry("colour")
     red = reg.register("red")(lambda: "r")
     reg.register("blue")(str)
-    assert reg.get("red") is red and reg.get("blue") is str
+    assert reg.get("red") is red and reg["blue"] is str
     assert reg.names() == ("red", "blue") and list(reg) == ["red", "blue"] and len(reg) == 2
     assert "red" in reg and "green" not in reg
     assert reg.register("red")(red) is red  # the same entry again is no conflict
@@ -52,5 +52,7 @@ def test_registry_unknown_name_names_key_value_and_choices() -> None:
         reg.get("green", key="paint.colour")
     assert str(err.value) == "paint.colour: unknown colour 'green'; registered: blue, red"
     assert isinstance(err.value, KeyError) and isinstance(err.value, ValueError)
+    with pytest.raises(KeyError, match=r"^unknown colour 'green'; registered: blue, red$"):
+        reg["green"]
     with pytest.raises(KeyError, match="colour name 'red' is already registered"):
         reg.register("red")(float)

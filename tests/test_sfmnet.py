@@ -64,7 +64,7 @@ def test_fft_losses_separate_amplitude_and_phase() -> None:
     """A circular shift changes only the phase of the spectrum."""
     x = torch.rand(1, 3, 16, 16)
     shifted = torch.roll(x, (3, 5), (2, 3))
-    amp, pha = LOSS_REGISTRY.get("fft_amplitude_l1")(), LOSS_REGISTRY.get("fft_phase_l1")()
+    amp, pha = LOSS_REGISTRY["fft_amplitude_l1"](), LOSS_REGISTRY["fft_phase_l1"]()
     assert amp(shifted, x) < 1e-4 and pha(shifted, x) > 0.1
     assert amp(2 * x, x) > 0.1 and pha(2 * x, x) < 1e-5
 

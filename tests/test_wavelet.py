@@ -65,7 +65,7 @@ def _wavelet_l1_oracle(sr: np.ndarray, hr: np.ndarray, wavelet: str, weights) ->
 def test_wavelet_l1_matches_pywt(wavelet, weights):
     rng = np.random.default_rng(3)
     sr, hr = rng.random((2, 3, 16, 16)), rng.random((2, 3, 16, 16))
-    loss = LOSS_REGISTRY.get("wavelet_l1")(wavelet=wavelet, band_weights=list(weights))
+    loss = LOSS_REGISTRY["wavelet_l1"](wavelet=wavelet, band_weights=list(weights))
     value = loss(torch.from_numpy(sr).float(), torch.from_numpy(hr).float())
     assert value.item() == pytest.approx(_wavelet_l1_oracle(sr, hr, wavelet, weights), rel=1e-5)
 
@@ -74,7 +74,7 @@ def test_wavelet_l1_unit_weights_is_mean_over_all_coefficients():
     sr, hr = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)
     low, highs = DWT2d("haar")(sr - hr)
     expected = torch.cat([low.flatten(), highs.flatten()]).abs().mean()
-    torch.testing.assert_close(LOSS_REGISTRY.get("wavelet_l1")()(sr, hr), expected)
+    torch.testing.assert_close(LOSS_REGISTRY["wavelet_l1"]()(sr, hr), expected)
 
 
 def test_wavelet_l1_in_weighted_loss_and_bad_weights():

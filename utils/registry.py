@@ -49,6 +49,9 @@ class Registry(Generic[T]):
             raise UnknownName(f"{where}unknown {self.kind} {name!r}; registered: {', '.join(sorted(self._entries))}")
         return self._entries[name]
 
+    def __getitem__(self, name: str) -> T:
+        return self.get(name)
+
     def names(self) -> tuple[str, ...]:
         """Registered names in registration order."""
         return tuple(self._entries)
