@@ -1,6 +1,10 @@
 """Face SR datasets. Items: {"lr": (3, H, W) bicubic-upsampled LR, "lr_small": (3, H/s, W/s)
 when known, "hr": (3, H, W) when known, "name": file stem}, float tensors in [0, 1]; with a
 landmark file (:mod:`data.landmarks`) also "heatmap": (K, H/4, W/4) landmark heatmaps.
+
+Each dataset is a ``DATASET_REGISTRY`` entry under its ``data.*.type`` name, built by
+``build_dataset`` through ``from_section(section, scale, key, train, augment, landmarks)`` from a
+full config section; a new type is one registered class here.
 """
 
 from __future__ import annotations
