@@ -24,6 +24,7 @@ from utils.registry import (
     SCHEDULER_REGISTRY,
     Registry,
 )
+from utils.value_range import VALUE_RANGES
 
 Choices = tuple[Any, ...] | Callable[[], tuple[Any, ...] | None]
 COMPILE_MODES = ("none", "default", "max-autotune")  # torch.compile modes (train.compile, test.py --compile)
@@ -79,7 +80,7 @@ SCHEMA: dict[str, Any] = {
         "deterministic": _o(False, bool),  # bitwise-reproducible scan gradients (triton: no atomics; not mamba_ssm)
     },
     "data": {
-        "value_range": _o([0, 1], list, choices=([0, 1], [-1, 1])),  # network input/output range (utils.value_range)
+        "value_range": _o([0, 1], list, choices=VALUE_RANGES),  # network input/output range (utils.value_range)
         "train": {
             "type": _o("hr_folder", str, choices=registered(DATASET_REGISTRY)),
             "hr_dir": _o(None, str),
