@@ -51,7 +51,9 @@ from data.degrade import KERNELS, degrade, resize, to_tensor
 from metrics.io import csv_text, format_summary, summarize, write_csv
 from metrics.psnr_ssim import CONVENTIONS, calculate_psnr, calculate_ssim, describe
 from metrics.tensor import QUANTIZE, tensor_to_uint8
-from model.build import COMPILE_MODES, compile_network
+from metrics.vif import calculate_vif
+from metrics.vif import describe as describe_vif
+from model.build import COMPILE_MODES, compile_network, load_network
 from utils.authors import refuse_authors_flags
 from utils.cli import os_error_message, run_cli
 from utils.image_io import (
@@ -121,8 +123,6 @@ def load_model(
     checkpoint: str | Path, config: str | None, use_ema: bool, device: str
 ) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
     """Model built from the config (``config`` or the checkpoint's) with its EMA (default) or raw weights."""
-    from model.build import load_network
-
     return load_network(checkpoint, config, use_ema, device)
 
 
@@ -210,7 +210,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]
     device = torch.device(args.device)
     lpips_model = None
     if args.lpips:
-        from metrics.lpips import build_lpips
+        from metrics.lpips import build_lpips  # lpips loads torchvision; only with --lpips
 
         # fails before any inference
         lpips_model = build_lpips(args.lpips_net, args.lpips_weights, device, flag="--lpips_weights")
@@ -297,8 +297,6 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]
         if lpips_model is not None:
             summary["lpips_convention"] = f"LPIPS v0.1 {args.lpips_net}, RGB in [-1, 1] from the saved uint8"
         if args.vif:
-            from metrics.vif import describe as describe_vif
-
             summary["vif_channel"] = args.vif_channel
             summary["vif_convention"] = describe_vif(args.vif_channel)
     return summary, rows
@@ -352,13 +350,11 @@ def score(stem: str, pred: np.ndarray, gt: np.ndarray, args: argparse.Namespace,
         "ssim": calculate_ssim(pred, gt, args.convention, args.crop_border),
     }
     if lpips_model is not None:
-        from metrics.lpips import calculate_lpips
+        from metrics.lpips import calculate_lpips  # lpips loads torchvision; only with --lpips
 
         device = str(next(lpips_model.parameters()).device)
         row["lpips"] = calculate_lpips(pred, gt, device=device, model=lpips_model)
     if args.vif:
-        from metrics.vif import calculate_vif
-
         row["vif"] = calculate_vif(pred, gt, channel=args.vif_channel)
     return row
 

@@ -323,6 +323,7 @@ class Trainer:
                 for note in notes:
                     self.log.warning(note)
                 if self.cfg["logging"]["tensorboard"]:
+                    # tensorboard is slow to import; only with logging.tensorboard
                     from torch.utils.tensorboard import SummaryWriter
 
                     self.writer = SummaryWriter(str(self.run_dir / "tb"))

@@ -24,6 +24,8 @@ import torch
 
 from bench.timing import median_time
 from model.build import build_network, compile_network
+from model.ssm import Scan, resolve_backend, selective_scan
+from utils.config import load_config
 
 CONFIGS = {
     "hybrimamba": "configs/hybrimamba_x8_celeba.yaml",
@@ -45,7 +47,6 @@ def model_config(name: str, tiny: bool) -> dict[str, Any]:
     spec = CONFIGS[name]
     if isinstance(spec, dict):
         return spec
-    from utils.config import load_config
 
     return load_config(spec)["model"]
 
@@ -124,8 +125,6 @@ def measure(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def dispatch_cost(repeats: int = 2000) -> dict[str, float]:
     """Microseconds of ``selective_scan``'s backend choice per call (a no-op scan behind it)."""
-    from model.ssm import Scan, resolve_backend, selective_scan
-
     u = torch.zeros(1, 2, 4)
     args = (u, u, torch.zeros(2, 1), torch.zeros(1, 1, 4), torch.zeros(1, 1, 4))
     noop = Scan("noop", lambda *a: a[0])

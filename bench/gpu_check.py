@@ -18,6 +18,8 @@ import time
 
 import torch
 
+from bench import gpu
+
 CUDA_TESTS = (
     "tests/test_ssm_triton.py::test_compiled_kernels_match_reference_on_cuda",
     "tests/test_ssm_triton.py::test_deterministic_grads_are_bitwise_reproducible_on_cuda",
@@ -39,7 +41,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"== CUDA-only tests ({torch.cuda.get_device_name()}, torch {torch.__version__})", flush=True)
     tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *CUDA_TESTS],
                            env=env, timeout=args.budget // 3)  # fmt: skip
-    from bench import gpu
 
     left = args.budget - (time.monotonic() - start)
     print(f"\n== bench.gpu ({left:.0f} s of the budget left)", flush=True)

@@ -21,6 +21,7 @@ import yaml
 from torch import nn
 
 from bench.timing import fmt_time, median_time
+from model.build import build_network
 from utils.grad_checkpoint import enable_grad_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,8 +64,6 @@ def train_step(net: nn.Module, x: torch.Tensor) -> None:
 
 
 def paper_network(model: str, mode: str) -> nn.Module:
-    from model.build import build_network
-
     cfg = yaml.safe_load((REPO / "configs" / f"{model}_x8_celeba.yaml").read_text())["model"]
     torch.manual_seed(0)
     net = build_network({"model": cfg, "ssm": {"backend": "auto"}}).train()

@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 import yaml
 
+import train
+
 REPO = Path(__file__).resolve().parents[1]
 READS = ("item", "tolist", "numpy", "__float__", "__int__", "__bool__", "__index__")
 
@@ -60,8 +62,6 @@ def count_reads(counts: collections.Counter, where: list, sites: collections.Cou
 @contextlib.contextmanager
 def per_iteration(counts: collections.Counter, sites: collections.Counter) -> Iterator[None]:
     """Count reads per iteration: Trainer.step marks the iteration it starts (reads before the first step: 0)."""
-    import train
-
     where = [0]
     real_step = train.Trainer.step
 
@@ -79,8 +79,6 @@ def per_iteration(counts: collections.Counter, sites: collections.Counter) -> It
 
 def run(iterations: int, print_every: int, root: Path) -> tuple[collections.Counter, collections.Counter]:
     """(reads per iteration, reads per call site) of one tiny training run in ``root``."""
-    import train
-
     cfg = yaml.safe_load((REPO / "configs" / "hybrimamba_tiny.yaml").read_text())
     cfg["data"]["train"]["hr_size"] = cfg["data"]["val"]["hr_size"] = 16
     cfg["train"].update(iterations=iterations, losses=[{"type": "l1"}, {"type": "wavelet_l1", "weight": 0.5}])

@@ -24,15 +24,14 @@ import torch
 
 from bench.inputs import scan_inputs
 from bench.timing import fmt_time, median_time, sync
+from model.ssm import resolve_backend
+from model.ssm.chunked_scan import selective_scan_chunked
+from model.ssm.cpu_kernel import kernel_available, selective_scan_compiled
+from model.ssm.reference import selective_scan_reference
 
 
 def _backend_fns(device: torch.device, only: str | None = None) -> tuple[dict[str, object], dict[str, str]]:
     """name -> function (selective_scan's signature) for every backend that runs on ``device``; name -> why not."""
-    from model.ssm import resolve_backend
-    from model.ssm.chunked_scan import selective_scan_chunked
-    from model.ssm.cpu_kernel import kernel_available, selective_scan_compiled
-    from model.ssm.reference import selective_scan_reference
-
     fns: dict[str, object] = {"reference": selective_scan_reference, "torch-pure": selective_scan_chunked}
     skipped: dict[str, str] = {}
     if only in fns:  # a worker: no kernel build or CUDA import for the other backends

@@ -29,7 +29,12 @@ from pathlib import Path
 
 import torch
 
-from model.ssm.triton_scan import CHUNK, backward_launch, forward_launch
+import model.mamba1d
+import model.ss2d
+from model import build_model
+from model.ssm.triton_scan import CHUNK, backward_launch, forward_launch, interpreting
+from utils.cli import run_cli
+from utils.config import load_config
 
 MODEL_CONFIGS = ("configs/hybrimamba_x8_celeba.yaml", "configs/rhmc_x8_celeba.yaml", "configs/ablations/mamba1d.yaml")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -56,8 +61,6 @@ API_CALL = ScanCall(192, 16384, 16, 4, True, True, True, True, True)
 @contextlib.contextmanager
 def _recording(calls: list[ScanCall]) -> Iterator[None]:
     """Replace the scan in the model modules by a recorder returning zeros."""
-    import model.mamba1d
-    import model.ss2d
 
     def record(
         u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, return_last_state=False, backend=None
@@ -80,9 +83,6 @@ def _recording(calls: list[ScanCall]) -> Iterator[None]:
 
 def model_scan_calls(config: str | Path) -> list[ScanCall]:
     """The distinct scan calls of one forward of ``config``'s network on a training-size input."""
-    from model import build_model
-    from utils.config import load_config
-
     cfg = load_config(config)
     size = cfg["data"]["train"]["hr_size"]  # the networks map the bicubic-upsampled input at HR size
     net = build_model(cfg["model"]).eval()
@@ -127,7 +127,7 @@ class ASTSourceArgs:
 
 def specialise(kernel, args: list, meta: dict, backend) -> tuple[ASTSourceArgs, dict]:
     """ASTSource arguments (signature, constexprs, attrs) and compile options, as triton's JIT derives them."""
-    from triton.runtime.jit import native_specialize_impl
+    from triton.runtime.jit import native_specialize_impl  # optional: triton (CUDA wheels); only when kernels compile
 
     names = kernel.arg_names
     signature, constexprs, attrs = {}, {}, {}
@@ -167,12 +167,12 @@ def _describe(call: ScanCall) -> str:
 
 def cuobjdump_path() -> str:
     """Triton's bundled cuobjdump (``triton.knobs`` from 3.4, the backend's binary lookup before)."""
-    import triton
+    import triton  # optional: triton (CUDA wheels)
 
     knobs = getattr(triton, "knobs", None)
     if knobs is not None:
         return knobs.nvidia.cuobjdump.path
-    from triton.backends.nvidia.compiler import _path_to_binary
+    from triton.backends.nvidia.compiler import _path_to_binary  # triton < 3.4 (no triton.knobs)
 
     return _path_to_binary("cuobjdump")[0]
 
@@ -182,17 +182,16 @@ def compile_all(
 ) -> list[dict]:
     """Compile every distinct kernel that ``configs`` launch (plus the API's widest call) for every arch: one
     row each, with the models and the number of (d, L) calls that launch it (``keep_cubin``: and its cubin)."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource, make_backend
+    import triton  # optional: triton (CUDA wheels); only when kernels compile
+    from triton.backends.compiler import GPUTarget  # optional: triton
+    from triton.compiler import ASTSource, make_backend  # optional: triton
 
-    from model.ssm import triton_kernels
-    from model.ssm.triton_scan import interpreting
+    from model.ssm import triton_kernels  # the @triton.jit kernels: imports triton
 
     if interpreting():
         raise RuntimeError("bench.triton_compile: unset TRITON_INTERPRET (the interpreter compiles nothing)")
     try:
-        from triton.runtime.jit import native_specialize_impl  # noqa: F401
+        from triton.runtime.jit import native_specialize_impl  # noqa: F401 (probe: triton >= 3.3)
     except ImportError:
         version = triton.__version__
         raise RuntimeError(f"bench.triton_compile needs triton >= 3.6 (JIT specialisation), got {version}") from None
@@ -268,6 +267,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from utils.cli import run_cli
-
     run_cli(main)

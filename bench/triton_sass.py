@@ -36,6 +36,9 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from bench.triton_compile import compile_all, cuobjdump_path
+from utils.cli import run_cli
+
 MAMBA_SDIST = "mamba-ssm==2.3.2.post1"
 _INSTR = re.compile(r"^\s*/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;")
 _BRANCH = re.compile(r"\bBRA(?:\.\S+)?\s+(?:`\(\.L_x_\d+\)\s*)?(0x[0-9a-f]+)")
@@ -130,9 +133,7 @@ def disassemble(cubin: bytes, cuobjdump: str) -> tuple[list[Instr], dict[str, in
 
 def our_rows(archs: tuple[int, ...]) -> list[dict]:
     """One row per distinct Triton kernel the models launch, with its main-loop counts."""
-    import triton
-
-    from bench.triton_compile import compile_all, cuobjdump_path
+    import triton  # optional: triton (CUDA wheels); fails early where it does not import
 
     del triton
     rows = compile_all(archs=archs, keep_cubin=True)
@@ -194,9 +195,7 @@ def mamba_rows(calls: list[dict], archs: tuple[int, ...], src: str | None) -> tu
     nvcc = shutil.which("nvcc")
     if nvcc is None:
         return [], "mamba_ssm: skipped (nvcc not on PATH)"
-    from torch.utils.cpp_extension import include_paths
-
-    from bench.triton_compile import cuobjdump_path
+    from torch.utils.cpp_extension import include_paths  # imports setuptools (slow); only with nvcc on PATH
 
     work = Path(tempfile.mkdtemp(prefix="mamba_sass_"))
     try:
@@ -274,6 +273,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from utils.cli import run_cli
-
     run_cli(main)

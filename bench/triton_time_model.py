@@ -19,6 +19,9 @@ import json
 import os
 import re
 
+from bench.triton_sass import report
+from utils.cli import run_cli
+
 GPUS = {  # name, SMs, boost clock (GHz), DRAM bandwidth (TB/s)
     "sm_90": ("H100 SXM", 132, 1.98, 3.35),
     "sm_80": ("A100 SXM 80GB", 108, 1.41, 2.039),
@@ -85,8 +88,6 @@ def main(argv: list[str] | None = None) -> None:
         with open(args.sass_json) as f:
             rows = json.loads(f.readline())
     else:
-        from bench.triton_sass import report
-
         rows, skipped = report((90, 80), args.mamba_src)
         if skipped:
             print(skipped)
@@ -95,6 +96,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from utils.cli import run_cli
-
     run_cli(main)

@@ -20,19 +20,17 @@ from torch.utils.data import Dataset
 
 from data.augment import HRAugment, check_scale_range
 from data.datasets import HRFolderDataset, PairedDataset, SampleDataset
-from data.degrade import KERNELS, degrade, fit_hr, to_tensor
+from data.degrade import degrade, fit_hr, to_tensor
 from data.imresize import imresize
 from data.landmarks import read_landmarks
 from utils.image_io import DataError
+from utils.registry import DATASET_REGISTRY, RESIZE_KERNEL_REGISTRY
+from utils.schema import default_config
 
 log = logging.getLogger(__name__)
 
-TYPES = ("hr_folder", "paired", "sample", "none")
-
 
 def _section(section: dict[str, Any], train: bool) -> tuple[dict[str, Any], str]:
-    from utils.config import default_config
-
     key = "data.train" if train else "data.val"
     defaults = default_config()["data"]
     allowed = set(defaults["train"]) | set(defaults["val"])
@@ -49,25 +47,20 @@ def _section(section: dict[str, Any], train: bool) -> tuple[dict[str, Any], str]
     return merged, key
 
 
-def _require(cfg: dict[str, Any], key: str, name: str, kind: str) -> str:
-    if not cfg.get(name):
-        raise DataError(f"{key}.{name} is required for {key}.type={kind!r}")
-    return cfg[name]
-
-
 def build_dataset(section: dict[str, Any], scale: int, train: bool) -> Dataset | None:
     """Dataset for a ``data.train`` (``train=True``) or ``data.val`` section; ``None`` for type none.
 
-    Augmentation (``flip``, ``random_scale`` in ``scale_range``) is applied only with ``train=True``.
+    ``type`` names a dataset of ``DATASET_REGISTRY`` (:mod:`data.datasets`). Augmentation (``flip``,
+    ``random_scale`` in ``scale_range``) is applied only with ``train=True``.
     """
     cfg, key = _section(section, train)
     kind, hr_size, kernel = cfg["type"], cfg["hr_size"], cfg["resize_kernel"]
-    if kind not in TYPES:
-        raise DataError(f"{key}.type must be one of {list(TYPES)}, got {kind!r}")
     if kind == "none":
         return None
-    if kernel not in KERNELS:
-        raise DataError(f"{key}.resize_kernel must be one of {list(KERNELS)}, got {kernel!r}")
+    if kind not in DATASET_REGISTRY:
+        raise DataError(f"{key}.type must be one of {[*DATASET_REGISTRY, 'none']}, got {kind!r}")
+    if kernel not in RESIZE_KERNEL_REGISTRY:
+        raise DataError(f"{key}.resize_kernel must be one of {list(RESIZE_KERNEL_REGISTRY)}, got {kernel!r}")
     if hr_size < 1 or hr_size % scale:
         raise DataError(f"{key}.hr_size={hr_size} must be a positive multiple of the scale {scale}")
     max_images = cfg["max_images"]
@@ -81,50 +74,12 @@ def build_dataset(section: dict[str, Any], scale: int, train: bool) -> Dataset |
             raise DataError(f"{key}.{err}") from None
     landmarks = None
     if cfg.get("landmarks"):
-        if kind == "sample":
-            raise DataError(f"{key}.landmarks: the built-in sample set has no landmarks; use hr_folder or paired")
         if not cfg["heatmap_sigma"] > 0:
             raise DataError(f"{key}.heatmap_sigma must be > 0, got {cfg['heatmap_sigma']}")
         landmarks = read_landmarks(cfg["landmarks"])
-    extra = {"landmarks": landmarks, "heatmap_sigma": cfg["heatmap_sigma"]} if landmarks is not None else {}
-    if kind == "sample":
-        dataset = SampleDataset(
-            hr_size=hr_size,
-            scale=scale,
-            train=train,
-            kernel=kernel,
-            augment=augment,
-            repeat=cfg["repeat"],
-            count=max_images,
-            key=key,
-        )
-    elif kind == "hr_folder":
-        hr_dir = _require(cfg, key, "hr_dir", kind)
-        dataset = HRFolderDataset(
-            hr_dir,
-            hr_size=hr_size,
-            scale=scale,
-            fit=cfg["fit"],
-            kernel=kernel,
-            augment=augment,
-            skip_bad=cfg["skip_bad"],
-            repeat=cfg["repeat"],
-            max_images=max_images,
-            key=key,
-            **extra,
-        )
-    else:
-        lr_dir = _require(cfg, key, "lr_dir", kind)
-        dataset = PairedDataset(
-            lr_dir,
-            cfg.get("hr_dir"),
-            scale=scale,
-            kernel=kernel,
-            skip_bad=cfg["skip_bad"],
-            max_images=max_images,
-            key=key,
-            **extra,
-        )
+    dataset = DATASET_REGISTRY.get(kind).from_section(
+        cfg, scale=scale, key=key, train=train, augment=augment, landmarks=landmarks
+    )
     log.info("%s: %s with %d item(s), x%d, %s kernel, augment=%s", key, kind, len(dataset), scale, kernel, augment)
     return dataset
 

@@ -1,6 +1,10 @@
 """Face SR datasets. Items: {"lr": (3, H, W) bicubic-upsampled LR, "lr_small": (3, H/s, W/s)
 when known, "hr": (3, H, W) when known, "name": file stem}, float tensors in [0, 1]; with a
 landmark file (:mod:`data.landmarks`) also "heatmap": (K, H/4, W/4) landmark heatmaps.
+
+Each dataset is a ``DATASET_REGISTRY`` entry under its ``data.*.type`` name, built by
+``build_dataset`` through ``from_section(section, scale, key, train, augment, landmarks)`` from a
+full config section; a new type is one registered class here.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from data.degrade import degrade, fit_hr, resize, to_tensor
 from data.landmarks import HEATMAP_STRIDE, Landmarks, LandmarkSet, fit_face, heatmaps, hr_points
 from data.sample import face_crops
 from utils.image_io import DataError, list_images, open_header, pair_by_stem, read_rgb_image, scan
+from utils.registry import DATASET_REGISTRY
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +63,17 @@ def _lr_hr_item(hr: Image.Image, scale: int, kernel: str, name: str) -> dict[str
     return {"lr": to_tensor(lr), "lr_small": to_tensor(small), "hr": to_tensor(hr), "name": name}
 
 
+def _require(section: dict[str, Any], key: str, name: str) -> str:
+    if not section.get(name):
+        raise DataError(f"{key}.{name} is required for {key}.type={section['type']!r}")
+    return section[name]
+
+
 def _heatmap(points: Any, size: tuple[int, int], sigma: float) -> torch.Tensor:
     return torch.from_numpy(heatmaps(points, size, HEATMAP_STRIDE, sigma))
 
 
+@DATASET_REGISTRY.register("hr_folder")
 class HRFolderDataset(_FaceDataset):
     """A folder of HR face photos: fit to ``hr_size``, optional augmentation, LR made on the fly.
 
@@ -102,6 +114,32 @@ class HRFolderDataset(_FaceDataset):
             landmarks.check_covers([p.stem for p in self.files], key)
         self.landmarks, self.heatmap_sigma = landmarks, heatmap_sigma
 
+    @classmethod
+    def from_section(
+        cls,
+        section: dict[str, Any],
+        scale: int,
+        key: str,
+        train: bool,
+        augment: HRAugment | None,
+        landmarks: LandmarkSet | None,
+    ) -> HRFolderDataset:
+        """The dataset of a full ``data.train`` / ``data.val`` section (``build_dataset``)."""
+        return cls(
+            hr_dir=_require(section, key, "hr_dir"),
+            hr_size=section["hr_size"],
+            scale=scale,
+            fit=section["fit"],
+            kernel=section["resize_kernel"],
+            augment=augment,
+            skip_bad=section["skip_bad"],
+            repeat=section["repeat"],
+            max_images=section["max_images"],
+            key=key,
+            landmarks=landmarks,
+            heatmap_sigma=section["heatmap_sigma"],
+        )
+
     def _load(self, index: int) -> dict[str, Any]:
         path = self.files[index]
         if self.landmarks is None:
@@ -120,6 +158,7 @@ class HRFolderDataset(_FaceDataset):
         return item
 
 
+@DATASET_REGISTRY.register("paired")
 class PairedDataset(_FaceDataset):
     """LR folder (+ optional HR folder) paired by file stem, extension-insensitive.
 
@@ -171,6 +210,29 @@ class PairedDataset(_FaceDataset):
                 )
             landmarks.check_covers([hr.stem for _, hr in self.pairs], key)
         self.landmarks, self.heatmap_sigma = landmarks, heatmap_sigma
+
+    @classmethod
+    def from_section(
+        cls,
+        section: dict[str, Any],
+        scale: int,
+        key: str,
+        train: bool,
+        augment: HRAugment | None,
+        landmarks: LandmarkSet | None,
+    ) -> PairedDataset:
+        """The dataset of a full section; pairs are used as they are (``augment`` does not apply)."""
+        return cls(
+            lr_dir=_require(section, key, "lr_dir"),
+            hr_dir=section.get("hr_dir"),
+            scale=scale,
+            kernel=section["resize_kernel"],
+            skip_bad=section["skip_bad"],
+            max_images=section["max_images"],
+            key=key,
+            landmarks=landmarks,
+            heatmap_sigma=section["heatmap_sigma"],
+        )
 
     @staticmethod
     def _check_pairs(
@@ -229,6 +291,7 @@ class PairedDataset(_FaceDataset):
         return item
 
 
+@DATASET_REGISTRY.register("sample")
 class SampleDataset(_FaceDataset):
     """Built-in demo set (:mod:`data.sample`): 16 train / 4 val astronaut face crops by default."""
 
@@ -251,6 +314,30 @@ class SampleDataset(_FaceDataset):
         self.names = [f"astronaut_{split}_{i:02d}" for i in range(count)]
         super().__init__(count, repeat, False, key)
         self.scale, self.kernel, self.augment = scale, kernel, augment
+
+    @classmethod
+    def from_section(
+        cls,
+        section: dict[str, Any],
+        scale: int,
+        key: str,
+        train: bool,
+        augment: HRAugment | None,
+        landmarks: LandmarkSet | None,
+    ) -> SampleDataset:
+        """The demo set of a full section (its train or val split); it has no landmarks."""
+        if landmarks is not None:
+            raise DataError(f"{key}.landmarks: the built-in sample set has no landmarks; use hr_folder or paired")
+        return cls(
+            hr_size=section["hr_size"],
+            scale=scale,
+            train=train,
+            kernel=section["resize_kernel"],
+            augment=augment,
+            repeat=section["repeat"],
+            count=section["max_images"],
+            key=key,
+        )
 
     def _load(self, index: int) -> dict[str, Any]:
         hr = self.images[index]

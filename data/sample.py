@@ -20,7 +20,7 @@ SEEDS = {"train": 20240, "val": 20241}
 
 
 def _astronaut() -> np.ndarray:
-    from skimage.data import astronaut
+    from skimage.data import astronaut  # scikit-image is slow to import; only the demo set needs it
 
     return astronaut()
 

@@ -64,7 +64,7 @@ def score_method(pred_dir: str | Path, gt_dir: str | Path, lpips_model: Any = No
         "vif": calculate_vif,
     }
     if lpips_model is not None:
-        from metrics.lpips import calculate_lpips
+        from metrics.lpips import calculate_lpips  # lpips loads torchvision; only when LPIPS is scored
 
         metrics["lpips"] = lambda pred, gt: calculate_lpips(pred, gt, model=lpips_model)
     return score_folders(pred_dir, gt_dir, metrics, progress=False)
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     methods = [parse_method(spec) for spec in args.method]
     lpips_model = None
     if args.lpips:
-        from metrics.lpips import build_lpips
+        from metrics.lpips import build_lpips  # lpips loads torchvision; only when LPIPS is scored
 
         lpips_model = build_lpips("alex", args.lpips_weights)
     result = compare(

@@ -33,9 +33,12 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+from tqdm import tqdm
 
-from model.ssm import count_scan_flops
+from model.build import bind_scan, build_network
+from model.ssm import count_scan_flops, resolve_backend
 from utils.cli import run_cli
+from utils.config import load_config
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -68,8 +71,6 @@ def measure_latency(
     progress: bool = False,
 ) -> dict[str, float]:
     """Milliseconds per image (median and mean over ``repeats`` timed forwards after ``warmup``)."""
-    from tqdm import tqdm
-
     if repeats < 1 or warmup < 0:
         raise ValueError(f"latency needs repeats >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
     device = torch.device(device)
@@ -95,7 +96,6 @@ def model_config(name: str | None, config: str | None) -> dict[str, Any]:
         if name is None:
             raise ValueError("give --model NAME or --config CFG")
         return {"name": name}
-    from utils.config import load_config
 
     cfg = load_config(config)
     if name is not None and cfg["model"]["name"] != name:
@@ -117,9 +117,6 @@ def profile(
 
     ``size`` None: the input of a 128x128 output, the 128 / scale LR for ``lr_input`` networks.
     """
-    from model.build import bind_scan, build_network
-    from model.ssm import resolve_backend
-
     model = build_network({"model": model_cfg, "ssm": {"backend": backend}})
     if size is None:
         side = 128 // model.scale if getattr(model, "lr_input", False) else 128
@@ -153,8 +150,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cfg = model_config(args.model, args.config)
     backend = "auto"
     if args.config is not None:
-        from utils.config import load_config
-
         backend = load_config(args.config)["ssm"]["backend"]
     size = None if args.size is None else tuple(args.size)
     report = profile(

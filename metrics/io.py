@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from utils.image_io import pair_folders, read_pair
 
@@ -61,8 +62,6 @@ def score_folders(
     pred_dir: str | Path, gt_dir: str | Path, metrics: dict[str, Callable], progress: bool = True
 ) -> list[dict[str, object]]:
     """Per-image rows ``{"name": stem, metric: value, ...}``; ``metrics`` maps name -> fn(pred, gt)."""
-    from tqdm import tqdm
-
     rows = []
     for pred_path, gt_path in tqdm(pair_folders(pred_dir, gt_dir), desc="scoring", disable=not progress):
         pred, gt = read_pair(pred_path, gt_path, tell=note)

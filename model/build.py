@@ -18,8 +18,9 @@ from torch import nn
 
 from model.registry import build_model
 from model.ssm import Scan, resolve_backend
-
-COMPILE_MODES = ("none", "default", "max-autotune")
+from utils.checkpoint import check_model_name, load_checkpoint, load_weights
+from utils.config import load_config, resolve_config
+from utils.schema import COMPILE_MODES
 
 
 def scanning_modules(net: nn.Module) -> list[nn.Module]:
@@ -51,9 +52,6 @@ def load_network(
 ) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
     """The network of ``checkpoint`` (built from ``config`` or the checkpoint's own) with its EMA (default) or raw
     weights, in eval mode on ``device``; returns (net, config, info)."""
-    from utils.checkpoint import check_model_name, load_checkpoint, load_weights
-    from utils.config import load_config, resolve_config
-
     state = load_checkpoint(checkpoint, map_location="cpu")
     cfg = load_config(config) if config is not None else resolve_config(state["config"])
     check_model_name(state, cfg["model"]["name"], checkpoint)

@@ -1,4 +1,4 @@
-"""Training losses: a small registry and a weighted sum built from ``train.losses``.
+"""Training losses (``LOSS_REGISTRY``, :mod:`utils.registry`) and their weighted sum built from ``train.losses``.
 
 A ``train.losses`` entry may name the network ``output`` it reads (default ``sr``; networks with
 auxiliary training outputs return a dict in train mode, e.g. SFMNet's ``fre``, DIC's
@@ -9,25 +9,16 @@ of iterations (steps first): the term is summed over the steps, as DIC's release
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
 from model.wavelet import DWT2d
+from utils.registry import LOSS_REGISTRY
 
-LOSS_REGISTRY: dict[str, type[nn.Module]] = {}
-
-
-def register_loss(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
-    """Class decorator adding a loss ``forward(sr, hr) -> scalar`` to the registry."""
-
-    def wrap(cls: type[nn.Module]) -> type[nn.Module]:
-        LOSS_REGISTRY[name] = cls
-        return cls
-
-    return wrap
+register_loss = LOSS_REGISTRY.register
+"""Class decorator adding a loss ``forward(sr, hr) -> scalar`` under a name: ``@register_loss("l1")``."""
 
 
 @register_loss("l1")
@@ -122,12 +113,9 @@ class WeightedLoss(nn.Module):
             kind = spec.pop("type")
             weight = spec.pop("weight", 1.0)
             output, target = str(spec.pop("output", "sr")), str(spec.pop("target", "hr"))
-            if kind not in LOSS_REGISTRY:
-                raise ValueError(
-                    f"train.losses[{i}].type: unknown loss {kind!r}; registered: {', '.join(sorted(LOSS_REGISTRY))}"
-                )
+            cls = LOSS_REGISTRY.get(kind, key=f"train.losses[{i}].type")
             try:
-                terms.append(LOSS_REGISTRY[kind](**spec))
+                terms.append(cls(**spec))
             except TypeError as err:
                 raise ValueError(f"train.losses[{i}] ({kind}): {err}") from None
             self.names.append(kind if (output, target) == ("sr", "hr") else f"{kind}:{output}")

@@ -26,7 +26,7 @@ from model.ssm import Scan, selective_scan
 def _causal_conv1d_cuda() -> Callable | None:
     """causal_conv1d's function, or None where it does not import (tried once per process, not per call)."""
     try:
-        from causal_conv1d import causal_conv1d_fn
+        from causal_conv1d import causal_conv1d_fn  # optional CUDA extension (requirements-cuda.txt)
     except Exception:
         return None
     return causal_conv1d_fn

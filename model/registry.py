@@ -1,27 +1,16 @@
-"""Model registry: models register by name and are built from the ``model`` config section."""
+"""Networks by name (``MODEL_REGISTRY``, :mod:`utils.registry`), built from the ``model`` config section."""
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
-MODEL_REGISTRY: dict[str, type[nn.Module]] = {}
+from utils.registry import MODEL_REGISTRY, constructor_kwargs
 
-
-def register_model(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
-    """Class decorator adding a network to the registry under ``name``."""
-
-    def wrap(cls: type[nn.Module]) -> type[nn.Module]:
-        if name in MODEL_REGISTRY and MODEL_REGISTRY[name] is not cls:
-            raise KeyError(f"model name {name!r} is already registered by {MODEL_REGISTRY[name]}")
-        MODEL_REGISTRY[name] = cls
-        cls.registry_name = name
-        return cls
-
-    return wrap
+register_model: Callable[[str], Callable[[type[nn.Module]], type[nn.Module]]] = MODEL_REGISTRY.register
+"""Class decorator adding a network to the registry under a name: ``@register_model("rhmc")``."""
 
 
 def list_models() -> list[str]:
@@ -29,36 +18,20 @@ def list_models() -> list[str]:
     return sorted(MODEL_REGISTRY)
 
 
-def model_kwargs(name: str) -> dict[str, Any]:
-    """Constructor keyword arguments of a registered model with their defaults."""
-    cls = get_model_class(name)
-    params = inspect.signature(cls.__init__).parameters
-    return {
-        k: (None if p.default is inspect.Parameter.empty else p.default)
-        for k, p in params.items()
-        if k != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    }
-
-
-def get_model_class(name: str) -> type[nn.Module]:
-    if name not in MODEL_REGISTRY:
-        raise KeyError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")
-    return MODEL_REGISTRY[name]
-
-
 def build_model(cfg: dict[str, Any]) -> nn.Module:
     """Build a network from a ``model`` config section: ``{name: ..., **kwargs}``."""
     cfg = dict(cfg)
     if "name" not in cfg:
-        raise KeyError(f"model config needs a 'name'; registered models: {', '.join(list_models())}")
+        raise KeyError(f"model config needs a 'name'; registered: {', '.join(MODEL_REGISTRY)}")
     name = cfg.pop("name")
-    allowed = model_kwargs(name)
+    cls = MODEL_REGISTRY.get(name, key="model.name")
+    allowed = constructor_kwargs(cls)
     unknown = sorted(set(cfg) - set(allowed))
     if unknown:
         raise KeyError(
             f"unknown key(s) model.{', model.'.join(unknown)} for model {name!r}; allowed: {', '.join(sorted(allowed))}"
         )
-    return get_model_class(name)(**cfg)
+    return cls(**cfg)
 
 
 def check_training_io(

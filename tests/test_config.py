@@ -8,7 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+import data  # noqa: F401  (fills the registries the schema reads, as the entry points do)
+import model  # noqa: F401
 from utils.config import ConfigError, default_config, load_config, resolve_config, save_config
+from utils.registry import DATASET_REGISTRY, MODEL_REGISTRY, Registry
+from utils.schema import Opt, registered
 
 
 def write(tmp_path: Path, cfg: object, name: str = "exp.yaml") -> Path:
@@ -70,6 +74,32 @@ def test_model_kwargs_checked_against_constructor() -> None:
         resolve_config(None, ["model.name=nonet"])
     with pytest.raises(ConfigError, match=r"'model' must be a mapping with a 'name' string"):
         resolve_config({"model": "bicubic"})
+
+
+def test_choices_are_read_from_the_registries() -> None:
+    """A name registered where it is implemented is accepted by the schema; no list of names to extend."""
+    with pytest.raises(
+        ConfigError, match=r"'data\.val\.type' must be one of \['hr_folder', 'paired', 'sample', 'none'\]"
+    ):
+        resolve_config(None, ["data.val.type=probe_set"])
+    DATASET_REGISTRY.register("probe_set")(object)
+    MODEL_REGISTRY.register("probe_net")(type("ProbeNet", (), {"__init__": lambda self, width=4: None}))
+    try:
+        cfg = resolve_config(None, ["data.val.type=probe_set", "model.name=probe_net", "model.width=8"])
+        assert cfg["data"]["val"]["type"] == "probe_set" and cfg["model"] == {"name": "probe_net", "width": 8}
+        with pytest.raises(ConfigError, match=r"model\.depth for model 'probe_net'; allowed: width"):
+            resolve_config(None, ["model.name=probe_net", "model.depth=2"])
+    finally:
+        DATASET_REGISTRY.pop("probe_set")
+        MODEL_REGISTRY.pop("probe_net")
+
+
+def test_an_unfilled_registry_leaves_the_check_to_the_build() -> None:
+    empty: Registry = Registry("thing")
+    opt = Opt("a", (str,), registered(empty, before=("auto",)))
+    assert opt.allowed() is None
+    empty.register("a")(object)
+    assert opt.allowed() == ("auto", "a")
 
 
 def test_file_errors(tmp_path: Path) -> None:

@@ -309,7 +309,7 @@ def test_backend_table_gives_names_auto_order_and_config_choices() -> None:
 
     assert ssm.BACKENDS == ("auto", *(row.name for row in ssm.BACKEND_TABLE))
     assert [row.name for row in ssm.BACKEND_TABLE if row.in_auto] == ["mamba_ssm", "triton", "torch"]
-    assert SCHEMA["ssm"]["backend"].choices == ssm.BACKENDS
+    assert SCHEMA["ssm"]["backend"].allowed() == ssm.BACKENDS
 
 
 def test_bad_shapes_raise_clear_errors() -> None:

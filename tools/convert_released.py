@@ -48,6 +48,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from model import build_model
+from model.wfen import Haar
 from utils.checkpoint import load_reason, safe_load, save_checkpoint
 from utils.cli import run_cli
 from utils.config import load_config
@@ -343,8 +345,6 @@ def wfen_name(key: str) -> str | None:
 def wfen_haar(ours: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The released fixed Haar filters (their HaarWavelet's ``haar_weights``, an nn.Parameter with
     requires_grad False) of the WFEN whose state dict is ``ours``: (4C, 1, 2, 2), our Haar filters."""
-    from model.wfen import Haar
-
     out = {}
     for n in "123":
         down, fusion = ours[f"wfd{n}.first_conv.weight"].shape[0], ours[f"wfu{n}.high.0.weight"].shape[0]
@@ -615,8 +615,6 @@ def to_released(ours: dict[str, torch.Tensor], model: str, embed_dim: int) -> di
 def unused_top_decoder(model_cfg: dict[str, Any], embed_dim: int) -> dict[str, torch.Tensor]:
     """HybriMamba's ``decoderlayer_3.*`` (built, never called by their forward) for a ``top_decoder: false``
     preset: our top decoder stage of the same settings, seeded, under the released names and prefix."""
-    from model import build_model
-
     torch.manual_seed(0)
     full = build_model({**model_cfg, "top_decoder": True})
     stage = {k: v for k, v in full.state_dict().items() if k.startswith("decoder3.")}
@@ -665,7 +663,6 @@ def main(argv: list[str] | None = None) -> dict[str, torch.Tensor]:
     cfg = load_config(config, sets)
     if cfg["model"]["name"] != args.model:
         raise ValueError(f"--config {config} builds model {cfg['model']['name']!r}, not --model {args.model!r}")
-    from model import build_model
 
     torch.manual_seed(0)
     target = build_model(cfg["model"])

@@ -37,6 +37,7 @@ from data.sample import face_crops
 from metrics import compare
 from metrics.io import note
 from utils.checkpoint import load_checkpoint
+from utils.cli import run_cli
 from utils.config import load_config
 from utils.image_io import pair_folders, read_pair
 
@@ -110,6 +111,7 @@ def border_table(rows: dict[str, dict[str, float]], band: int = BAND) -> str:
 
 def lpips_if_available() -> Any:
     """LPIPS-alex when the torchvision backbone weights are in the torch hub cache, else None (said why)."""
+    # lpips loads torchvision; only when its weights are there
     from metrics.lpips import backbone_weights_path, build_lpips
 
     try:
@@ -196,6 +198,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from utils.cli import run_cli
-
     sys.exit(run_cli(main))

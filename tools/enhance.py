@@ -51,7 +51,7 @@ def _test_script() -> Any:
 
 def detector() -> Any:
     """OpenCV's bundled frontal-face Haar cascade."""
-    import cv2
+    import cv2  # OpenCV is slow to import; only the face detector needs it
 
     path = Path(cv2.data.haarcascades) / CASCADE
     cascade = cv2.CascadeClassifier(str(path))
@@ -62,7 +62,7 @@ def detector() -> Any:
 
 def find_faces(rgb: np.ndarray, cascade: Any, min_face: int) -> list[Box]:
     """Face boxes (left, top, width, height), largest first."""
-    import cv2
+    import cv2  # OpenCV is slow to import; only the face detector needs it
 
     grey = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
     found = cascade.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(min_face, min_face))

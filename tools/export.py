@@ -19,6 +19,9 @@ from pathlib import Path
 
 import torch
 
+from model.build import bind_scan, load_network
+from model.ssm import Scan
+from model.ssm.chunked_scan import selective_scan_chunked_inline
 from utils.cli import run_cli
 
 FORMATS = ("exported-program", "aoti", "onnx")
@@ -42,9 +45,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def portable_scan() -> object:
     """The chunked pure-PyTorch forward as a bound scan: traces into ordinary aten operations."""
-    from model.ssm import Scan
-    from model.ssm.chunked_scan import selective_scan_chunked_inline
-
     return Scan("torch (pure PyTorch, inline)", selective_scan_chunked_inline)
 
 
@@ -64,8 +64,6 @@ def _onnx_missing() -> str | None:
 
 def export(args: argparse.Namespace) -> float:
     """Write the artifact; returns the largest |artifact(x) - eager(x)|."""
-    from model.build import bind_scan, load_network
-
     net, cfg, _ = load_network(args.checkpoint, args.config, not args.no_ema, "cpu")
     if args.format != "exported-program":
         bind_scan(net, portable_scan())
@@ -86,7 +84,7 @@ def _write_and_run(args: argparse.Namespace, net: torch.nn.Module, x: torch.Tens
         missing = _onnx_missing()
         if missing:
             raise SystemExit(missing)
-        import onnxruntime
+        import onnxruntime  # optional: onnxruntime (requirements-dev.txt), --format onnx
 
         try:
             torch.onnx.export(net, (x,), str(args.out), dynamo=True, external_data=False)
@@ -98,6 +96,7 @@ def _write_and_run(args: argparse.Namespace, net: torch.nn.Module, x: torch.Tens
     if args.format == "exported-program":
         torch.export.save(program, args.out)
         return torch.export.load(args.out).module()(x)
+    # inductor is slow to import; only --format aoti
     from torch._inductor import aoti_compile_and_package, aoti_load_package
 
     aoti_compile_and_package(program, package_path=str(args.out))

@@ -1,9 +1,9 @@
 """Experiment configuration: one YAML per experiment, dotted overrides, strict validation.
 
-The schema below lists every accepted key with its default, type and allowed values. A key
+The schema (:mod:`utils.schema`) lists every accepted key with its default, type and allowed values. A key
 that is not in the schema, or a value of the wrong type or outside its choices, is an error
 that names the dotted key and what is allowed. ``model`` keys beyond ``name`` are checked
-against the registered network's constructor. Numbers in exponent form without a dot (``2e-4``,
+against the registered network's constructor (``MODEL_REGISTRY``, filled when ``model`` is imported). Numbers in exponent form without a dot (``2e-4``,
 ``1E5``) are floats in files and ``--set`` values (plain YAML 1.1 reads them as strings), and
 an integral float such as ``1e5`` is accepted for an integer key.
 """
@@ -13,14 +13,13 @@ from __future__ import annotations
 import copy
 import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from model.build import COMPILE_MODES
-from model.ssm import BACKENDS
+from utils.registry import MODEL_REGISTRY, constructor_kwargs
+from utils.schema import SCHEMA, Opt, default_config
 
 AUTHORS_CONFIGS = {  # the config paths of the authors' READMEs and scripts -> ours
     name: "that is the RHMC repository's config; here: configs/rhmc_x8_celeba.yaml (paper) or configs/rhmc_released.yaml"
@@ -30,134 +29,6 @@ AUTHORS_CONFIGS = {  # the config paths of the authors' READMEs and scripts -> o
 
 class ConfigError(ValueError):
     """A config file, key or value that is not accepted."""
-
-
-@dataclass(frozen=True)
-class Opt:
-    """One leaf of the schema: default value, accepted types, optional closed set of values, numeric range."""
-
-    default: Any
-    types: tuple[type, ...]
-    choices: tuple[Any, ...] | None = None
-    nullable: bool = False
-    low: float | None = None
-    high: float | None = None
-    high_open: bool = False
-
-
-def _o(
-    default: Any,
-    *types: type,
-    choices: tuple[Any, ...] | None = None,
-    nullable: bool = False,
-    low: float | None = None,
-    high: float | None = None,
-    high_open: bool = False,
-) -> Opt:
-    """A schema leaf; ``low``/``high`` bound numbers (inclusive; ``high_open`` excludes ``high``)."""
-    return Opt(default, types or (type(default),), choices, nullable or default is None, low, high, high_open)
-
-
-NUM = (int, float)
-MAX_SIDE = 8192  # image side (pixels): one 8192^2 RGB float batch item is 0.8 GB
-MAX_BATCH = 65_536
-MAX_COUNT = 10**9  # iterations, epochs, image counts, logging intervals
-
-SCHEMA: dict[str, Any] = {
-    "name": _o("experiment", str),
-    "seed": _o(0, int),
-    "scale": _o(8, int, choices=(2, 4, 8, 16)),
-    "model": _o({"name": "bicubic"}, dict),
-    "ssm": {
-        "backend": _o("auto", str, choices=BACKENDS),
-        "deterministic": _o(False, bool),  # bitwise-reproducible scan gradients (triton: no atomics; not mamba_ssm)
-    },
-    "data": {
-        "value_range": _o([0, 1], list, choices=([0, 1], [-1, 1])),  # network input/output range (utils.value_range)
-        "train": {
-            "type": _o("hr_folder", str, choices=("hr_folder", "paired", "sample")),
-            "hr_dir": _o(None, str),
-            "lr_dir": _o(None, str),
-            "hr_size": _o(128, int, low=1, high=MAX_SIDE),
-            "fit": _o("center_crop", str, choices=("center_crop", "resize")),
-            "resize_kernel": _o("pil", str, choices=("pil", "matlab")),
-            "flip": _o(True, bool),
-            "random_scale": _o(True, bool),
-            "scale_range": _o([1.0, 1.3], list),
-            "skip_bad": _o(False, bool),
-            "num_workers": _o(2, int, low=0, high=256),
-            "repeat": _o(1, int, low=1, high=100_000),
-            "max_images": _o(None, int, low=1, high=MAX_COUNT),
-            "landmarks": _o(None, str),  # landmark file of the set (data.landmarks): heatmaps for DIC
-            "heatmap_sigma": _o(1.0, *NUM, low=0),
-        },
-        "val": {
-            "type": _o("sample", str, choices=("hr_folder", "paired", "sample", "none")),
-            "hr_dir": _o(None, str),
-            "lr_dir": _o(None, str),
-            "hr_size": _o(128, int, low=1, high=MAX_SIDE),
-            "fit": _o("center_crop", str, choices=("center_crop", "resize")),
-            "resize_kernel": _o("pil", str, choices=("pil", "matlab")),
-            "skip_bad": _o(False, bool),
-            "max_images": _o(None, int, low=1, high=MAX_COUNT),
-            "landmarks": _o(None, str),
-            "heatmap_sigma": _o(1.0, *NUM, low=0),
-        },
-    },
-    "train": {
-        "batch_size": _o(4, int, low=1, high=MAX_BATCH),
-        "iterations": _o(None, int, low=1, high=MAX_COUNT),
-        "epochs": _o(None, int, low=1, high=MAX_COUNT),
-        "optimizer": {
-            "type": _o("adamw", str, choices=("adam", "adamw")),
-            "lr": _o(4e-4, *NUM, low=0),
-            "betas": _o([0.9, 0.999], list),
-            "weight_decay": _o(0.0, *NUM, low=0),
-            "weight_decay_policy": _o("weights_only", str, choices=("weights_only", "all")),  # all = released codes
-        },
-        "scheduler": {
-            "type": _o("multistep", str, choices=("multistep", "cosine", "constant")),
-            "unit": _o("epoch", str, choices=("epoch", "iter")),
-            "milestones": _o([], list),
-            "gamma": _o(0.5, *NUM, low=0),
-            "warmup": _o(0, int, low=0, high=MAX_COUNT),
-            "min_lr": _o(0.0, *NUM, low=0),
-        },
-        "losses": _o([{"type": "l1", "weight": 1.0}], list),
-        "amp": _o("none", str, choices=("none", "bf16", "fp16")),
-        "ema": _o(0.0, *NUM, low=0, high=1, high_open=True),
-        "grad_clip": _o(0.0, *NUM, low=0),
-        "accumulate": _o(1, int, low=1),  # micro-batches per optimizer update (gradient accumulation)
-        "grad_checkpoint": _o("none", str, choices=("none", "blocks")),  # recompute blocks in the backward
-        "compile": _o("none", str, choices=COMPILE_MODES),  # torch.compile of the network (model.build)
-    },
-    "logging": {
-        "print_every": _o(10, int, low=1, high=MAX_COUNT),
-        "val_every": _o(500, int, low=1, high=MAX_COUNT),
-        "save_every": _o(500, int, low=1, high=MAX_COUNT),
-        "keep_iter_checkpoints": _o(True, bool),
-        "sample_every": _o(500, int, low=1, high=MAX_COUNT),
-        "tensorboard": _o(True, bool),
-        "progress_bar": _o(True, bool),
-    },
-    "eval": {  # HR test sets that bench.table1 scores (configs/table1/protocol.yaml)
-        "helen_hr_dir": _o(None, str),
-        "celeba_hr_dir": _o(None, str),
-    },
-    "paths": {
-        "experiments_root": _o("experiments", str),
-        "resume": _o(None, str),
-    },
-}
-
-
-def _defaults(schema: dict[str, Any]) -> dict[str, Any]:
-    return {k: _defaults(v) if isinstance(v, dict) else copy.deepcopy(v.default) for k, v in schema.items()}
-
-
-def default_config() -> dict[str, Any]:
-    """The full config with every default filled in."""
-    return _defaults(SCHEMA)
 
 
 def _check_leaf(key: str, opt: Opt, value: Any) -> Any:
@@ -174,8 +45,9 @@ def _check_leaf(key: str, opt: Opt, value: Any) -> Any:
     ok = isinstance(value, opt.types) and not (isinstance(value, bool) and bool not in opt.types)
     if not ok:
         raise ConfigError(f"config key {key!r} expects {_typename(opt)}, got {type(value).__name__} {value!r}")
-    if opt.choices is not None and value not in opt.choices:
-        raise ConfigError(f"config key {key!r} must be one of {list(opt.choices)}, got {value!r}")
+    choices = opt.allowed()
+    if choices is not None and value not in choices:
+        raise ConfigError(f"config key {key!r} must be one of {list(choices)}, got {value!r}")
     if opt.low is not None and value < opt.low:
         raise ConfigError(f"config key {key!r} must be >= {opt.low}, got {value!r}")
     if opt.high is not None and (value >= opt.high if opt.high_open else value > opt.high):
@@ -292,16 +164,18 @@ def _set_model(cfg: dict[str, Any], model: Any) -> None:
 
 
 def _check_model(model: dict[str, Any]) -> None:
-    import model as _registered  # noqa: F401  (fills the registry)
-    from model.registry import list_models, model_kwargs
-
+    """Finite values; with the networks registered (``model`` imported), a registered name and its constructor's
+    keywords only (``model.build`` checks the same when it builds)."""
     bad = _non_finite(model, "model")
     if bad is not None:
         raise ConfigError(f"config key {bad[0]!r} must be a finite number, got {bad[1]!r}")
+    if not MODEL_REGISTRY:
+        return
     name = model["name"]
-    if name not in list_models():
-        raise ConfigError(f"config key 'model.name': unknown model {name!r}; registered: {', '.join(list_models())}")
-    allowed = model_kwargs(name)
+    if name not in MODEL_REGISTRY:
+        names = ", ".join(sorted(MODEL_REGISTRY))
+        raise ConfigError(f"config key 'model.name': unknown model {name!r}; registered: {names}")
+    allowed = constructor_kwargs(MODEL_REGISTRY.get(name))
     unknown = sorted(set(model) - set(allowed) - {"name"})
     if unknown:
         raise ConfigError(

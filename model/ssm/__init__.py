@@ -27,6 +27,7 @@ import torch
 from model.ssm import torch_scan
 from model.ssm.reference import selective_scan_reference
 from model.ssm.torch_scan import selective_scan_torch
+from utils.registry import SCAN_BACKEND_REGISTRY
 
 logger = logging.getLogger(__name__)
 
@@ -57,16 +58,17 @@ def _mamba_ssm_fn() -> Callable | None:
     kernel itself does not import (mamba_ssm's main branch imports without it unless built with
     ``MAMBA_KEEP_CUDA_BUILD=TRUE``, and would fail only at the first scan)."""
     try:
-        import selective_scan_cuda
+        import selective_scan_cuda  # optional CUDA extension of mamba_ssm (requirements-cuda.txt)
     except Exception:  # ImportError, or a selective_scan_cuda built for another torch
         return None
-    from model.ssm.mamba_adapter import mamba_ssm_backend
+    from model.ssm.mamba_adapter import mamba_ssm_backend  # imports model.ssm: only once the kernel is there
 
     return mamba_ssm_backend(selective_scan_cuda)
 
 
 def _triton_fn() -> Callable | None:
     try:
+        # optional: triton (CUDA wheels) and its kernels
         from model.ssm.triton_scan import selective_scan_triton, triton_available
     except Exception:
         return None
@@ -95,6 +97,8 @@ BACKEND_TABLE: tuple[Backend, ...] = (
 )
 BACKENDS: tuple[str, ...] = ("auto", *(b.name for b in BACKEND_TABLE))
 """The ``ssm.backend`` choices."""
+for _row in BACKEND_TABLE:  # the config schema (utils.schema) reads the names from the registry
+    SCAN_BACKEND_REGISTRY.register(_row.name)(_row)
 
 
 def resolve_backend(name: str, device: torch.device | str, deterministic: bool = False) -> Scan:

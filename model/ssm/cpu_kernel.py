@@ -64,7 +64,7 @@ def _extension_name() -> str:
 def _pinned_ninja() -> Iterator[None]:
     """During a build, the pip-installed ninja (requirements.txt's pin) first on PATH when it is installed."""
     try:
-        import ninja
+        import ninja  # optional: the pinned ninja when pip installed it
     except ImportError:
         yield
         return
@@ -96,7 +96,7 @@ def _build() -> object | None:
         level = cpp_logger.level
         cpp_logger.setLevel(logging.ERROR)  # its import warns "No CUDA runtime is found" on CPU machines
         try:
-            from torch.utils import cpp_extension
+            from torch.utils import cpp_extension  # imports setuptools (slow); only when the kernel builds
         finally:
             cpp_logger.setLevel(level)
         name = _extension_name()

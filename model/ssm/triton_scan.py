@@ -31,7 +31,7 @@ _FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 def triton_available() -> bool:
     """True when triton imports."""
     try:
-        import triton  # noqa: F401
+        import triton  # noqa: F401 (the probe of the optional dependency)
     except Exception:
         return False
     return True
@@ -39,7 +39,7 @@ def triton_available() -> bool:
 
 def interpreting() -> bool:
     """Whether triton runs interpreted: ``triton.knobs`` from 3.4, TRITON_INTERPRET (read at import) before."""
-    import triton
+    import triton  # optional: triton (CUDA wheels)
 
     knobs = getattr(triton, "knobs", None)
     if knobs is not None:
@@ -62,7 +62,7 @@ class _Launchers:
 
 @functools.cache
 def _launchers() -> _Launchers:
-    from model.ssm import triton_kernels
+    from model.ssm import triton_kernels  # the @triton.jit kernels: imports triton
 
     return _Launchers(triton_kernels)
 
