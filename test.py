@@ -1,20 +1,20 @@
 """Super-resolve a folder with a trained checkpoint, save PNGs under the same names, then score them.
 
-    python test.py --checkpoint CKPT --lr_dir DIR [--hr_dir DIR] --out_dir DIR [--degrade]
-                   [--config CFG] [--batch_size N] [--device cpu|cuda] [--no_ema] [--quantize truncate|round]
-                   [--convention fsr|basicsr] [--crop_border N] [--lpips [--lpips_net alex|vgg]]
-                   [--vif [--vif_channel gray|y]]
+    python test.py --checkpoint CKPT --lr-dir DIR [--hr-dir DIR] --out-dir DIR [--degrade]
+                   [--config CFG] [--batch-size N] [--device cpu|cuda] [--no-ema] [--quantize truncate|round]
+                   [--convention fsr|basicsr] [--crop-border N] [--lpips [--lpips-net alex|vgg]]
+                   [--vif [--vif-channel gray|y]]
 
 Inputs (per image, network input = bicubic-upsampled LR, like training):
 - LR of size HR/scale (16x16 for 128x128 x8): upsampled by ``scale`` with PIL bicubic;
 - LR already upsampled (same size as the HR): used as is;
-- ``--degrade``: ``--lr_dir`` holds HR images, degraded on the fly (PIL bicubic down by
-  ``scale`` then up); they are also the ground truth unless ``--hr_dir`` is given.
-The expected HR size is each HR image's size when ``--hr_dir`` is given, else ``--hr_size``
+- ``--degrade``: ``--lr-dir`` holds HR images, degraded on the fly (PIL bicubic down by
+  ``scale`` then up); they are also the ground truth unless ``--hr-dir`` is given.
+The expected HR size is each HR image's size when ``--hr-dir`` is given, else ``--hr-size``
 (default: the config's ``data.val.hr_size``). ``--fit resize`` takes an LR of any other size
 (e.g. a face cropped from a photo) and resizes it to HR/scale first (PIL bicubic), noted once.
 Two inputs with the same stem (a.png, a.jpg) are refused (their outputs would overwrite each
-other); an ``--out_dir`` inside a run folder whose training holds ``run.lock`` is refused.
+other); an ``--out-dir`` inside a run folder whose training holds ``run.lock`` is refused.
 
 Outputs: ``<out_dir>/images/<stem>.png`` (uint8; the folder holds only the predictions, so it can
 be handed to any folder-scoring script, the papers' own included), and with ground truth
@@ -54,7 +54,7 @@ from metrics.psnr_ssim import CONVENTIONS, calculate_psnr, calculate_ssim, descr
 from metrics.tensor import QUANTIZE, tensor_to_uint8
 from model.build import COMPILE_MODES, compile_network
 from utils.authors import refuse_authors_flags
-from utils.cli import os_error_message, run_cli
+from utils.cli import ArgumentParser, os_error_message, run_cli
 from utils.run_folder import live_lock_owner
 from utils.value_range import predict_unit
 
@@ -67,14 +67,14 @@ QUANTIZE_TEXT = {
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     refuse_authors_flags(argv, "test.py")
-    parser = argparse.ArgumentParser(description="Face SR inference and scoring with a trained checkpoint")
+    parser = ArgumentParser(description="Face SR inference and scoring with a trained checkpoint")
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--config", default=None, help="YAML to build the model from (default: the checkpoint's)")
-    parser.add_argument("--lr_dir", required=True, help="LR images (or HR images with --degrade)")
-    parser.add_argument("--hr_dir", default=None, help="ground truth, paired by file name")
-    parser.add_argument("--out_dir", required=True)
-    parser.add_argument("--degrade", action="store_true", help="--lr_dir holds HR images: bicubic down x scale then up")
-    parser.add_argument("--hr_size", type=int, default=None, help="expected HR side without --hr_dir")
+    parser.add_argument("--lr-dir", required=True, help="LR images (or HR images with --degrade)")
+    parser.add_argument("--hr-dir", default=None, help="ground truth, paired by file name")
+    parser.add_argument("--out-dir", required=True)
+    parser.add_argument("--degrade", action="store_true", help="--lr-dir holds HR images: bicubic down x scale then up")
+    parser.add_argument("--hr-size", type=int, default=None, help="expected HR side without --hr-dir")
     parser.add_argument("--kernel", choices=KERNELS, default="pil", help="bicubic kernel for upsampling / --degrade")
     parser.add_argument(
         "--fit",
@@ -82,9 +82,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="exact",
         help="exact (default): LR must be HR/scale or HR-sized; resize: any LR size is resized to HR/scale first",
     )
-    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--no_ema", action="store_true", help="use the raw weights even when EMA weights exist")
+    parser.add_argument("--no-ema", action="store_true", help="use the raw weights even when EMA weights exist")
     parser.add_argument(
         "--quantize",
         choices=QUANTIZE,
@@ -92,19 +92,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="float -> uint8 of the saved outputs (papers: truncate)",
     )
     parser.add_argument("--convention", choices=CONVENTIONS, default="fsr")
-    parser.add_argument("--crop_border", type=int, default=0)
+    parser.add_argument("--crop-border", type=int, default=0)
     parser.add_argument("--lpips", action="store_true")
-    parser.add_argument("--lpips_net", choices=("alex", "vgg"), default="alex")
-    parser.add_argument("--lpips_weights", default=None, help="torchvision backbone file (default: torch hub cache)")
+    parser.add_argument("--lpips-net", choices=("alex", "vgg"), default="alex")
+    parser.add_argument("--lpips-weights", default=None, help="torchvision backbone file (default: torch hub cache)")
     parser.add_argument("--vif", action="store_true")
-    parser.add_argument("--vif_channel", choices=("gray", "y"), default="gray", help="VIF luminance (default gray)")
-    parser.add_argument("--no_progress", action="store_true")
+    parser.add_argument("--vif-channel", choices=("gray", "y"), default="gray", help="VIF luminance (default gray)")
+    parser.add_argument("--no-progress", action="store_true")
     parser.add_argument(
         "--compile", choices=COMPILE_MODES, default="none", help="torch.compile the network (default none)"
     )
     args = parser.parse_args(argv)
     if args.batch_size < 1:
-        parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
+        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but no CUDA device is available")
     return args
@@ -167,7 +167,7 @@ def network_input(
     raise DataError(
         f"LR image {str(path)!r} is {w}x{h} (WxH); expected {tw // scale}x{th // scale} (HR/{scale}) or "
         f"{tw}x{th} (already upsampled), for HR size {tw}x{th}"
-        + ("" if hr is not None else " (set by --hr_size / data.val.hr_size)")
+        + ("" if hr is not None else " (set by --hr-size / data.val.hr_size)")
         + "; --fit resize resizes any input to HR/scale"
     )
 
@@ -179,7 +179,7 @@ def prepare_out_dir(out_dir: Path, stems: list[str]) -> Path:
         owner = live_lock_owner(folder)
         if owner is not None:
             raise OSError(
-                f"--out_dir {str(out_dir)!r} is inside the run folder {str(folder)!r}, in use by a running training "
+                f"--out-dir {str(out_dir)!r} is inside the run folder {str(folder)!r}, in use by a running training "
                 f"({owner}); write elsewhere or wait for it to finish"
             )
     images = out_dir / "images"
@@ -206,7 +206,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]
         from metrics.lpips import build_lpips
 
         # fails before any inference
-        lpips_model = build_lpips(args.lpips_net, args.lpips_weights, device, flag="--lpips_weights")
+        lpips_model = build_lpips(args.lpips_net, args.lpips_weights, device, flag="--lpips-weights")
     net, cfg, info = load_model(args.checkpoint, args.config, not args.no_ema, args.device)
     compile_network(net, args.compile)
     scale = cfg["scale"]

@@ -1,7 +1,7 @@
 """Train a face super-resolution network from one YAML experiment file.
 
     python train.py --config configs/demo.yaml [--set train.batch_size=8 ...] [--resume [auto|PATH]]
-    torchrun --nproc_per_node 4 train.py --config ...      (DistributedDataParallel, one GPU per process)
+    torchrun --nproc-per-node 4 train.py --config ...      (DistributedDataParallel, one GPU per process)
 
 Rank 0 writes ``experiments/<name>/``: config.yaml, train.log, tb/, checkpoints/ (latest.pt,
 iter_<n>.pt, best.pt), samples/, and holds run.lock (pid, host) while it runs. Everything (config,
@@ -62,7 +62,7 @@ from utils.checkpoint import (
     load_weights,
     save_checkpoint,
 )
-from utils.cli import os_error_message
+from utils.cli import ArgumentParser, os_error_message
 from utils.config import ConfigError, load_config, save_config
 from utils.dist import DistInfo, all_ok, cleanup, init_distributed, peer_failure
 from utils.ema import ModelEMA
@@ -763,9 +763,7 @@ class Trainer:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     refuse_authors_flags(argv, "train.py")
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="configs/demo.yaml", help="experiment YAML (default: configs/demo.yaml)")
     p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help="dotted config overrides")
     p.add_argument(

@@ -1,7 +1,7 @@
 """Train a list of experiment configs for one fixed budget and write one markdown comparison table.
 
     python -m bench.ablations CONFIG|DIR [CONFIG|DIR ...] --out TABLE.md [--iterations N]
-        [--set key=value ...] [--work_dir DIR] [--val_dir HR_DIR] [--lpips_weights FILE]
+        [--set key=value ...] [--work-dir DIR] [--val-dir HR_DIR] [--lpips-weights FILE]
         [--nproc N] [--device cpu|cuda] [--timeout S]
 
 A folder stands for its ``*.yaml`` files except those starting with ``_`` (shared bases such as
@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from utils.cli import run_cli
+from utils.cli import ArgumentParser, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 UNTRAINED_MODELS = ("bicubic",)
@@ -68,10 +68,10 @@ class Row:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.ablations", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m bench.ablations", description=__doc__.split("\n\n")[0])
     p.add_argument("configs", nargs="+", help="experiment YAML files, or folders of them")
     p.add_argument("--out", required=True, help="markdown table to write (raw numbers go to the .json beside it)")
-    p.add_argument("--val_dir", default=None, help="HR validation images (default: export the first row's data.val)")
+    p.add_argument("--val-dir", default=None, help="HR validation images (default: export the first row's data.val)")
     return parse_run_options(p, argv, work_dir_help="run folders, test outputs, validation export")
 
 
@@ -79,8 +79,8 @@ def parse_run_options(p: argparse.ArgumentParser, argv: list[str] | None, work_d
     """Add the options every train-and-score-each-row bench shares (this one and bench.table1), parse, check."""
     p.add_argument("--iterations", type=int, default=None, help="training budget (default: each config's)")
     p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help="overrides for every row")
-    p.add_argument("--work_dir", default=f"experiments/{p.prog.split('.')[-1]}", help=work_dir_help)
-    p.add_argument("--lpips_weights", default=None, help="AlexNet backbone file (default: the torch hub cache)")
+    p.add_argument("--work-dir", default=f"experiments/{p.prog.split('.')[-1]}", help=work_dir_help)
+    p.add_argument("--lpips-weights", default=None, help="AlexNet backbone file (default: the torch hub cache)")
     p.add_argument("--nproc", type=int, default=1, help="training processes (torchrun when > 1)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--timeout", type=float, default=None, help="seconds allowed per training run")
@@ -125,12 +125,12 @@ def export_val_hr(cfg: dict[str, Any], folder: Path) -> Path:
 
     dataset = build_dataset(cfg["data"]["val"], cfg["scale"], train=False)
     if dataset is None or len(dataset) == 0:
-        raise ValueError("data.val of the first config has no images (type none?); pass --val_dir HR_DIR")
+        raise ValueError("data.val of the first config has no images (type none?); pass --val-dir HR_DIR")
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(len(dataset)):
         item = dataset[i]
         if "hr" not in item:
-            raise ValueError(f"data.val item {item['name']!r} has no HR image; pass --val_dir HR_DIR")
+            raise ValueError(f"data.val item {item['name']!r} has no HR image; pass --val-dir HR_DIR")
         Image.fromarray(tensor_to_uint8(item["hr"])).save(folder / f"{item['name']}.png")
     return folder
 
@@ -194,7 +194,7 @@ def run_command(cmd: list[str], what: str, timeout: float | None = None) -> str:
 def train(config: Path, overrides: list[str], nproc: int, timeout: float | None) -> None:
     """train.py on ``config`` with ``overrides`` (torchrun with ``nproc`` processes when > 1)."""
     launcher = (
-        [sys.executable] if nproc == 1 else [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}"]
+        [sys.executable] if nproc == 1 else [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}"]
     )
     cmd = [*launcher, "train.py", "--config", str(config), "--overwrite", "--set", *overrides]
     run_command(cmd, "train.py", timeout)  # --overwrite: a rerun moves the previous run folder aside
@@ -233,10 +233,10 @@ def lpips_status(weights: str | None) -> tuple[bool, str]:
 
 def score(checkpoint: Path, val_dir: Path, out_dir: Path, args: argparse.Namespace, lpips: bool) -> dict[str, Any]:
     """test.py --degrade --vif [--lpips] on the HR folder; returns its summary.json."""
-    cmd = [sys.executable, "test.py", "--checkpoint", str(checkpoint), "--lr_dir", str(val_dir)]
-    cmd += ["--out_dir", str(out_dir), "--degrade", "--vif", "--no_progress", "--device", args.device]
+    cmd = [sys.executable, "test.py", "--checkpoint", str(checkpoint), "--lr-dir", str(val_dir)]
+    cmd += ["--out-dir", str(out_dir), "--degrade", "--vif", "--no-progress", "--device", args.device]
     if lpips:
-        cmd += ["--lpips"] + ([] if args.lpips_weights is None else ["--lpips_weights", args.lpips_weights])
+        cmd += ["--lpips"] + ([] if args.lpips_weights is None else ["--lpips-weights", args.lpips_weights])
     run_command(cmd, "test.py")
     return json.loads((out_dir / "summary.json").read_text())
 
@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     work_dir = Path(args.work_dir).resolve()
     val_dir = Path(args.val_dir).resolve() if args.val_dir else None
     if val_dir is not None and not val_dir.is_dir():
-        raise FileNotFoundError(f"--val_dir {args.val_dir!r} does not exist or is not a folder")
+        raise FileNotFoundError(f"--val-dir {args.val_dir!r} does not exist or is not a folder")
     if val_dir is None:
         val_dir = export_val_hr(first_loadable(configs, args), work_dir / "val_hr")
     lpips_on, lpips_note = lpips_status(args.lpips_weights)

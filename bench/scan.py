@@ -24,6 +24,7 @@ import torch
 
 from bench.inputs import scan_inputs
 from bench.timing import fmt_time, median_time, sync
+from utils.cli import ArgumentParser
 
 
 def _backend_fns(device: torch.device, only: str | None = None) -> tuple[dict[str, object], dict[str, str]]:
@@ -100,7 +101,7 @@ def _run_case(args: argparse.Namespace, backend: str, n: int, length: int) -> di
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 16384])
     parser.add_argument("--states", type=int, nargs="+", default=[8, 16], help="d_state N values")
     parser.add_argument("--batch", type=int, default=2)

@@ -1,10 +1,10 @@
 """HybriMamba's Table 1 under one protocol: train and score every row, print ours beside the published values.
 
     python -m bench.table1 --set data.train.hr_dir=... eval.helen_hr_dir=... eval.celeba_hr_dir=...
-        [--iterations N] [--rows sparnet swinir ...] [--out results/table1.md] [--config_dir configs/table1]
-        [--work_dir DIR] [--lpips_weights FILE] [--nproc N] [--device cpu|cuda] [--timeout S]
+        [--iterations N] [--rows sparnet swinir ...] [--out results/table1.md] [--config-dir configs/table1]
+        [--work-dir DIR] [--lpips-weights FILE] [--nproc N] [--device cpu|cuda] [--timeout S]
 
-Rows are the ``*.yaml`` of ``--config_dir`` except ``protocol.yaml`` (or the stems given to ``--rows``),
+Rows are the ``*.yaml`` of ``--config-dir`` except ``protocol.yaml`` (or the stems given to ``--rows``),
 in Table 1's order, then any others. Each row is an ordinary training config (``base: protocol.yaml``).
 Per row, with the pieces of bench.ablations: parameters and FLOPs / MACs of one forward pass at the
 row's network input (the 16x16 LR for ``lr_input`` networks, else the 128x128 bicubic upsampling);
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import ablations
-from utils.cli import run_cli
+from utils.cli import ArgumentParser, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 PROTOCOL = "protocol.yaml"
@@ -67,8 +67,8 @@ class Row:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.table1", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config_dir", default=str(REPO / "configs" / "table1"), help="the row configs and protocol.yaml")
+    p = ArgumentParser(prog="python -m bench.table1", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config-dir", default=str(REPO / "configs" / "table1"), help="the row configs and protocol.yaml")
     p.add_argument("--rows", nargs="+", default=None, metavar="STEM", help="only these rows (config file stems)")
     p.add_argument("--out", default="results/table1.md", help="markdown table (raw numbers in the .json beside it)")
     return ablations.parse_run_options(p, argv, work_dir_help="run folders and test outputs")
@@ -77,7 +77,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def row_configs(config_dir: Path, rows: list[str] | None) -> list[Path]:
     """The row files: every ``*.yaml`` but the protocol (or ``rows``), Table 1's order first."""
     if not config_dir.is_dir():
-        raise FileNotFoundError(f"--config_dir {str(config_dir)!r} is not a folder")
+        raise FileNotFoundError(f"--config-dir {str(config_dir)!r} is not a folder")
     found = {p.stem: p for p in config_dir.glob("*.yaml") if p.name != PROTOCOL}
     if rows is not None:
         missing = [r for r in rows if r not in found]

@@ -16,7 +16,6 @@ runs on a GPU: speed is not measured here.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import json
@@ -30,6 +29,7 @@ from pathlib import Path
 import torch
 
 from model.ssm.triton_scan import CHUNK, backward_launch, forward_launch
+from utils.cli import ArgumentParser
 
 MODEL_CONFIGS = ("configs/hybrimamba_x8_celeba.yaml", "configs/rhmc_x8_celeba.yaml", "configs/ablations/mamba1d.yaml")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -249,7 +249,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--configs", nargs="+", default=list(MODEL_CONFIGS), help="experiment configs to read launches from"
     )

@@ -1,8 +1,8 @@
 """Paper-style comparison of several methods: a qualitative figure and a quantitative table.
 
-    python -m metrics.compare --gt_dir HR --method Bicubic=results/bicubic --method HybriMamba=results/hm \
-        [--lr_dir LR] [--names img1 img2 | --max_images 4] [--crop X Y W H] [--zoom 3] \
-        [--lpips [--lpips_weights PATH]] [--out_dir results/compare]
+    python -m metrics.compare --gt-dir HR --method Bicubic=results/bicubic --method HybriMamba=results/hm \
+        [--lr-dir LR] [--names img1 img2 | --max-images 4] [--crop X Y W H] [--zoom 3] \
+        [--lpips [--lpips-weights PATH]] [--out-dir results/compare]
 
 Each ``--method NAME=DIR`` is a prediction folder (as test.py writes it: PNGs named like the
 ground truth; other files are ignored). Scores are computed here from the images with the
@@ -10,7 +10,7 @@ metric functions (fsr convention: PSNR/SSIM on truncated uint8 Y, no crop; VIFp 
 LPIPS-alex when asked), so the table does not depend on where test.py puts its CSV.
 Writes ``figure.png`` (one row per image; columns [LR,] methods..., HR, titled; with ``--crop``
 a red box and a zoomed inset of that box in every tile), ``table.md``, ``table.tex`` and
-``scores.csv`` (per image and method) under ``--out_dir``, and prints the table and the paths.
+``scores.csv`` (per image and method) under ``--out-dir``, and prints the table and the paths.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from metrics.io import finite_mean, list_images, read_rgb, score_folders, write_
 from metrics.psnr_ssim import calculate_psnr, calculate_ssim
 from metrics.vif import calculate_vif
 from utils import figure
-from utils.cli import run_cli
+from utils.cli import ArgumentParser, run_cli
 
 LOWER_IS_BETTER = {"lpips"}
 HEADERS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "vif": "VIF", "lpips": "LPIPS"}
@@ -220,22 +220,22 @@ def compare(
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Qualitative figure and quantitative table for several SR methods")
-    p.add_argument("--gt_dir", required=True, help="ground-truth HR folder")
+    p = ArgumentParser(description="Qualitative figure and quantitative table for several SR methods")
+    p.add_argument("--gt-dir", required=True, help="ground-truth HR folder")
     p.add_argument("--method", action="append", required=True, metavar="NAME=DIR", help="a prediction folder")
-    p.add_argument("--lr_dir", default=None, help="LR inputs, shown as the first column (nearest upscaling)")
+    p.add_argument("--lr-dir", default=None, help="LR inputs, shown as the first column (nearest upscaling)")
     p.add_argument("--names", nargs="+", default=None, help="image stems for the figure (default: first N)")
-    p.add_argument("--max_images", type=int, default=4, help="figure rows when --names is not given")
+    p.add_argument("--max-images", type=int, default=4, help="figure rows when --names is not given")
     p.add_argument("--crop", type=int, nargs=4, default=None, metavar=("X", "Y", "W", "H"), help="zoom box, HR px")
     p.add_argument("--zoom", type=float, default=3.0, help="inset magnification of the --crop box")
     p.add_argument("--tile", type=int, default=256, help="displayed side of every tile, px")
     p.add_argument("--lpips", action="store_true", help="add LPIPS (needs the torchvision backbone weights)")
-    p.add_argument("--lpips_weights", default=None)
-    p.add_argument("--out_dir", default="results/compare")
+    p.add_argument("--lpips-weights", default=None)
+    p.add_argument("--out-dir", default="results/compare")
     args = p.parse_args(argv)
     if args.max_images < 1 or args.tile < 16 or args.zoom <= 0:
         p.error(
-            f"--max_images >= 1, --tile >= 16 and --zoom > 0 expected, got {args.max_images}, {args.tile}, {args.zoom}"
+            f"--max-images >= 1, --tile >= 16 and --zoom > 0 expected, got {args.max_images}, {args.tile}, {args.zoom}"
         )
     return args
 
