@@ -49,8 +49,9 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from data.degrade import KERNELS, degrade, resize, to_tensor
 from data.io import DataError, index_by_stem, list_images, pair_by_stem, read_rgb
+from metrics import table as metric_table
 from metrics.io import IMAGE_EXTENSIONS, csv_text, format_summary, summarize, write_csv
-from metrics.psnr_ssim import CONVENTIONS, calculate_psnr, calculate_ssim, describe
+from metrics.psnr_ssim import describe
 from metrics.tensor import QUANTIZE, tensor_to_uint8
 from model.build import COMPILE_MODES, compile_network
 from utils.authors import refuse_authors_flags
@@ -91,13 +92,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="truncate",
         help="float -> uint8 of the saved outputs (papers: truncate)",
     )
-    parser.add_argument("--convention", choices=CONVENTIONS, default="fsr")
-    parser.add_argument("--crop-border", type=int, default=0)
-    parser.add_argument("--lpips", action="store_true")
-    parser.add_argument("--lpips-net", choices=("alex", "vgg"), default="alex")
-    parser.add_argument("--lpips-weights", default=None, help="torchvision backbone file (default: torch hub cache)")
-    parser.add_argument("--vif", action="store_true")
-    parser.add_argument("--vif-channel", choices=("gray", "y"), default="gray", help="VIF luminance (default gray)")
+    metric_table.add_options(parser)  # --convention, --crop-border, --lpips, --lpips-net, --vif ... (metrics.table)
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument(
         "--compile", choices=COMPILE_MODES, default="none", help="torch.compile the network (default none)"
@@ -201,12 +196,8 @@ def prepare_out_dir(out_dir: Path, stems: list[str]) -> Path:
 def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Super-resolve, save and (with ground truth) score every image; returns the summary and per-image rows."""
     device = torch.device(args.device)
-    lpips_model = None
-    if args.lpips:
-        from metrics.lpips import build_lpips
-
-        # fails before any inference
-        lpips_model = build_lpips(args.lpips_net, args.lpips_weights, device, flag="--lpips-weights")
+    metric_names = metric_table.selected(args)
+    scorers = metric_table.build_scorers(metric_names, args, str(device))  # LPIPS's model: fails before inference
     net, cfg, info = load_model(args.checkpoint, args.config, not args.no_ema, args.device)
     compile_network(net, args.compile)
     scale = cfg["scale"]
@@ -239,7 +230,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]
             save_output(Image.fromarray(pred), images_dir / f"{stem}.png", rows, saved, len(items), args)
             saved += 1
             if gt is not None:
-                rows.append(score(stem, pred, gt, args, lpips_model))
+                rows.append(score(stem, pred, gt, scorers))
         bar.update(len(batch))  # counted once inferred, saved and scored
         batch.clear()
 
@@ -286,14 +277,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]
     if scored:
         metric_keys = [k for k in rows[0] if k != "name"]
         summary.update({k: v for k, v in summarize(rows, metric_keys).items() if k != "count"})
-        summary["convention"] = describe(args.convention, args.crop_border)
-        if lpips_model is not None:
-            summary["lpips_convention"] = f"LPIPS v0.1 {args.lpips_net}, RGB in [-1, 1] from the saved uint8"
-        if args.vif:
-            from metrics.vif import describe as describe_vif
-
-            summary["vif_channel"] = args.vif_channel
-            summary["vif_convention"] = describe_vif(args.vif_channel)
+        summary.update(metric_table.conventions(metric_names, args))
     return summary, rows
 
 
@@ -333,27 +317,13 @@ def save_results(out_dir: Path, summary: dict[str, Any], rows: list[dict[str, An
         ) from None
 
 
-def score(stem: str, pred: np.ndarray, gt: np.ndarray, args: argparse.Namespace, lpips_model: Any) -> dict[str, Any]:
-    """Per-image metrics on the saved uint8 prediction against the uint8 ground truth."""
+def score(stem: str, pred: np.ndarray, gt: np.ndarray, scorers: dict[str, metric_table.Scorer]) -> dict[str, Any]:
+    """Per-image metrics (the table's scorers) on the saved uint8 prediction against the uint8 ground truth."""
     if pred.shape != gt.shape:
         raise DataError(
             f"output for {stem!r} is {pred.shape[1]}x{pred.shape[0]} but its HR is {gt.shape[1]}x{gt.shape[0]}"
         )
-    row: dict[str, Any] = {
-        "name": stem,
-        "psnr": calculate_psnr(pred, gt, args.convention, args.crop_border),
-        "ssim": calculate_ssim(pred, gt, args.convention, args.crop_border),
-    }
-    if lpips_model is not None:
-        from metrics.lpips import calculate_lpips
-
-        device = str(next(lpips_model.parameters()).device)
-        row["lpips"] = calculate_lpips(pred, gt, device=device, model=lpips_model)
-    if args.vif:
-        from metrics.vif import calculate_vif
-
-        row["vif"] = calculate_vif(pred, gt, channel=args.vif_channel)
-    return row
+    return {"name": stem, **{name: fn(pred, gt) for name, fn in scorers.items()}}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -366,9 +336,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     if rows:
         keys = [k for k in rows[0] if k != "name"]
-        log.info(f"convention: {summary['convention']}")
-        if "vif_convention" in summary:
-            log.info(f"vif: {summary['vif_convention']}")
+        for key in dict.fromkeys(metric_table.METRICS[name].convention_key for name in keys):
+            log.info(f"{key.removesuffix('_convention')}: {summary[key]}")  # convention: (PSNR / SSIM), vif: ...
         for line in format_summary(summary, keys):
             log.info(line)
         save_results(Path(args.out_dir), summary, rows)

@@ -46,8 +46,8 @@ from tqdm import tqdm
 import model.ssm
 from data import build_dataset
 from data.io import DataError
-from metrics.io import finite_mean
-from metrics.psnr_ssim import calculate_psnr, calculate_ssim
+from metrics import table as metric_table
+from metrics.io import summarize
 from metrics.tensor import tensor_to_uint8
 from model.build import build_network, compile_network
 from model.losses import WeightedLoss
@@ -135,6 +135,17 @@ def build_optimizer(net: nn.Module, opt: dict[str, Any]) -> torch.optim.Optimize
     cls = torch.optim.AdamW if opt["type"] == "adamw" else torch.optim.Adam
     groups = param_groups(net, float(opt["weight_decay"]), opt.get("weight_decay_policy", "weights_only"))
     return cls(groups, lr=float(opt["lr"]), betas=betas)
+
+
+def validation_line(summary: dict[str, Any]) -> str:
+    """``PSNR 21.7700 dB  SSIM 0.5671``, then the images left out of a mean (PSNR inf of identical images)."""
+    parts, notes = [], ""
+    for key in metric_table.VALIDATION:
+        m = metric_table.METRICS[key]
+        parts.append(f"{m.label} {summary[key]:.4f}" + (f" {m.unit}" if m.unit else ""))
+        if summary.get(f"{key}_excluded"):
+            notes += f"  ({len(summary[key + '_excluded'])} non-finite images left out of the {m.label} mean)"
+    return "  ".join(parts) + notes
 
 
 def weights_digest(state: dict[str, torch.Tensor]) -> str:
@@ -467,25 +478,25 @@ class Trainer:
         return from_network(self._forward(net, to_network(lr, value_range)).float(), value_range)
 
     @torch.no_grad()
-    def validate(self) -> dict[str, float]:
-        """Mean PSNR / SSIM (fsr convention) of the evaluation weights (EMA when on) over data.val."""
+    def validate(self) -> dict[str, Any]:
+        """Means of the table's validation metrics (PSNR / SSIM, fsr convention; metrics.io's averaging rule) of
+        the evaluation weights (EMA when on) over data.val: ``count``, ``<metric>``, ``<metric>_excluded``."""
         net = self._eval_net()
         was_training = net.training
         net.eval()
         loader = DataLoader(self.val_set, batch_size=self.cfg["train"]["batch_size"], num_workers=0)
-        psnrs, ssims = [], []
+        scorers = metric_table.build_scorers(metric_table.VALIDATION)
+        rows: list[dict[str, Any]] = []
         max_images = self.cfg["data"]["val"]["max_images"]
         for batch in loader:
             sr = self._predict(net, batch[self.input_key].to(self.device))
-            for pred, gt in zip(tensor_to_uint8(sr), tensor_to_uint8(batch["hr"])):
-                psnrs.append(calculate_psnr(pred, gt, convention="fsr"))
-                ssims.append(calculate_ssim(pred, gt, convention="fsr"))
-            if max_images is not None and len(psnrs) >= max_images:
-                psnrs, ssims = psnrs[:max_images], ssims[:max_images]
+            for name, pred, gt in zip(batch["name"], tensor_to_uint8(sr), tensor_to_uint8(batch["hr"])):
+                rows.append({"name": name, **{key: fn(pred, gt) for key, fn in scorers.items()}})
+            if max_images is not None and len(rows) >= max_images:
+                rows = rows[:max_images]
                 break
         net.train(was_training)
-        psnr, n_inf = finite_mean(psnrs)
-        return {"psnr": psnr, "ssim": float(sum(ssims) / max(len(ssims), 1)), "images": len(psnrs), "psnr_inf": n_inf}
+        return summarize(rows, list(scorers))
 
     @torch.no_grad()
     def save_samples(self, fallback: dict[str, Any]) -> None:
@@ -513,13 +524,12 @@ class Trainer:
                 m = self.validate()
             tag = "EMA" if self.ema is not None else "model"
             self.log.info(
-                f"validation iter {self.iteration} ({tag} weights, fsr convention, {m['images']} images): "
-                f"PSNR {m['psnr']:.4f} dB  SSIM {m['ssim']:.4f}"
-                + (f"  ({m['psnr_inf']} identical images left out of the PSNR mean)" if m["psnr_inf"] else "")
+                f"validation iter {self.iteration} ({tag} weights, fsr convention, {m['count']} images): "
+                + validation_line(m)
             )
             if self.writer is not None:
-                self.writer.add_scalar("val/psnr", m["psnr"], self.iteration)
-                self.writer.add_scalar("val/ssim", m["ssim"], self.iteration)
+                for key in metric_table.VALIDATION:
+                    self.writer.add_scalar(f"val/{key}", m[key], self.iteration)
             improved = math.isfinite(m["psnr"]) and (self.best_psnr is None or m["psnr"] > self.best_psnr)
             if improved:
                 self.best_psnr = m["psnr"]

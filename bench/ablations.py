@@ -33,6 +33,8 @@ from typing import Any
 
 import torch
 
+from metrics import table as metric_table
+from metrics.table import METRICS
 from utils.cli import ArgumentParser, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,6 +43,7 @@ NEVER = 10**9  # a logging period that never fires within the budget
 RATE_LINE = re.compile(r"\biter (\d+)/(\d+) epoch \d+ .* ([0-9.]+) it/s\s*$")
 LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (INFO|WARNING|ERROR) ")
 WORLD_LINE = re.compile(r"world size (\d+), batch size (\d+) per process")
+BENCH_METRIC_OPTIONS = ("lpips_weights",)  # metric options the benches pass on to test.py
 
 
 class RowError(RuntimeError):
@@ -59,10 +62,7 @@ class Row:
     flops: int | None = None
     macs: int | None = None
     size: int | None = None
-    psnr: float | None = None
-    ssim: float | None = None
-    lpips: float | None = None
-    vif: float | None = None
+    scores: dict[str, float | None] = field(default_factory=dict)  # metric (metrics.table) -> test.py mean
     img_per_s: float | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -80,7 +80,7 @@ def parse_run_options(p: argparse.ArgumentParser, argv: list[str] | None, work_d
     p.add_argument("--iterations", type=int, default=None, help="training budget (default: each config's)")
     p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help="overrides for every row")
     p.add_argument("--work-dir", default=f"experiments/{p.prog.split('.')[-1]}", help=work_dir_help)
-    p.add_argument("--lpips-weights", default=None, help="AlexNet backbone file (default: the torch hub cache)")
+    metric_table.add_options(p, only=BENCH_METRIC_OPTIONS)  # --lpips-weights
     p.add_argument("--nproc", type=int, default=1, help="training processes (torchrun when > 1)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--timeout", type=float, default=None, help="seconds allowed per training run")
@@ -220,28 +220,29 @@ def train_images_per_s(log_text: str) -> float:
     return statistics.median(kept) * int(world.group(2)) * int(world.group(1))
 
 
-def lpips_status(weights: str | None) -> tuple[bool, str]:
-    """(weights present, footnote): LPIPS is scored only with the AlexNet backbone file at hand."""
-    from metrics.lpips import backbone_weights_path
-
-    try:
-        path = backbone_weights_path("alex", weights)
-    except FileNotFoundError as err:
-        return False, f"LPIPS not scored (n/a): {err}"
-    return True, f"LPIPS v0.1 AlexNet, backbone weights {path}."
+def metric_status(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """(the table's metrics that can be scored, footnotes): LPIPS only with its AlexNet backbone file at hand."""
+    scored, notes = metric_table.status(args)
+    return scored, list(notes.values())
 
 
-def score(checkpoint: Path, val_dir: Path, out_dir: Path, args: argparse.Namespace, lpips: bool) -> dict[str, Any]:
-    """test.py --degrade --vif [--lpips] on the HR folder; returns its summary.json."""
+def score(
+    checkpoint: Path, val_dir: Path, out_dir: Path, args: argparse.Namespace, metrics: list[str]
+) -> dict[str, Any]:
+    """test.py --degrade with each of ``metrics`` switched on (--vif, --lpips ...) on the HR folder; its summary.json."""
     cmd = [sys.executable, "test.py", "--checkpoint", str(checkpoint), "--lr-dir", str(val_dir)]
-    cmd += ["--out-dir", str(out_dir), "--degrade", "--vif", "--no-progress", "--device", args.device]
-    if lpips:
-        cmd += ["--lpips"] + ([] if args.lpips_weights is None else ["--lpips-weights", args.lpips_weights])
+    cmd += ["--out-dir", str(out_dir), "--degrade", "--no-progress", "--device", args.device]
+    cmd += [f"--{name}" for name in metrics if METRICS[name].optional]
+    for option in (o for m in metrics for o in METRICS[m].options if o.name in BENCH_METRIC_OPTIONS):
+        if getattr(args, option.name) is not None:
+            cmd += [option.flag, str(getattr(args, option.name))]
     run_command(cmd, "test.py")
     return json.loads((out_dir / "summary.json").read_text())
 
 
-def bench_row(row: Row, args: argparse.Namespace, work_dir: Path, val_dir: Path, lpips: bool, seen: set[str]) -> None:
+def bench_row(
+    row: Row, args: argparse.Namespace, work_dir: Path, val_dir: Path, metrics: list[str], seen: set[str]
+) -> None:
     """Fill ``row``: complexity, training and scoring of its config (raises at the first failing step)."""
     path = Path(row.config)
     cfg = load_row_config(path, args.set, args.iterations)
@@ -259,9 +260,8 @@ def bench_row(row: Row, args: argparse.Namespace, work_dir: Path, val_dir: Path,
     else:
         train(path, [*args.set, *train_overrides(cfg, work_dir), *_budget(args.iterations)], args.nproc, args.timeout)
         row.img_per_s = train_images_per_s((run_dir / "train.log").read_text())
-    summary = score(checkpoint, val_dir, run_dir / "test", args, lpips)
-    row.psnr, row.ssim, row.vif = summary["psnr"], summary["ssim"], summary["vif"]
-    row.lpips = summary.get("lpips")
+    summary = score(checkpoint, val_dir, run_dir / "test", args, metrics)
+    row.scores = {name: summary[name] for name in metrics}
 
 
 def _budget(iterations: int | None) -> list[str]:
@@ -276,25 +276,26 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def render_table(rows: list[Row], header: list[str], footnotes: list[str], lpips_on: bool) -> str:
-    """Markdown: protocol header, one line per row, footnotes."""
-    lpips_head = "LPIPS ↓" if lpips_on else "LPIPS ↓ [1]"
-    cols = [
-        "Row",
-        "Model",
-        "Params",
-        "GFLOPs",
-        "GMACs",
-        "PSNR (dB) ↑",
-        "SSIM ↑",
-        lpips_head,
-        "VIF ↑",
-        "Train img/s",
-        "Status",
-    ]
+def metric_header(name: str, scored: list[str], footnotes: list[str]) -> str:
+    """``PSNR (dB) ↑``; a metric that is not scored points to its footnote (``LPIPS ↓ [1]``)."""
+    m = METRICS[name]
+    note = next((i for i, n in enumerate(footnotes, 1) if n.startswith(f"{m.label} not scored")), None)
+    return f"{m.header} {m.arrow}" + (f" [{note}]" if name not in scored and note else "")
+
+
+def metric_cell(row: Row, name: str, scored: list[str]) -> str:
+    """The row's mean (4 decimals); ``n/a`` for a metric not scored in a row that ran."""
+    if name in scored:
+        return _fmt(row.scores.get(name), ".4f")
+    return "n/a" if row.status == "ok" else "—"
+
+
+def render_table(rows: list[Row], header: list[str], footnotes: list[str], scored: list[str]) -> str:
+    """Markdown: protocol header, one line per row (a column per metric of metrics.table), footnotes."""
+    metric_cols = [metric_header(name, scored, footnotes) for name in METRICS]
+    cols = ["Row", "Model", "Params", "GFLOPs", "GMACs", *metric_cols, "Train img/s", "Status"]
     lines = [*header, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
-        lpips = _fmt(r.lpips, ".4f") if lpips_on else ("n/a" if r.status == "ok" else "—")
         status = r.status + "".join(f"; {n}" for n in r.notes)
         cells = [
             r.name,
@@ -302,10 +303,7 @@ def render_table(rows: list[Row], header: list[str], footnotes: list[str], lpips
             _fmt(r.params, ","),
             _fmt(None if r.flops is None else r.flops / 1e9, ".3f"),
             _fmt(None if r.macs is None else r.macs / 1e9, ".3f"),
-            _fmt(r.psnr, ".4f"),
-            _fmt(r.ssim, ".4f"),
-            lpips,
-            _fmt(r.vif, ".4f"),
+            *(metric_cell(r, name, scored) for name in METRICS),
             _fmt(r.img_per_s, ".1f"),
             status,
         ]
@@ -353,19 +351,19 @@ def main(argv: list[str] | None = None) -> list[Row]:
         raise FileNotFoundError(f"--val-dir {args.val_dir!r} does not exist or is not a folder")
     if val_dir is None:
         val_dir = export_val_hr(first_loadable(configs, args), work_dir / "val_hr")
-    lpips_on, lpips_note = lpips_status(args.lpips_weights)
+    scored, notes = metric_status(args)
     rows: list[Row] = []
     seen: set[str] = set()
     for path in configs:
         row = Row(config=str(path), name=path.stem)
         try:
-            bench_row(row, args, work_dir, val_dir, lpips_on, seen)
+            bench_row(row, args, work_dir, val_dir, scored, seen)
         except Exception as err:  # one broken row must not lose the others
             row.status = f"failed: {err}"
         rows.append(row)
         print(f"{row.name}: {row.status}", file=sys.stderr)
     n_val = sum(1 for p in val_dir.iterdir() if p.is_file())
-    table = render_table(rows, protocol_header(args, argv, rows, val_dir, n_val), [lpips_note], lpips_on)
+    table = render_table(rows, protocol_header(args, argv, rows, val_dir, n_val), notes, scored)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(table)

@@ -23,26 +23,19 @@ if __name__ == "__main__":  # run by path (python metrics/x.py): the repository 
 
 import argparse
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from metrics import table as metric_table
 from metrics.io import finite_mean, list_images, read_rgb, score_folders, write_csv
-from metrics.psnr_ssim import calculate_psnr, calculate_ssim
-from metrics.vif import calculate_vif
+from metrics.table import METRICS, Scorer
 from utils import figure
 from utils.cli import ArgumentParser, run_cli
 
-LOWER_IS_BETTER = {"lpips"}
-HEADERS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "vif": "VIF", "lpips": "LPIPS"}
-LATEX_HEADERS = {
-    "psnr": r"PSNR$\uparrow$",
-    "ssim": r"SSIM$\uparrow$",
-    "vif": r"VIF$\uparrow$",
-    "lpips": r"LPIPS$\downarrow$",
-}
+ALWAYS = ("vif",)  # scored here without a switch (test.py needs --vif); LPIPS needs --lpips
 
 
 def parse_method(spec: str) -> tuple[str, Path]:
@@ -55,18 +48,16 @@ def parse_method(spec: str) -> tuple[str, Path]:
     return name, Path(folder)
 
 
-def score_method(pred_dir: str | Path, gt_dir: str | Path, lpips_model: Any = None) -> list[dict[str, Any]]:
-    """Per-image rows {name, psnr, ssim, vif[, lpips]} of one prediction folder against the ground truth."""
-    metrics: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
-        "psnr": lambda pred, gt: calculate_psnr(pred, gt, "fsr"),
-        "ssim": lambda pred, gt: calculate_ssim(pred, gt, "fsr"),
-        "vif": calculate_vif,
-    }
-    if lpips_model is not None:
-        from metrics.lpips import calculate_lpips
+def default_scorers(opts: Any = None) -> dict[str, Scorer]:
+    """The table's scorers at their default conventions: PSNR, SSIM, VIF, and LPIPS when ``opts`` asks (``lpips``)."""
+    return metric_table.build_scorers(metric_table.selected(opts or {}, always=ALWAYS), opts)
 
-        metrics["lpips"] = lambda pred, gt: calculate_lpips(pred, gt, model=lpips_model)
-    return score_folders(pred_dir, gt_dir, metrics, progress=False)
+
+def score_method(
+    pred_dir: str | Path, gt_dir: str | Path, scorers: dict[str, Scorer] | None = None
+) -> list[dict[str, Any]]:
+    """Per-image rows {name, <metric>...} of one prediction folder against the ground truth."""
+    return score_folders(pred_dir, gt_dir, scorers if scorers is not None else default_scorers(), progress=False)
 
 
 def summarize_methods(per_method: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -79,25 +70,23 @@ def summarize_methods(per_method: dict[str, list[dict[str, Any]]]) -> list[dict[
 
 
 def metric_keys(table: Sequence[dict[str, Any]]) -> list[str]:
-    return [k for k in HEADERS if all(k in row for row in table)]
+    return [k for k in METRICS if all(k in row for row in table)]
 
 
 def _best(table: Sequence[dict[str, Any]], key: str) -> float:
     values = [row[key] for row in table if math.isfinite(row[key])]
-    if not values:
-        return math.nan
-    return min(values) if key in LOWER_IS_BETTER else max(values)
+    return METRICS[key].best(values) if values else math.nan
 
 
 def _fmt(key: str, value: float) -> str:
-    return f"{value:.2f}" if key == "psnr" else f"{value:.4f}"
+    return METRICS[key].format(value)
 
 
 def markdown_table(table: Sequence[dict[str, Any]]) -> str:
     """GitHub markdown table, one row per method, best value per column in bold."""
     keys = metric_keys(table)
     lines = [
-        "| Method | " + " | ".join(HEADERS[k] for k in keys) + " |",
+        "| Method | " + " | ".join(METRICS[k].header for k in keys) + " |",
         "|---|" + "---|" * len(keys),
     ]
     for row in table:
@@ -121,7 +110,7 @@ def latex_table(table: Sequence[dict[str, Any]], caption: str = "Quantitative co
         rf"\caption{{{_latex_escape(caption)}}}",
         r"\begin{tabular}{l" + "c" * len(keys) + "}",
         r"\toprule",
-        "Method & " + " & ".join(LATEX_HEADERS[k] for k in keys) + r" \\",
+        "Method & " + " & ".join(METRICS[k].latex for k in keys) + r" \\",
         r"\midrule",
     ]
     for row in table:
@@ -194,14 +183,15 @@ def compare(
     crop: figure.Box | None = None,
     zoom: float = 3.0,
     tile: int = 256,
-    lpips_model: Any = None,
+    scorers: dict[str, Scorer] | None = None,
 ) -> dict[str, Any]:
     """Score every method, write figure.png, table.md, table.tex and scores.csv; returns paths and table."""
     if not methods:
         raise ValueError("give at least one --method NAME=DIR")
     if len({name for name, _ in methods}) != len(methods):
         raise ValueError(f"method names must differ, got {[name for name, _ in methods]}")
-    per_method = {name: score_method(folder, gt_dir, lpips_model) for name, folder in methods}
+    scorers = scorers if scorers is not None else default_scorers()
+    per_method = {name: score_method(folder, gt_dir, scorers) for name, folder in methods}
     table = summarize_methods(per_method)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -229,8 +219,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--crop", type=int, nargs=4, default=None, metavar=("X", "Y", "W", "H"), help="zoom box, HR px")
     p.add_argument("--zoom", type=float, default=3.0, help="inset magnification of the --crop box")
     p.add_argument("--tile", type=int, default=256, help="displayed side of every tile, px")
-    p.add_argument("--lpips", action="store_true", help="add LPIPS (needs the torchvision backbone weights)")
-    p.add_argument("--lpips-weights", default=None)
+    metric_table.add_options(p, only=("lpips", "lpips_weights"))  # PSNR / SSIM fsr, VIF gray, LPIPS alex
     p.add_argument("--out-dir", default="results/compare")
     args = p.parse_args(argv)
     if args.max_images < 1 or args.tile < 16 or args.zoom <= 0:
@@ -243,14 +232,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     methods = [parse_method(spec) for spec in args.method]
-    lpips_model = None
-    if args.lpips:
-        from metrics.lpips import build_lpips
-
-        lpips_model = build_lpips("alex", args.lpips_weights)
+    scorers = default_scorers(args)  # LPIPS's model built once, before any image is read
     result = compare(
         methods, args.gt_dir, args.out_dir, args.lr_dir, args.names, args.max_images,
-        tuple(args.crop) if args.crop else None, args.zoom, args.tile, lpips_model,
+        tuple(args.crop) if args.crop else None, args.zoom, args.tile, scorers,
     )  # fmt: skip
     print(markdown_table(result["table"]), end="")
     for kind, path in result["paths"].items():

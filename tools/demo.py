@@ -108,16 +108,16 @@ def border_table(rows: dict[str, dict[str, float]], band: int = BAND) -> str:
     return "\n".join(lines) + "\n"
 
 
-def lpips_if_available() -> Any:
-    """LPIPS-alex when the torchvision backbone weights are in the torch hub cache, else None (said why)."""
-    from metrics.lpips import backbone_weights_path, build_lpips
+def lpips_available() -> bool:
+    """Whether the LPIPS-alex torchvision backbone weights are in the torch hub cache (if not, said why)."""
+    from metrics.lpips import backbone_weights_path
 
     try:
         backbone_weights_path("alex")
     except FileNotFoundError as err:
         print(f"LPIPS left out: {str(err).split('. ')[0]}")
-        return None
-    return build_lpips("alex")
+        return False
+    return True
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -166,10 +166,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     model_name = f"{cfg['model']['name']} (demo)"
     methods = [("Bicubic", bicubic_dir), (model_name, sr_dir)]
-    lpips_model = None if args.no_lpips else lpips_if_available()
+    scorers = compare.default_scorers({"lpips": not args.no_lpips and lpips_available()})
     result = compare.compare(
         methods, hr_dir, demo_dir / "results", lr_dir=lr_dir, max_images=min(4, args.test_images), tile=256,
-        lpips_model=lpips_model,
+        scorers=scorers,
     )  # fmt: skip
     borders = {name: border_errors(folder, hr_dir) for name, folder in methods}
     border_md = border_table(borders)
