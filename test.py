@@ -36,7 +36,7 @@ import argparse
 import json
 import logging
 import tempfile
-import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +49,11 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from data.degrade import KERNELS, degrade, resize, to_tensor
 from data.io import DataError, index_by_stem, list_images, pair_by_stem, read_rgb
+from engine.evaluator import Batch, Evaluator
 from metrics import table as metric_table
 from metrics.io import IMAGE_EXTENSIONS, csv_text, format_summary, summarize, write_csv
 from metrics.psnr_ssim import describe
-from metrics.tensor import QUANTIZE, tensor_to_uint8
+from metrics.tensor import QUANTIZE
 from model.build import COMPILE_MODES, compile_network
 from utils.authors import refuse_authors_flags
 from utils.cli import ArgumentParser, os_error_message, run_cli
@@ -193,6 +194,52 @@ def prepare_out_dir(out_dir: Path, stems: list[str]) -> Path:
     return images
 
 
+def input_batches(
+    items: list[tuple[str, Path, Path | None]],
+    args: argparse.Namespace,
+    scale: int,
+    hr_size: int,
+    lr_input: bool,
+    kinds: set[str],
+) -> Iterator[Batch]:
+    """(stems, stacked network inputs, uint8 HR or None) of up to ``--batch-size`` images of one size, in order;
+    how each input was made goes into ``kinds``."""
+    batch: list[tuple[str, torch.Tensor, np.ndarray | None]] = []
+    for stem, path, hr_path in items:
+        hr = read_rgb(hr_path) if hr_path is not None else None
+        x, kind = network_input(
+            path,
+            hr,
+            scale=scale,
+            hr_size=hr_size,
+            degrade_hr=args.degrade,
+            kernel=args.kernel,
+            lr_input=lr_input,
+            fit=args.fit,
+        )
+        if kind.startswith("resized") and not any(k.startswith("resized") for k in kinds):
+            log.info(
+                f"--fit resize: {path.name} is {kind.split()[-1]}, resized to {hr_size // scale}x{hr_size // scale} "
+                f"then upsampled x{scale} (noted once)"
+            )
+        kinds.add("resized" if kind.startswith("resized") else kind)
+        if batch and batch[-1][1].shape != x.shape:
+            yield _stacked(batch)
+        gt = None if hr is None else np.asarray(hr)  # one decoder (utils.image_decode) for data and metrics
+        batch.append((stem, x, gt))
+        if len(batch) == args.batch_size:
+            yield _stacked(batch)
+    if batch:
+        yield _stacked(batch)
+
+
+def _stacked(batch: list[tuple[str, torch.Tensor, np.ndarray | None]]) -> Batch:
+    """The batch as (stems, inputs, ground truths); the list is emptied for the next one."""
+    stems, xs, gts = zip(*batch)
+    batch.clear()
+    return list(stems), torch.stack(xs), list(gts)
+
+
 def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Super-resolve, save and (with ground truth) score every image; returns the summary and per-image rows."""
     device = torch.device(args.device)
@@ -205,62 +252,29 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]
     items = plan(args.lr_dir, args.hr_dir, args.degrade)
     images_dir = prepare_out_dir(Path(args.out_dir), [stem for stem, _, _ in items])
     scored = items[0][2] is not None
-    rows: list[dict[str, Any]] = []
-    forward_s, kinds, warm, saved = 0.0, set(), False, 0
-    batch: list[tuple[str, torch.Tensor, np.ndarray | None]] = []
+    kinds: set[str] = set()
+    saved = 0
+
+    def save(stem: str, pred: np.ndarray) -> None:  # each prediction, before it is scored
+        nonlocal saved
+        save_output(Image.fromarray(pred), images_dir / f"{stem}.png", evaluator.rows, saved, len(items), args)
+        saved += 1
+
+    evaluator = Evaluator(
+        lambda x: predict_unit(net, x, cfg["data"]["value_range"]),  # [0, 1] in and out, any network range
+        scorers,
+        quantize=args.quantize,
+        on_prediction=save,
+        timed=True,
+    )
     bar = tqdm(total=len(items), desc="super-resolving", unit="image", disable=args.no_progress)
-
-    def flush() -> None:
-        nonlocal forward_s, warm, saved
-        x = torch.stack([t for _, t, _ in batch]).to(device)
-        if not warm:  # untimed: a first forward may build or JIT-compile kernels (the CPU scan's C++ build)
-            with torch.no_grad():
-                predict_unit(net, x, cfg["data"]["value_range"])
-            warm = True
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        with torch.no_grad():
-            sr = predict_unit(net, x, cfg["data"]["value_range"])  # [0, 1] in and out, any network range
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        forward_s += time.perf_counter() - start
-        sr_u8 = tensor_to_uint8(sr.float(), args.quantize)
-        for (stem, _, gt), pred in zip(batch, sr_u8):
-            save_output(Image.fromarray(pred), images_dir / f"{stem}.png", rows, saved, len(items), args)
-            saved += 1
-            if gt is not None:
-                rows.append(score(stem, pred, gt, scorers))
-        bar.update(len(batch))  # counted once inferred, saved and scored
-        batch.clear()
-
     with logging_redirect_tqdm(), bar:  # log lines (the scan backend ...) print above the bar
-        for stem, path, hr_path in items:
-            hr = read_rgb(hr_path) if hr_path is not None else None
-            x, kind = network_input(
-                path,
-                hr,
-                scale=scale,
-                hr_size=hr_size,
-                degrade_hr=args.degrade,
-                kernel=args.kernel,
-                lr_input=getattr(net, "lr_input", False),
-                fit=args.fit,
-            )
-            if kind.startswith("resized") and not any(k.startswith("resized") for k in kinds):
-                log.info(
-                    f"--fit resize: {path.name} is {kind.split()[-1]}, resized to {hr_size // scale}x{hr_size // scale} "
-                    f"then upsampled x{scale} (noted once)"
-                )
-            kinds.add("resized" if kind.startswith("resized") else kind)
-            if batch and batch[-1][1].shape != x.shape:
-                flush()
-            gt = None if hr is None else np.asarray(hr)  # one decoder (utils.image_decode) for data and metrics
-            batch.append((stem, x, gt))
-            if len(batch) == args.batch_size:
-                flush()
-        if batch:
-            flush()
+        for stems, x, gts in input_batches(
+            items, args, scale=scale, hr_size=hr_size, lr_input=getattr(net, "lr_input", False), kinds=kinds
+        ):
+            evaluator.add(stems, x.to(device), gts)
+            bar.update(len(stems))  # counted once inferred, saved and scored
+    rows = evaluator.rows
 
     summary: dict[str, Any] = {
         "checkpoint": str(args.checkpoint),
@@ -269,7 +283,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]
         "inputs": sorted(kinds),
         "count": len(items),
         "device": str(device),
-        "ms_per_image": 1000.0 * forward_s / len(items),
+        "ms_per_image": 1000.0 * evaluator.forward_s / len(items),
         "images_dir": str(images_dir),
         "quantize": args.quantize,
         "quantize_convention": QUANTIZE_TEXT[args.quantize],
@@ -315,15 +329,6 @@ def save_results(out_dir: Path, summary: dict[str, Any], rows: list[dict[str, An
             f"cannot write results.csv / summary.json in {str(out_dir)!r} ({err.strerror or err}); "
             "the scores above are complete and the per-image rows and summary were printed above"
         ) from None
-
-
-def score(stem: str, pred: np.ndarray, gt: np.ndarray, scorers: dict[str, metric_table.Scorer]) -> dict[str, Any]:
-    """Per-image metrics (the table's scorers) on the saved uint8 prediction against the uint8 ground truth."""
-    if pred.shape != gt.shape:
-        raise DataError(
-            f"output for {stem!r} is {pred.shape[1]}x{pred.shape[0]} but its HR is {gt.shape[1]}x{gt.shape[0]}"
-        )
-    return {"name": stem, **{name: fn(pred, gt) for name, fn in scorers.items()}}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
