@@ -219,7 +219,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--crop", type=int, nargs=4, default=None, metavar=("X", "Y", "W", "H"), help="zoom box, HR px")
     p.add_argument("--zoom", type=float, default=3.0, help="inset magnification of the --crop box")
     p.add_argument("--tile", type=int, default=256, help="displayed side of every tile, px")
-    metric_table.add_options(p, only=("lpips", "lpips_weights"))  # PSNR / SSIM fsr, VIF gray, LPIPS alex
+    switches = [name for name, m in METRICS.items() if m.optional and name not in ALWAYS]  # --lpips ...
+    metric_table.add_options(p, only=[*switches, "lpips_weights"])  # PSNR / SSIM fsr, VIF gray, LPIPS alex
     p.add_argument("--out-dir", default="results/compare")
     args = p.parse_args(argv)
     if args.max_images < 1 or args.tile < 16 or args.zoom <= 0:

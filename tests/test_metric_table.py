@@ -73,7 +73,8 @@ def test_lpips_without_its_backbone_is_a_footnote(tmp_path: Path) -> None:
 def test_a_new_entry_reaches_compare_and_the_bench_tables(tmp_path: Path, with_mae: None) -> None:
     gt = _faces(tmp_path / "HR", seed=0)
     _faces(tmp_path / "good", seed=0, noise=2.0)
-    scorers = compare.default_scorers({"mae": True})
+    args = compare.parse_args(["--gt-dir", str(tmp_path / "HR"), "--method", f"Good={tmp_path / 'good'}", "--mae"])
+    scorers = compare.default_scorers(args)  # its switch, as --lpips
     out = compare.compare([("Good", tmp_path / "good")], tmp_path / "HR", tmp_path / "out", tile=48, scorers=scorers)
     md = out["paths"]["markdown"].read_text().splitlines()[0]
     assert md == "| Method | PSNR (dB) | SSIM | VIF | MAE |"
