@@ -54,7 +54,7 @@ from metrics import table as metric_table
 from metrics.io import IMAGE_EXTENSIONS, csv_text, format_summary, summarize, write_csv
 from metrics.psnr_ssim import describe
 from metrics.tensor import QUANTIZE
-from model.build import COMPILE_MODES, compile_network
+from model.build import COMPILE_MODES, compile_network, load_network
 from utils.authors import refuse_authors_flags
 from utils.cli import ArgumentParser, os_error_message, run_cli
 from utils.run_folder import live_lock_owner
@@ -110,8 +110,6 @@ def load_model(
     checkpoint: str | Path, config: str | None, use_ema: bool, device: str
 ) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
     """Model built from the config (``config`` or the checkpoint's) with its EMA (default) or raw weights."""
-    from model.build import load_network
-
     return load_network(checkpoint, config, use_ema, device)
 
 

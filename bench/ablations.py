@@ -32,10 +32,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 
+from data import build_dataset
 from metrics import table as metric_table
+from metrics.complexity import count_flops, count_parameters
 from metrics.table import METRICS
+from metrics.tensor import tensor_to_uint8
+from model import build_model
+from model.build import build_network
+from utils.checkpoint import save_checkpoint
 from utils.cli import ArgumentParser, run_cli
+from utils.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 UNTRAINED_MODELS = ("bicubic",)
@@ -111,18 +119,11 @@ def expand_configs(items: list[str]) -> list[Path]:
 
 def load_row_config(path: Path, overrides: list[str], iterations: int | None) -> dict[str, Any]:
     """The resolved config of a row, with the bench's budget applied."""
-    from utils.config import load_config
-
     return load_config(path, [*overrides, *_budget(iterations)])
 
 
 def export_val_hr(cfg: dict[str, Any], folder: Path) -> Path:
     """Write the HR images of ``cfg``'s data.val set as ``<name>.png`` into ``folder`` (for test.py --degrade)."""
-    from PIL import Image
-
-    from data import build_dataset
-    from metrics.tensor import tensor_to_uint8
-
     dataset = build_dataset(cfg["data"]["val"], cfg["scale"], train=False)
     if dataset is None or len(dataset) == 0:
         raise ValueError("data.val of the first config has no images (type none?); pass --val-dir HR_DIR")
@@ -148,9 +149,6 @@ def first_loadable(configs: list[Path], args: argparse.Namespace) -> dict[str, A
 
 def complexity(cfg: dict[str, Any]) -> dict[str, int]:
     """Parameters and FLOPs / MACs of the row's network at 1x3xSxS, S = data.val.hr_size (/ scale for lr_input)."""
-    from metrics.complexity import count_flops, count_parameters
-    from model.build import build_network
-
     net = build_network(cfg)
     size = cfg["data"]["val"]["hr_size"] // (cfg["scale"] if getattr(net, "lr_input", False) else 1)
     return {"params": count_parameters(net), **count_flops(net, (size, size)), "size": size}
@@ -202,9 +200,6 @@ def train(config: Path, overrides: list[str], nproc: int, timeout: float | None)
 
 def write_untrained_checkpoint(cfg: dict[str, Any], path: Path) -> None:
     """A checkpoint of a network without learned weights, so test.py scores it like the others."""
-    from model import build_model
-    from utils.checkpoint import save_checkpoint
-
     net = build_model(cfg["model"])
     state = {"model_name": cfg["model"]["name"], "model": net.state_dict(), "ema": None, "config": cfg}
     save_checkpoint({**state, "iteration": 0, "epoch": 0, "best_psnr": None}, path)

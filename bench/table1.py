@@ -28,6 +28,7 @@ from typing import Any
 
 from bench import ablations
 from metrics.table import METRICS
+from model import MODEL_REGISTRY
 from utils.cli import ArgumentParser, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -157,8 +158,6 @@ def render_table(rows: list[Row], header: list[str], footnotes: list[str]) -> st
 
 def lr_input_rows() -> list[str]:
     """Table 1's rows whose registered network takes the 16x16 LR itself (``lr_input``), in the table's order."""
-    from model import MODEL_REGISTRY
-
     return [LABELS[m] for m in ORDER if m in MODEL_REGISTRY and getattr(MODEL_REGISTRY[m], "lr_input", False)]
 
 
