@@ -382,7 +382,9 @@ class Trainer:
             self.save(["best.pt"])
 
     # ----------------------------------------------------------------- training
-    def fit(self) -> int:
+    def fit(self, stop: StopRequest | None = None) -> int:
+        """Train to ``total_iters`` (or ``--stop-at`` / a signal: save and stop); ``stop`` is the caller's
+        SIGTERM / SIGINT handler (main keeps it until the run's last line is logged), else fit's own."""
         if self.iteration >= self.total_iters:
             self.log.info(
                 f"already trained {self.iteration} of {self.total_iters} iterations; nothing to do "
@@ -391,7 +393,7 @@ class Trainer:
             return 0
         lcfg = self.cfg["logging"]
         self.log.info(start_line(self))
-        stop = StopRequest()
+        own_stop, stop = stop is None, stop or StopRequest()
         bar = tqdm(
             total=self.total_iters,
             initial=self.iteration,
@@ -460,7 +462,8 @@ class Trainer:
             ) from None
         finally:
             bar.close()
-            stop.restore()
+            if own_stop:
+                stop.restore()
 
     def _next_batches(self, batches: Any, stop: StopRequest) -> list[Any] | None:
         """The ``train.accumulate`` micro-batches of the next iteration followed by whether every rank
@@ -555,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     info = init_distributed()
     log = setup_logger(None, info.is_main)
-    trainer = None
+    trainer, stop = None, None
     try:
         err: Exception | None = None
         try:  # everything is checked and loaded before the run folder is touched
@@ -569,7 +572,8 @@ def main(argv: list[str] | None = None) -> int:
         if not all_ok(err is None, info):
             raise err or TrainingError("another process failed to set up the run (see its error)")
         trainer.open_run_folder(continuing, args.overwrite)
-        return trainer.fit()
+        stop = StopRequest()  # a SIGTERM from torchrun after a peer died must not cut the error line below
+        return trainer.fit(stop)
     except RUN_ERRORS as err:
         log.error(f"rank {info.rank}: {err}" if info.distributed else str(err))
         return 1
@@ -585,6 +589,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     finally:
+        if stop is not None:
+            stop.restore()
         if trainer is not None:
             trainer.close()
         close_logger("train")
