@@ -1,20 +1,20 @@
 """Super-resolve a folder with a trained checkpoint, save PNGs under the same names, then score them.
 
-    python test.py --checkpoint CKPT --lr_dir DIR [--hr_dir DIR] --out_dir DIR [--degrade]
-                   [--config CFG] [--batch_size N] [--device cpu|cuda] [--no_ema] [--quantize truncate|round]
-                   [--convention fsr|basicsr] [--crop_border N] [--lpips [--lpips_net alex|vgg]]
-                   [--vif [--vif_channel gray|y]]
+    python test.py --checkpoint CKPT --lr-dir DIR [--hr-dir DIR] --out-dir DIR [--degrade]
+                   [--config CFG] [--batch-size N] [--device cpu|cuda] [--no-ema] [--quantize truncate|round]
+                   [--convention fsr|basicsr] [--crop-border N] [--lpips [--lpips-net alex|vgg]]
+                   [--vif [--vif-channel gray|y]]
 
 Inputs (per image, network input = bicubic-upsampled LR, like training):
 - LR of size HR/scale (16x16 for 128x128 x8): upsampled by ``scale`` with PIL bicubic;
 - LR already upsampled (same size as the HR): used as is;
-- ``--degrade``: ``--lr_dir`` holds HR images, degraded on the fly (PIL bicubic down by
-  ``scale`` then up); they are also the ground truth unless ``--hr_dir`` is given.
-The expected HR size is each HR image's size when ``--hr_dir`` is given, else ``--hr_size``
+- ``--degrade``: ``--lr-dir`` holds HR images, degraded on the fly (PIL bicubic down by
+  ``scale`` then up); they are also the ground truth unless ``--hr-dir`` is given.
+The expected HR size is each HR image's size when ``--hr-dir`` is given, else ``--hr-size``
 (default: the config's ``data.val.hr_size``). ``--fit resize`` takes an LR of any other size
 (e.g. a face cropped from a photo) and resizes it to HR/scale first (PIL bicubic), noted once.
 Two inputs with the same stem (a.png, a.jpg) are refused (their outputs would overwrite each
-other); an ``--out_dir`` inside a run folder whose training holds ``run.lock`` is refused.
+other); an ``--out-dir`` inside a run folder whose training holds ``run.lock`` is refused.
 
 Outputs: ``<out_dir>/images/<stem>.png`` (uint8; the folder holds only the predictions, so it can
 be handed to any folder-scoring script, the papers' own included), and with ground truth
@@ -36,7 +36,7 @@ import argparse
 import json
 import logging
 import tempfile
-import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,14 +48,14 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from data.degrade import KERNELS, degrade, resize, to_tensor
+from engine.evaluator import Batch, Evaluator
+from metrics import table as metric_table
 from metrics.io import csv_text, format_summary, summarize, write_csv
-from metrics.psnr_ssim import CONVENTIONS, calculate_psnr, calculate_ssim, describe
-from metrics.tensor import QUANTIZE, tensor_to_uint8
-from metrics.vif import calculate_vif
-from metrics.vif import describe as describe_vif
+from metrics.psnr_ssim import describe
+from metrics.tensor import QUANTIZE
 from model.build import COMPILE_MODES, compile_network, load_network
 from utils.authors import refuse_authors_flags
-from utils.cli import os_error_message, run_cli
+from utils.cli import ArgumentParser, os_error_message, run_cli
 from utils.image_io import (
     IMAGE_EXTENSIONS,
     DataError,
@@ -76,14 +76,14 @@ QUANTIZE_TEXT = {
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     refuse_authors_flags(argv, "test.py")
-    parser = argparse.ArgumentParser(description="Face SR inference and scoring with a trained checkpoint")
+    parser = ArgumentParser(description="Face SR inference and scoring with a trained checkpoint")
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--config", default=None, help="YAML to build the model from (default: the checkpoint's)")
-    parser.add_argument("--lr_dir", required=True, help="LR images (or HR images with --degrade)")
-    parser.add_argument("--hr_dir", default=None, help="ground truth, paired by file name")
-    parser.add_argument("--out_dir", required=True)
-    parser.add_argument("--degrade", action="store_true", help="--lr_dir holds HR images: bicubic down x scale then up")
-    parser.add_argument("--hr_size", type=int, default=None, help="expected HR side without --hr_dir")
+    parser.add_argument("--lr-dir", required=True, help="LR images (or HR images with --degrade)")
+    parser.add_argument("--hr-dir", default=None, help="ground truth, paired by file name")
+    parser.add_argument("--out-dir", required=True)
+    parser.add_argument("--degrade", action="store_true", help="--lr-dir holds HR images: bicubic down x scale then up")
+    parser.add_argument("--hr-size", type=int, default=None, help="expected HR side without --hr-dir")
     parser.add_argument("--kernel", choices=KERNELS, default="pil", help="bicubic kernel for upsampling / --degrade")
     parser.add_argument(
         "--fit",
@@ -91,29 +91,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="exact",
         help="exact (default): LR must be HR/scale or HR-sized; resize: any LR size is resized to HR/scale first",
     )
-    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--no_ema", action="store_true", help="use the raw weights even when EMA weights exist")
+    parser.add_argument("--no-ema", action="store_true", help="use the raw weights even when EMA weights exist")
     parser.add_argument(
         "--quantize",
         choices=QUANTIZE,
         default="truncate",
         help="float -> uint8 of the saved outputs (papers: truncate)",
     )
-    parser.add_argument("--convention", choices=CONVENTIONS, default="fsr")
-    parser.add_argument("--crop_border", type=int, default=0)
-    parser.add_argument("--lpips", action="store_true")
-    parser.add_argument("--lpips_net", choices=("alex", "vgg"), default="alex")
-    parser.add_argument("--lpips_weights", default=None, help="torchvision backbone file (default: torch hub cache)")
-    parser.add_argument("--vif", action="store_true")
-    parser.add_argument("--vif_channel", choices=("gray", "y"), default="gray", help="VIF luminance (default gray)")
-    parser.add_argument("--no_progress", action="store_true")
+    metric_table.add_options(parser)  # --convention, --crop-border, --lpips, --lpips-net, --vif ... (metrics.table)
+    parser.add_argument("--no-progress", action="store_true")
     parser.add_argument(
         "--compile", choices=COMPILE_MODES, default="none", help="torch.compile the network (default none)"
     )
     args = parser.parse_args(argv)
     if args.batch_size < 1:
-        parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
+        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but no CUDA device is available")
     return args
@@ -174,7 +168,7 @@ def network_input(
     raise DataError(
         f"LR image {str(path)!r} is {w}x{h} (WxH); expected {tw // scale}x{th // scale} (HR/{scale}) or "
         f"{tw}x{th} (already upsampled), for HR size {tw}x{th}"
-        + ("" if hr is not None else " (set by --hr_size / data.val.hr_size)")
+        + ("" if hr is not None else " (set by --hr-size / data.val.hr_size)")
         + "; --fit resize resizes any input to HR/scale"
     )
 
@@ -186,7 +180,7 @@ def prepare_out_dir(out_dir: Path, stems: list[str]) -> Path:
         owner = live_lock_owner(folder)
         if owner is not None:
             raise OSError(
-                f"--out_dir {str(out_dir)!r} is inside the run folder {str(folder)!r}, in use by a running training "
+                f"--out-dir {str(out_dir)!r} is inside the run folder {str(folder)!r}, in use by a running training "
                 f"({owner}); write elsewhere or wait for it to finish"
             )
     images = out_dir / "images"
@@ -205,15 +199,57 @@ def prepare_out_dir(out_dir: Path, stems: list[str]) -> Path:
     return images
 
 
+def input_batches(
+    items: list[tuple[str, Path, Path | None]],
+    args: argparse.Namespace,
+    scale: int,
+    hr_size: int,
+    lr_input: bool,
+    kinds: set[str],
+) -> Iterator[Batch]:
+    """(stems, stacked network inputs, uint8 HR or None) of up to ``--batch-size`` images of one size, in order;
+    how each input was made goes into ``kinds``."""
+    batch: list[tuple[str, torch.Tensor, np.ndarray | None]] = []
+    for stem, path, hr_path in items:
+        hr = read_rgb_image(hr_path) if hr_path is not None else None
+        x, kind = network_input(
+            path,
+            hr,
+            scale=scale,
+            hr_size=hr_size,
+            degrade_hr=args.degrade,
+            kernel=args.kernel,
+            lr_input=lr_input,
+            fit=args.fit,
+        )
+        if kind.startswith("resized") and not any(k.startswith("resized") for k in kinds):
+            log.info(
+                f"--fit resize: {path.name} is {kind.split()[-1]}, resized to {hr_size // scale}x{hr_size // scale} "
+                f"then upsampled x{scale} (noted once)"
+            )
+        kinds.add("resized" if kind.startswith("resized") else kind)
+        if batch and batch[-1][1].shape != x.shape:
+            yield _stacked(batch)
+        gt = None if hr is None else np.asarray(hr)  # one decoder (utils.image_io) for data and metrics
+        batch.append((stem, x, gt))
+        if len(batch) == args.batch_size:
+            yield _stacked(batch)
+    if batch:
+        yield _stacked(batch)
+
+
+def _stacked(batch: list[tuple[str, torch.Tensor, np.ndarray | None]]) -> Batch:
+    """The batch as (stems, inputs, ground truths); the list is emptied for the next one."""
+    stems, xs, gts = zip(*batch)
+    batch.clear()
+    return list(stems), torch.stack(xs), list(gts)
+
+
 def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Super-resolve, save and (with ground truth) score every image; returns the summary and per-image rows."""
     device = torch.device(args.device)
-    lpips_model = None
-    if args.lpips:
-        from metrics.lpips import build_lpips  # lpips loads torchvision; only with --lpips
-
-        # fails before any inference
-        lpips_model = build_lpips(args.lpips_net, args.lpips_weights, device, flag="--lpips_weights")
+    metric_names = metric_table.selected(args)
+    scorers = metric_table.build_scorers(metric_names, args, str(device))  # LPIPS's model: fails before inference
     net, cfg, info = load_model(args.checkpoint, args.config, not args.no_ema, args.device)
     compile_network(net, args.compile)
     scale = cfg["scale"]
@@ -221,62 +257,29 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]
     items = plan(args.lr_dir, args.hr_dir, args.degrade)
     images_dir = prepare_out_dir(Path(args.out_dir), [stem for stem, _, _ in items])
     scored = items[0][2] is not None
-    rows: list[dict[str, Any]] = []
-    forward_s, kinds, warm, saved = 0.0, set(), False, 0
-    batch: list[tuple[str, torch.Tensor, np.ndarray | None]] = []
+    kinds: set[str] = set()
+    saved = 0
+
+    def save(stem: str, pred: np.ndarray) -> None:  # each prediction, before it is scored
+        nonlocal saved
+        save_output(Image.fromarray(pred), images_dir / f"{stem}.png", evaluator.rows, saved, len(items), args)
+        saved += 1
+
+    evaluator = Evaluator(
+        lambda x: predict_unit(net, x, cfg["data"]["value_range"]),  # [0, 1] in and out, any network range
+        scorers,
+        quantize=args.quantize,
+        on_prediction=save,
+        timed=True,
+    )
     bar = tqdm(total=len(items), desc="super-resolving", unit="image", disable=args.no_progress)
-
-    def flush() -> None:
-        nonlocal forward_s, warm, saved
-        x = torch.stack([t for _, t, _ in batch]).to(device)
-        if not warm:  # untimed: a first forward may build or JIT-compile kernels (the CPU scan's C++ build)
-            with torch.no_grad():
-                predict_unit(net, x, cfg["data"]["value_range"])
-            warm = True
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        with torch.no_grad():
-            sr = predict_unit(net, x, cfg["data"]["value_range"])  # [0, 1] in and out, any network range
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        forward_s += time.perf_counter() - start
-        sr_u8 = tensor_to_uint8(sr.float(), args.quantize)
-        for (stem, _, gt), pred in zip(batch, sr_u8):
-            save_output(Image.fromarray(pred), images_dir / f"{stem}.png", rows, saved, len(items), args)
-            saved += 1
-            if gt is not None:
-                rows.append(score(stem, pred, gt, args, lpips_model))
-        bar.update(len(batch))  # counted once inferred, saved and scored
-        batch.clear()
-
     with logging_redirect_tqdm(), bar:  # log lines (the scan backend ...) print above the bar
-        for stem, path, hr_path in items:
-            hr = read_rgb_image(hr_path) if hr_path is not None else None
-            x, kind = network_input(
-                path,
-                hr,
-                scale=scale,
-                hr_size=hr_size,
-                degrade_hr=args.degrade,
-                kernel=args.kernel,
-                lr_input=getattr(net, "lr_input", False),
-                fit=args.fit,
-            )
-            if kind.startswith("resized") and not any(k.startswith("resized") for k in kinds):
-                log.info(
-                    f"--fit resize: {path.name} is {kind.split()[-1]}, resized to {hr_size // scale}x{hr_size // scale} "
-                    f"then upsampled x{scale} (noted once)"
-                )
-            kinds.add("resized" if kind.startswith("resized") else kind)
-            if batch and batch[-1][1].shape != x.shape:
-                flush()
-            gt = None if hr is None else np.asarray(hr)  # one decoder (utils.image_io) for data and metrics
-            batch.append((stem, x, gt))
-            if len(batch) == args.batch_size:
-                flush()
-        if batch:
-            flush()
+        for stems, x, gts in input_batches(
+            items, args, scale=scale, hr_size=hr_size, lr_input=getattr(net, "lr_input", False), kinds=kinds
+        ):
+            evaluator.add(stems, x.to(device), gts)
+            bar.update(len(stems))  # counted once inferred, saved and scored
+    rows = evaluator.rows
 
     summary: dict[str, Any] = {
         "checkpoint": str(args.checkpoint),
@@ -285,7 +288,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]
         "inputs": sorted(kinds),
         "count": len(items),
         "device": str(device),
-        "ms_per_image": 1000.0 * forward_s / len(items),
+        "ms_per_image": 1000.0 * evaluator.forward_s / len(items),
         "images_dir": str(images_dir),
         "quantize": args.quantize,
         "quantize_convention": QUANTIZE_TEXT[args.quantize],
@@ -293,12 +296,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]
     if scored:
         metric_keys = [k for k in rows[0] if k != "name"]
         summary.update({k: v for k, v in summarize(rows, metric_keys).items() if k != "count"})
-        summary["convention"] = describe(args.convention, args.crop_border)
-        if lpips_model is not None:
-            summary["lpips_convention"] = f"LPIPS v0.1 {args.lpips_net}, RGB in [-1, 1] from the saved uint8"
-        if args.vif:
-            summary["vif_channel"] = args.vif_channel
-            summary["vif_convention"] = describe_vif(args.vif_channel)
+        summary.update(metric_table.conventions(metric_names, args))
     return summary, rows
 
 
@@ -338,27 +336,6 @@ def save_results(out_dir: Path, summary: dict[str, Any], rows: list[dict[str, An
         ) from None
 
 
-def score(stem: str, pred: np.ndarray, gt: np.ndarray, args: argparse.Namespace, lpips_model: Any) -> dict[str, Any]:
-    """Per-image metrics on the saved uint8 prediction against the uint8 ground truth."""
-    if pred.shape != gt.shape:
-        raise DataError(
-            f"output for {stem!r} is {pred.shape[1]}x{pred.shape[0]} but its HR is {gt.shape[1]}x{gt.shape[0]}"
-        )
-    row: dict[str, Any] = {
-        "name": stem,
-        "psnr": calculate_psnr(pred, gt, args.convention, args.crop_border),
-        "ssim": calculate_ssim(pred, gt, args.convention, args.crop_border),
-    }
-    if lpips_model is not None:
-        from metrics.lpips import calculate_lpips  # lpips loads torchvision; only with --lpips
-
-        device = str(next(lpips_model.parameters()).device)
-        row["lpips"] = calculate_lpips(pred, gt, device=device, model=lpips_model)
-    if args.vif:
-        row["vif"] = calculate_vif(pred, gt, channel=args.vif_channel)
-    return row
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parse_args(argv)
@@ -369,9 +346,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     if rows:
         keys = [k for k in rows[0] if k != "name"]
-        log.info(f"convention: {summary['convention']}")
-        if "vif_convention" in summary:
-            log.info(f"vif: {summary['vif_convention']}")
+        for key in dict.fromkeys(metric_table.METRICS[name].convention_key for name in keys):
+            log.info(f"{key.removesuffix('_convention')}: {summary[key]}")  # convention: (PSNR / SSIM), vif: ...
         for line in format_summary(summary, keys):
             log.info(line)
         save_results(Path(args.out_dir), summary, rows)

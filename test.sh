@@ -24,7 +24,7 @@ LR_DIR=$2
 shift 2
 HR_ARGS=()
 if [ $# -gt 0 ] && [[ $1 != --* ]]; then
-    HR_ARGS=(--hr_dir "$1")
+    HR_ARGS=(--hr-dir "$1")
     shift
 fi
 OUT_DIR="results/$(basename -- "${CKPT%.*}")"
@@ -32,4 +32,4 @@ if [ $# -gt 0 ] && [[ $1 != --* ]]; then
     OUT_DIR=$1
     shift
 fi
-exec "$PYTHON" "$HERE/test.py" --checkpoint "$CKPT" --lr_dir "$LR_DIR" "${HR_ARGS[@]}" --out_dir "$OUT_DIR" "$@"
+exec "$PYTHON" "$HERE/test.py" --checkpoint "$CKPT" --lr-dir "$LR_DIR" "${HR_ARGS[@]}" --out-dir "$OUT_DIR" "$@"

@@ -1,7 +1,7 @@
 """Train a list of experiment configs for one fixed budget and write one markdown comparison table.
 
     python -m bench.ablations CONFIG|DIR [CONFIG|DIR ...] --out TABLE.md [--iterations N]
-        [--set key=value ...] [--work_dir DIR] [--val_dir HR_DIR] [--lpips_weights FILE]
+        [--set key=value ...] [--work-dir DIR] [--val-dir HR_DIR] [--lpips-weights FILE]
         [--nproc N] [--device cpu|cuda] [--timeout S]
 
 A folder stands for its ``*.yaml`` files except those starting with ``_`` (shared bases such as
@@ -35,12 +35,14 @@ import torch
 from PIL import Image
 
 from data import build_dataset
+from metrics import table as metric_table
 from metrics.complexity import count_flops, count_parameters
+from metrics.table import METRICS
 from metrics.tensor import tensor_to_uint8
 from model import build_model
 from model.build import build_network
 from utils.checkpoint import save_checkpoint
-from utils.cli import run_cli
+from utils.cli import ArgumentParser, run_cli
 from utils.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,6 +51,7 @@ NEVER = 10**9  # a logging period that never fires within the budget
 RATE_LINE = re.compile(r"\biter (\d+)/(\d+) epoch \d+ .* ([0-9.]+) it/s\s*$")
 LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (INFO|WARNING|ERROR) ")
 WORLD_LINE = re.compile(r"world size (\d+), batch size (\d+) per process")
+BENCH_METRIC_OPTIONS = ("lpips_weights",)  # metric options the benches pass on to test.py
 
 
 class RowError(RuntimeError):
@@ -67,19 +70,16 @@ class Row:
     flops: int | None = None
     macs: int | None = None
     size: int | None = None
-    psnr: float | None = None
-    ssim: float | None = None
-    lpips: float | None = None
-    vif: float | None = None
+    scores: dict[str, float | None] = field(default_factory=dict)  # metric (metrics.table) -> test.py mean
     img_per_s: float | None = None
     notes: list[str] = field(default_factory=list)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.ablations", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m bench.ablations", description=__doc__.split("\n\n")[0])
     p.add_argument("configs", nargs="+", help="experiment YAML files, or folders of them")
     p.add_argument("--out", required=True, help="markdown table to write (raw numbers go to the .json beside it)")
-    p.add_argument("--val_dir", default=None, help="HR validation images (default: export the first row's data.val)")
+    p.add_argument("--val-dir", default=None, help="HR validation images (default: export the first row's data.val)")
     return parse_run_options(p, argv, work_dir_help="run folders, test outputs, validation export")
 
 
@@ -87,8 +87,8 @@ def parse_run_options(p: argparse.ArgumentParser, argv: list[str] | None, work_d
     """Add the options every train-and-score-each-row bench shares (this one and bench.table1), parse, check."""
     p.add_argument("--iterations", type=int, default=None, help="training budget (default: each config's)")
     p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help="overrides for every row")
-    p.add_argument("--work_dir", default=f"experiments/{p.prog.split('.')[-1]}", help=work_dir_help)
-    p.add_argument("--lpips_weights", default=None, help="AlexNet backbone file (default: the torch hub cache)")
+    p.add_argument("--work-dir", default=f"experiments/{p.prog.split('.')[-1]}", help=work_dir_help)
+    metric_table.add_options(p, only=BENCH_METRIC_OPTIONS)  # --lpips-weights
     p.add_argument("--nproc", type=int, default=1, help="training processes (torchrun when > 1)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--timeout", type=float, default=None, help="seconds allowed per training run")
@@ -126,12 +126,12 @@ def export_val_hr(cfg: dict[str, Any], folder: Path) -> Path:
     """Write the HR images of ``cfg``'s data.val set as ``<name>.png`` into ``folder`` (for test.py --degrade)."""
     dataset = build_dataset(cfg["data"]["val"], cfg["scale"], train=False)
     if dataset is None or len(dataset) == 0:
-        raise ValueError("data.val of the first config has no images (type none?); pass --val_dir HR_DIR")
+        raise ValueError("data.val of the first config has no images (type none?); pass --val-dir HR_DIR")
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(len(dataset)):
         item = dataset[i]
         if "hr" not in item:
-            raise ValueError(f"data.val item {item['name']!r} has no HR image; pass --val_dir HR_DIR")
+            raise ValueError(f"data.val item {item['name']!r} has no HR image; pass --val-dir HR_DIR")
         Image.fromarray(tensor_to_uint8(item["hr"])).save(folder / f"{item['name']}.png")
     return folder
 
@@ -192,7 +192,7 @@ def run_command(cmd: list[str], what: str, timeout: float | None = None) -> str:
 def train(config: Path, overrides: list[str], nproc: int, timeout: float | None) -> None:
     """train.py on ``config`` with ``overrides`` (torchrun with ``nproc`` processes when > 1)."""
     launcher = (
-        [sys.executable] if nproc == 1 else [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}"]
+        [sys.executable] if nproc == 1 else [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}"]
     )
     cmd = [*launcher, "train.py", "--config", str(config), "--overwrite", "--set", *overrides]
     run_command(cmd, "train.py", timeout)  # --overwrite: a rerun moves the previous run folder aside
@@ -215,28 +215,29 @@ def train_images_per_s(log_text: str) -> float:
     return statistics.median(kept) * int(world.group(2)) * int(world.group(1))
 
 
-def lpips_status(weights: str | None) -> tuple[bool, str]:
-    """(weights present, footnote): LPIPS is scored only with the AlexNet backbone file at hand."""
-    from metrics.lpips import backbone_weights_path  # lpips loads torchvision; only the LPIPS column needs it
-
-    try:
-        path = backbone_weights_path("alex", weights)
-    except FileNotFoundError as err:
-        return False, f"LPIPS not scored (n/a): {err}"
-    return True, f"LPIPS v0.1 AlexNet, backbone weights {path}."
+def metric_status(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """(the table's metrics that can be scored, footnotes): LPIPS only with its AlexNet backbone file at hand."""
+    scored, notes = metric_table.status(args)
+    return scored, list(notes.values())
 
 
-def score(checkpoint: Path, val_dir: Path, out_dir: Path, args: argparse.Namespace, lpips: bool) -> dict[str, Any]:
-    """test.py --degrade --vif [--lpips] on the HR folder; returns its summary.json."""
-    cmd = [sys.executable, "test.py", "--checkpoint", str(checkpoint), "--lr_dir", str(val_dir)]
-    cmd += ["--out_dir", str(out_dir), "--degrade", "--vif", "--no_progress", "--device", args.device]
-    if lpips:
-        cmd += ["--lpips"] + ([] if args.lpips_weights is None else ["--lpips_weights", args.lpips_weights])
+def score(
+    checkpoint: Path, val_dir: Path, out_dir: Path, args: argparse.Namespace, metrics: list[str]
+) -> dict[str, Any]:
+    """test.py --degrade with each of ``metrics`` switched on (--vif, --lpips ...) on the HR folder; its summary.json."""
+    cmd = [sys.executable, "test.py", "--checkpoint", str(checkpoint), "--lr-dir", str(val_dir)]
+    cmd += ["--out-dir", str(out_dir), "--degrade", "--no-progress", "--device", args.device]
+    cmd += [f"--{name}" for name in metrics if METRICS[name].optional]
+    for option in (o for m in metrics for o in METRICS[m].options if o.name in BENCH_METRIC_OPTIONS):
+        if getattr(args, option.name) is not None:
+            cmd += [option.flag, str(getattr(args, option.name))]
     run_command(cmd, "test.py")
     return json.loads((out_dir / "summary.json").read_text())
 
 
-def bench_row(row: Row, args: argparse.Namespace, work_dir: Path, val_dir: Path, lpips: bool, seen: set[str]) -> None:
+def bench_row(
+    row: Row, args: argparse.Namespace, work_dir: Path, val_dir: Path, metrics: list[str], seen: set[str]
+) -> None:
     """Fill ``row``: complexity, training and scoring of its config (raises at the first failing step)."""
     path = Path(row.config)
     cfg = load_row_config(path, args.set, args.iterations)
@@ -254,9 +255,8 @@ def bench_row(row: Row, args: argparse.Namespace, work_dir: Path, val_dir: Path,
     else:
         train(path, [*args.set, *train_overrides(cfg, work_dir), *_budget(args.iterations)], args.nproc, args.timeout)
         row.img_per_s = train_images_per_s((run_dir / "train.log").read_text())
-    summary = score(checkpoint, val_dir, run_dir / "test", args, lpips)
-    row.psnr, row.ssim, row.vif = summary["psnr"], summary["ssim"], summary["vif"]
-    row.lpips = summary.get("lpips")
+    summary = score(checkpoint, val_dir, run_dir / "test", args, metrics)
+    row.scores = {name: summary[name] for name in metrics}
 
 
 def _budget(iterations: int | None) -> list[str]:
@@ -271,25 +271,26 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def render_table(rows: list[Row], header: list[str], footnotes: list[str], lpips_on: bool) -> str:
-    """Markdown: protocol header, one line per row, footnotes."""
-    lpips_head = "LPIPS ↓" if lpips_on else "LPIPS ↓ [1]"
-    cols = [
-        "Row",
-        "Model",
-        "Params",
-        "GFLOPs",
-        "GMACs",
-        "PSNR (dB) ↑",
-        "SSIM ↑",
-        lpips_head,
-        "VIF ↑",
-        "Train img/s",
-        "Status",
-    ]
+def metric_header(name: str, scored: list[str], footnotes: list[str]) -> str:
+    """``PSNR (dB) ↑``; a metric that is not scored points to its footnote (``LPIPS ↓ [1]``)."""
+    m = METRICS[name]
+    note = next((i for i, n in enumerate(footnotes, 1) if n.startswith(f"{m.label} not scored")), None)
+    return f"{m.header} {m.arrow}" + (f" [{note}]" if name not in scored and note else "")
+
+
+def metric_cell(row: Row, name: str, scored: list[str]) -> str:
+    """The row's mean (4 decimals); ``n/a`` for a metric not scored in a row that ran."""
+    if name in scored:
+        return _fmt(row.scores.get(name), ".4f")
+    return "n/a" if row.status == "ok" else "—"
+
+
+def render_table(rows: list[Row], header: list[str], footnotes: list[str], scored: list[str]) -> str:
+    """Markdown: protocol header, one line per row (a column per metric of metrics.table), footnotes."""
+    metric_cols = [metric_header(name, scored, footnotes) for name in METRICS]
+    cols = ["Row", "Model", "Params", "GFLOPs", "GMACs", *metric_cols, "Train img/s", "Status"]
     lines = [*header, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
-        lpips = _fmt(r.lpips, ".4f") if lpips_on else ("n/a" if r.status == "ok" else "—")
         status = r.status + "".join(f"; {n}" for n in r.notes)
         cells = [
             r.name,
@@ -297,10 +298,7 @@ def render_table(rows: list[Row], header: list[str], footnotes: list[str], lpips
             _fmt(r.params, ","),
             _fmt(None if r.flops is None else r.flops / 1e9, ".3f"),
             _fmt(None if r.macs is None else r.macs / 1e9, ".3f"),
-            _fmt(r.psnr, ".4f"),
-            _fmt(r.ssim, ".4f"),
-            lpips,
-            _fmt(r.vif, ".4f"),
+            *(metric_cell(r, name, scored) for name in METRICS),
             _fmt(r.img_per_s, ".1f"),
             status,
         ]
@@ -345,22 +343,22 @@ def main(argv: list[str] | None = None) -> list[Row]:
     work_dir = Path(args.work_dir).resolve()
     val_dir = Path(args.val_dir).resolve() if args.val_dir else None
     if val_dir is not None and not val_dir.is_dir():
-        raise FileNotFoundError(f"--val_dir {args.val_dir!r} does not exist or is not a folder")
+        raise FileNotFoundError(f"--val-dir {args.val_dir!r} does not exist or is not a folder")
     if val_dir is None:
         val_dir = export_val_hr(first_loadable(configs, args), work_dir / "val_hr")
-    lpips_on, lpips_note = lpips_status(args.lpips_weights)
+    scored, notes = metric_status(args)
     rows: list[Row] = []
     seen: set[str] = set()
     for path in configs:
         row = Row(config=str(path), name=path.stem)
         try:
-            bench_row(row, args, work_dir, val_dir, lpips_on, seen)
+            bench_row(row, args, work_dir, val_dir, scored, seen)
         except Exception as err:  # one broken row must not lose the others
             row.status = f"failed: {err}"
         rows.append(row)
         print(f"{row.name}: {row.status}", file=sys.stderr)
     n_val = sum(1 for p in val_dir.iterdir() if p.is_file())
-    table = render_table(rows, protocol_header(args, argv, rows, val_dir, n_val), [lpips_note], lpips_on)
+    table = render_table(rows, protocol_header(args, argv, rows, val_dir, n_val), notes, scored)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(table)

@@ -25,6 +25,7 @@ import torch
 from bench.timing import median_time
 from model.build import build_network, compile_network
 from model.ssm import Scan, resolve_backend, selective_scan
+from utils.cli import ArgumentParser
 from utils.config import load_config
 
 CONFIGS = {
@@ -143,7 +144,7 @@ def dispatch_cost(repeats: int = 2000) -> dict[str, float]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", choices=tuple(CONFIGS), default=tuple(CONFIGS))
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--batch", type=int, default=1)
@@ -151,7 +152,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mode", choices=("default", "max-autotune"), default="default")
     p.add_argument("--regional", action="store_true", help="compile each scanning module, not the whole network")
     p.add_argument("--tiny", action="store_true", help="tiny widths at 32x32")
-    p.add_argument("--no_breaks", dest="breaks", action="store_false", help="skip the graph-break count")
+    p.add_argument("--no-breaks", dest="breaks", action="store_false", help="skip the graph-break count")
     p.add_argument("--dispatch", action="store_true", help="only the per-call backend choice cost")
     return p.parse_args(argv)
 

@@ -31,6 +31,7 @@ from model.build import build_network
 from model.ss2d import K_DIRECTIONS, SS2D
 from model.ssm import BACKENDS, resolve_backend
 from model.ssm.reference import selective_scan_reference
+from utils.cli import ArgumentParser
 from utils.config import load_config
 
 CONFIGS = {"hybrimamba": "configs/hybrimamba_x8_celeba.yaml", "rhmc": "configs/rhmc_x8_celeba.yaml"}
@@ -242,7 +243,7 @@ def _train_row(cfg: dict, precision: str, batch: int, device: torch.device, args
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda", help="cuda (default) or cpu (with --tiny: the test mode)")
     parser.add_argument("--tiny", action="store_true", help="tiny configs, 16x16 images, small scans (CPU tests)")
     parser.add_argument("--batches", type=int, nargs="+", default=None, help="default 8 32 (tiny: 1)")

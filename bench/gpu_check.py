@@ -10,7 +10,6 @@ peak memory, fp32 and bf16). Without CUDA it says so and exits 0. Exit status 1 
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import time
 import torch
 
 from bench import gpu
+from utils.cli import ArgumentParser
 
 CUDA_TESTS = (
     "tests/test_ssm_triton.py::test_compiled_kernels_match_reference_on_cuda",
@@ -29,7 +29,7 @@ CUDA_TESTS = (
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=int, default=480, help="seconds for the whole check (default 480)")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():

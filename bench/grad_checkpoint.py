@@ -12,7 +12,6 @@ forward + backward (median of ``--repeats``, after one warm-up) with each settin
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from torch import nn
 
 from bench.timing import fmt_time, median_time
 from model.build import build_network
+from utils.cli import ArgumentParser
 from utils.grad_checkpoint import enable_grad_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,7 +72,7 @@ def paper_network(model: str, mode: str) -> nn.Module:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", nargs="+", default=["hybrimamba", "rhmc"])
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--repeats", type=int, default=3)

@@ -14,7 +14,6 @@ syncs on a GPU (that also flags blocking host-to-device copies such as ``torch.t
 
 from __future__ import annotations
 
-import argparse
 import collections
 import contextlib
 import sys
@@ -26,6 +25,7 @@ import torch
 import yaml
 
 import train
+from utils.cli import ArgumentParser
 
 REPO = Path(__file__).resolve().parents[1]
 READS = ("item", "tolist", "numpy", "__float__", "__int__", "__bool__", "__index__")
@@ -102,7 +102,7 @@ def run(iterations: int, print_every: int, root: Path) -> tuple[collections.Coun
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--iterations", type=int, default=12)
     p.add_argument("--print-every", type=int, default=5)
     args = p.parse_args(argv)

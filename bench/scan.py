@@ -28,6 +28,7 @@ from model.ssm import resolve_backend
 from model.ssm.chunked_scan import selective_scan_chunked
 from model.ssm.cpu_kernel import kernel_available, selective_scan_compiled
 from model.ssm.reference import selective_scan_reference
+from utils.cli import ArgumentParser
 
 
 def _backend_fns(device: torch.device, only: str | None = None) -> tuple[dict[str, object], dict[str, str]]:
@@ -99,7 +100,7 @@ def _run_case(args: argparse.Namespace, backend: str, n: int, length: int) -> di
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 16384])
     parser.add_argument("--states", type=int, nargs="+", default=[8, 16], help="d_state N values")
     parser.add_argument("--batch", type=int, default=2)

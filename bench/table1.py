@@ -1,10 +1,10 @@
 """HybriMamba's Table 1 under one protocol: train and score every row, print ours beside the published values.
 
     python -m bench.table1 --set data.train.hr_dir=... eval.helen_hr_dir=... eval.celeba_hr_dir=...
-        [--iterations N] [--rows sparnet swinir ...] [--out results/table1.md] [--config_dir configs/table1]
-        [--work_dir DIR] [--lpips_weights FILE] [--nproc N] [--device cpu|cuda] [--timeout S]
+        [--iterations N] [--rows sparnet swinir ...] [--out results/table1.md] [--config-dir configs/table1]
+        [--work-dir DIR] [--lpips-weights FILE] [--nproc N] [--device cpu|cuda] [--timeout S]
 
-Rows are the ``*.yaml`` of ``--config_dir`` except ``protocol.yaml`` (or the stems given to ``--rows``),
+Rows are the ``*.yaml`` of ``--config-dir`` except ``protocol.yaml`` (or the stems given to ``--rows``),
 in Table 1's order, then any others. Each row is an ordinary training config (``base: protocol.yaml``).
 Per row, with the pieces of bench.ablations: parameters and FLOPs / MACs of one forward pass at the
 row's network input (the 16x16 LR for ``lr_input`` networks, else the 128x128 bicubic upsampling);
@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import ablations
+from metrics.table import METRICS
 from model import MODEL_REGISTRY
-from utils.cli import run_cli
+from utils.cli import ArgumentParser, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 PROTOCOL = "protocol.yaml"
@@ -48,7 +49,7 @@ PUBLISHED: dict[str, dict[str, Any]] = {
     "mambair": {"params": 20.4, "flops": 5.3, "Helen": (26.18, 0.7759, 0.2301), "CelebA": (26.37, 0.7644, 0.2245)},
     "hybrimamba": {"params": 15.1, "flops": 19.7, "Helen": (28.33, 0.8375, 0.1621), "CelebA": (28.43, 0.8250, 0.1638)},
 }
-METRICS = ("psnr", "ssim", "lpips", "vif")
+PUBLISHED_SCORES = ("psnr", "ssim", "lpips")  # the order of each set's triple above
 
 
 @dataclass
@@ -68,8 +69,8 @@ class Row:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.table1", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config_dir", default=str(REPO / "configs" / "table1"), help="the row configs and protocol.yaml")
+    p = ArgumentParser(prog="python -m bench.table1", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config-dir", default=str(REPO / "configs" / "table1"), help="the row configs and protocol.yaml")
     p.add_argument("--rows", nargs="+", default=None, metavar="STEM", help="only these rows (config file stems)")
     p.add_argument("--out", default="results/table1.md", help="markdown table (raw numbers in the .json beside it)")
     return ablations.parse_run_options(p, argv, work_dir_help="run folders and test outputs")
@@ -78,7 +79,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def row_configs(config_dir: Path, rows: list[str] | None) -> list[Path]:
     """The row files: every ``*.yaml`` but the protocol (or ``rows``), Table 1's order first."""
     if not config_dir.is_dir():
-        raise FileNotFoundError(f"--config_dir {str(config_dir)!r} is not a folder")
+        raise FileNotFoundError(f"--config-dir {str(config_dir)!r} is not a folder")
     found = {p.stem: p for p in config_dir.glob("*.yaml") if p.name != PROTOCOL}
     if rows is not None:
         missing = [r for r in rows if r not in found]
@@ -102,7 +103,7 @@ def eval_sets(cfg: dict[str, Any]) -> dict[str, Path]:
     return sets
 
 
-def bench_row(row: Row, args: argparse.Namespace, work_dir: Path, lpips: bool, seen: set[str]) -> None:
+def bench_row(row: Row, args: argparse.Namespace, work_dir: Path, metrics: list[str], seen: set[str]) -> None:
     """Fill ``row``: complexity, training, then scoring on every evaluation set (raises at the first failure)."""
     path = Path(row.config)
     cfg = ablations.load_row_config(path, args.set, args.iterations)
@@ -122,7 +123,7 @@ def bench_row(row: Row, args: argparse.Namespace, work_dir: Path, lpips: bool, s
         overrides = [*args.set, *ablations.train_overrides(cfg, work_dir), *ablations._budget(args.iterations)]
         ablations.train(path, overrides, args.nproc, args.timeout)
     for name, folder in sets.items():
-        summary = ablations.score(checkpoint, folder, run_dir / f"test_{name}", args, lpips)
+        summary = ablations.score(checkpoint, folder, run_dir / f"test_{name}", args, metrics)
         row.scores[name] = {m: summary.get(m) for m in METRICS}
 
 
@@ -134,7 +135,7 @@ def render_table(rows: list[Row], header: list[str], footnotes: list[str]) -> st
     """Markdown in Table 1's layout: ours, the published value in parentheses."""
     cols = ["Method", "Params (M)", "GMACs"]
     for s in SETS:
-        cols += [f"{s} PSNR ↑", f"{s} SSIM ↑", f"{s} LPIPS ↓", f"{s} VIF ↑"]
+        cols += [f"{s} {m.label} {m.arrow}" for m in METRICS.values()]
     cols.append("Status")
     lines = [*header, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
@@ -145,11 +146,10 @@ def render_table(rows: list[Row], header: list[str], footnotes: list[str]) -> st
             _pair(ablations._fmt(None if r.macs is None else r.macs / 1e9, ".2f"), pub.get("flops"), ".1f"),
         ]
         for s in SETS:
-            got = r.scores.get(s, {})
-            published = pub.get(s, (None, None, None))
-            for metric, value, spec in zip(METRICS[:3], published, (".2f", ".4f", ".4f")):
-                cells.append(_pair(ablations._fmt(got.get(metric), spec), value, spec))
-            cells.append(ablations._fmt(got.get("vif"), ".4f"))
+            got, published = r.scores.get(s, {}), dict(zip(PUBLISHED_SCORES, pub.get(s, ())))
+            for name, m in METRICS.items():
+                spec = f".{m.decimals}f"
+                cells.append(_pair(ablations._fmt(got.get(name), spec), published.get(name), spec))
         status = r.status + "".join(f"; {n}" for n in r.notes)
         lines.append("| " + " | ".join(ablations._cell(c) for c in [*cells, status]) + " |")
     lines += ["", *(f"[{i}] {note}" for i, note in enumerate(footnotes, 1))]
@@ -183,18 +183,18 @@ def main(argv: list[str] | None = None) -> list[Row]:
     args = parse_args(argv)
     configs = row_configs(Path(args.config_dir), args.rows)
     work_dir = Path(args.work_dir).resolve()
-    lpips_on, lpips_note = ablations.lpips_status(args.lpips_weights)
+    scored, notes = ablations.metric_status(args)
     rows: list[Row] = []
     seen: set[str] = set()
     for path in configs:
         row = Row(config=str(path), stem=path.stem)
         try:
-            bench_row(row, args, work_dir, lpips_on, seen)
+            bench_row(row, args, work_dir, scored, seen)
         except Exception as err:  # one broken row must not lose the others
             row.status = f"failed: {err}"
         rows.append(row)
         print(f"{row.stem}: {row.status}", file=sys.stderr)
-    table = render_table(rows, protocol_header(args, argv), [lpips_note])
+    table = render_table(rows, protocol_header(args, argv), notes)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(table)

@@ -16,7 +16,6 @@ runs on a GPU: speed is not measured here.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import json
@@ -33,7 +32,7 @@ import model.mamba1d
 import model.ss2d
 from model import build_model
 from model.ssm.triton_scan import CHUNK, backward_launch, forward_launch, interpreting
-from utils.cli import run_cli
+from utils.cli import ArgumentParser, run_cli
 from utils.config import load_config
 
 MODEL_CONFIGS = ("configs/hybrimamba_x8_celeba.yaml", "configs/rhmc_x8_celeba.yaml", "configs/ablations/mamba1d.yaml")
@@ -248,7 +247,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--configs", nargs="+", default=list(MODEL_CONFIGS), help="experiment configs to read launches from"
     )

@@ -25,7 +25,6 @@ per iteration the same way; SHFL also per element.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -37,7 +36,7 @@ import tempfile
 from pathlib import Path
 
 from bench.triton_compile import compile_all, cuobjdump_path
-from utils.cli import run_cli
+from utils.cli import ArgumentParser, run_cli
 
 MAMBA_SDIST = "mamba-ssm==2.3.2.post1"
 _INSTR = re.compile(r"^\s*/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;")
@@ -260,7 +259,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--archs", type=int, nargs="+", default=[90, 80], help="compute capabilities (80 = A100)")
     parser.add_argument("--mamba-src", default=os.environ.get("MAMBA_SSM_SRC"),
                         help="mamba-ssm sdist (.tar.gz) or its unpacked folder (default: $MAMBA_SSM_SRC)")  # fmt: skip

@@ -14,13 +14,12 @@ L2 traffic are not modelled. sm_90 rows are priced on an H100 SXM, sm_80 rows on
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
 
 from bench.triton_sass import report
-from utils.cli import run_cli
+from utils.cli import ArgumentParser, run_cli
 
 GPUS = {  # name, SMs, boost clock (GHz), DRAM bandwidth (TB/s)
     "sm_90": ("H100 SXM", 132, 1.98, 3.35),
@@ -79,7 +78,7 @@ def table(rows: list[dict], batch: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sass-json", help="rows printed by `python -m bench.triton_sass --json` (else compiled now)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--mamba-src", default=os.environ.get("MAMBA_SSM_SRC"), help="as bench.triton_sass")

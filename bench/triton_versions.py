@@ -11,12 +11,13 @@ table row: version, cases passed, kernels compiled, max registers, kernels with 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+from utils.cli import ArgumentParser
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,7 +57,7 @@ def check(version: str, target: Path, cases: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("version", help="a triton release, e.g. 3.2.0")
     parser.add_argument("--target", type=Path, help="install folder (default /tmp/triton-VERSION)")
     parser.add_argument("--cases", nargs="*", default=[], help="interpreter cases (default: all)")

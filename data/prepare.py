@@ -1,7 +1,7 @@
 """Turn a folder of raw face photos into an SR test/train folder with a checksummed manifest.
 
     python -m data.prepare --src RAW_DIR --out OUT_DIR [--size 128] [--scale 8]
-        [--fit center_crop|resize] [--kernel pil|matlab] [--landmarks FILE] [--skip_bad] [--workers N]
+        [--fit center_crop|resize] [--kernel pil|matlab] [--landmarks FILE] [--skip-bad] [--workers N]
         [--overwrite]
 
 Writes OUT_DIR/HR (size x size PNG), OUT_DIR/LR (size/scale PNG), OUT_DIR/LR_up (bicubic back
@@ -17,7 +17,6 @@ in the HR images' pixels (what ``paired`` sets read as ``data.*.landmarks``).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import shutil
@@ -31,7 +30,7 @@ from tqdm import tqdm
 
 from data.degrade import FITS, KERNELS, degrade, fit_hr
 from data.landmarks import JSON_FORMAT, Landmarks, LandmarkSet, fit_face, hr_points, read_landmarks
-from utils.cli import os_error_message
+from utils.cli import ArgumentParser, os_error_message
 from utils.image_io import (
     DataError,
     check_min_size,
@@ -58,7 +57,7 @@ def _prepare_one(job: tuple[Path, Path, int, int, str, str, bool, Landmarks | No
     except DataError as err:
         if skip_bad:
             return {"skipped": str(err)}
-        raise DataError(f"{err} (use --skip_bad to skip bad files)") from None
+        raise DataError(f"{err} (use --skip-bad to skip bad files)") from None
     record: dict[str, Any] = {"name": src.stem, "source": src.name, "source_sha256": file_sha256(src)}
     if face is None:
         hr = fit_hr(img, size, fit)
@@ -128,7 +127,7 @@ def prepare(
             minimum=(size, size),
             key="--size",
             skip_bad=False,
-            skip_hint="use --skip_bad",
+            skip_hint="use --skip-bad",
             what=f"--src folder {str(src)!r}",
         )
     marks = read_landmarks(landmarks) if landmarks is not None else None
@@ -204,7 +203,7 @@ class _Inline:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m data.prepare", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m data.prepare", description=__doc__.split("\n\n")[0])
     parser.add_argument("--src", required=True, help="folder of raw face photos (not recursive)")
     parser.add_argument("--out", required=True, help="output folder (HR/, LR/, LR_up/, manifest.json)")
     parser.add_argument("--size", type=int, default=128, help="HR side in pixels (default 128)")
@@ -212,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fit", choices=FITS, default="center_crop", help="square crop then resize, or resize")
     parser.add_argument("--kernel", choices=KERNELS, default="pil", help="bicubic of PIL (default) or MATLAB")
     parser.add_argument("--landmarks", default=None, help="landmark file of --src (DIC .pkl, CelebA txt, JSON)")
-    parser.add_argument("--skip_bad", action="store_true", help="skip unreadable / too small images (logged)")
+    parser.add_argument("--skip-bad", action="store_true", help="skip unreadable / too small images (logged)")
     parser.add_argument("--workers", type=int, default=1, help="processes (default 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing HR/LR/LR_up/manifest in --out")
     args = parser.parse_args(argv)

@@ -1,8 +1,8 @@
 """Paper-style comparison of several methods: a qualitative figure and a quantitative table.
 
-    python -m metrics.compare --gt_dir HR --method Bicubic=results/bicubic --method HybriMamba=results/hm \
-        [--lr_dir LR] [--names img1 img2 | --max_images 4] [--crop X Y W H] [--zoom 3] \
-        [--lpips [--lpips_weights PATH]] [--out_dir results/compare]
+    python -m metrics.compare --gt-dir HR --method Bicubic=results/bicubic --method HybriMamba=results/hm \
+        [--lr-dir LR] [--names img1 img2 | --max-images 4] [--crop X Y W H] [--zoom 3] \
+        [--lpips [--lpips-weights PATH]] [--out-dir results/compare]
 
 Each ``--method NAME=DIR`` is a prediction folder (as test.py writes it: PNGs named like the
 ground truth; other files are ignored). Scores are computed here from the images with the
@@ -10,7 +10,7 @@ metric functions (fsr convention: PSNR/SSIM on truncated uint8 Y, no crop; VIFp 
 LPIPS-alex when asked), so the table does not depend on where test.py puts its CSV.
 Writes ``figure.png`` (one row per image; columns [LR,] methods..., HR, titled; with ``--crop``
 a red box and a zoomed inset of that box in every tile), ``table.md``, ``table.tex`` and
-``scores.csv`` (per image and method) under ``--out_dir``, and prints the table and the paths.
+``scores.csv`` (per image and method) under ``--out-dir``, and prints the table and the paths.
 """
 
 from __future__ import annotations
@@ -23,27 +23,20 @@ if __name__ == "__main__":  # run by path (python metrics/x.py): the repository 
 
 import argparse
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from metrics import table as metric_table
 from metrics.io import finite_mean, note, score_folders, write_csv
-from metrics.psnr_ssim import calculate_psnr, calculate_ssim
-from metrics.vif import calculate_vif
+from metrics.table import METRICS, Scorer
 from utils import figure
-from utils.cli import run_cli
+from utils.cli import ArgumentParser, run_cli
 from utils.image_io import images_by_stem, read_rgb
 
-LOWER_IS_BETTER = {"lpips"}
-HEADERS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "vif": "VIF", "lpips": "LPIPS"}
-LATEX_HEADERS = {
-    "psnr": r"PSNR$\uparrow$",
-    "ssim": r"SSIM$\uparrow$",
-    "vif": r"VIF$\uparrow$",
-    "lpips": r"LPIPS$\downarrow$",
-}
+ALWAYS = ("vif",)  # scored here without a switch (test.py needs --vif); LPIPS needs --lpips
 
 
 def parse_method(spec: str) -> tuple[str, Path]:
@@ -56,18 +49,16 @@ def parse_method(spec: str) -> tuple[str, Path]:
     return name, Path(folder)
 
 
-def score_method(pred_dir: str | Path, gt_dir: str | Path, lpips_model: Any = None) -> list[dict[str, Any]]:
-    """Per-image rows {name, psnr, ssim, vif[, lpips]} of one prediction folder against the ground truth."""
-    metrics: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
-        "psnr": lambda pred, gt: calculate_psnr(pred, gt, "fsr"),
-        "ssim": lambda pred, gt: calculate_ssim(pred, gt, "fsr"),
-        "vif": calculate_vif,
-    }
-    if lpips_model is not None:
-        from metrics.lpips import calculate_lpips  # lpips loads torchvision; only when LPIPS is scored
+def default_scorers(opts: Any = None) -> dict[str, Scorer]:
+    """The table's scorers at their default conventions: PSNR, SSIM, VIF, and LPIPS when ``opts`` asks (``lpips``)."""
+    return metric_table.build_scorers(metric_table.selected(opts or {}, always=ALWAYS), opts)
 
-        metrics["lpips"] = lambda pred, gt: calculate_lpips(pred, gt, model=lpips_model)
-    return score_folders(pred_dir, gt_dir, metrics, progress=False)
+
+def score_method(
+    pred_dir: str | Path, gt_dir: str | Path, scorers: dict[str, Scorer] | None = None
+) -> list[dict[str, Any]]:
+    """Per-image rows {name, <metric>...} of one prediction folder against the ground truth."""
+    return score_folders(pred_dir, gt_dir, scorers if scorers is not None else default_scorers(), progress=False)
 
 
 def summarize_methods(per_method: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -80,25 +71,23 @@ def summarize_methods(per_method: dict[str, list[dict[str, Any]]]) -> list[dict[
 
 
 def metric_keys(table: Sequence[dict[str, Any]]) -> list[str]:
-    return [k for k in HEADERS if all(k in row for row in table)]
+    return [k for k in METRICS if all(k in row for row in table)]
 
 
 def _best(table: Sequence[dict[str, Any]], key: str) -> float:
     values = [row[key] for row in table if math.isfinite(row[key])]
-    if not values:
-        return math.nan
-    return min(values) if key in LOWER_IS_BETTER else max(values)
+    return METRICS[key].best(values) if values else math.nan
 
 
 def _fmt(key: str, value: float) -> str:
-    return f"{value:.2f}" if key == "psnr" else f"{value:.4f}"
+    return METRICS[key].format(value)
 
 
 def markdown_table(table: Sequence[dict[str, Any]]) -> str:
     """GitHub markdown table, one row per method, best value per column in bold."""
     keys = metric_keys(table)
     lines = [
-        "| Method | " + " | ".join(HEADERS[k] for k in keys) + " |",
+        "| Method | " + " | ".join(METRICS[k].header for k in keys) + " |",
         "|---|" + "---|" * len(keys),
     ]
     for row in table:
@@ -122,7 +111,7 @@ def latex_table(table: Sequence[dict[str, Any]], caption: str = "Quantitative co
         rf"\caption{{{_latex_escape(caption)}}}",
         r"\begin{tabular}{l" + "c" * len(keys) + "}",
         r"\toprule",
-        "Method & " + " & ".join(LATEX_HEADERS[k] for k in keys) + r" \\",
+        "Method & " + " & ".join(METRICS[k].latex for k in keys) + r" \\",
         r"\midrule",
     ]
     for row in table:
@@ -195,14 +184,15 @@ def compare(
     crop: figure.Box | None = None,
     zoom: float = 3.0,
     tile: int = 256,
-    lpips_model: Any = None,
+    scorers: dict[str, Scorer] | None = None,
 ) -> dict[str, Any]:
     """Score every method, write figure.png, table.md, table.tex and scores.csv; returns paths and table."""
     if not methods:
         raise ValueError("give at least one --method NAME=DIR")
     if len({name for name, _ in methods}) != len(methods):
         raise ValueError(f"method names must differ, got {[name for name, _ in methods]}")
-    per_method = {name: score_method(folder, gt_dir, lpips_model) for name, folder in methods}
+    scorers = scorers if scorers is not None else default_scorers()
+    per_method = {name: score_method(folder, gt_dir, scorers) for name, folder in methods}
     table = summarize_methods(per_method)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -221,22 +211,22 @@ def compare(
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Qualitative figure and quantitative table for several SR methods")
-    p.add_argument("--gt_dir", required=True, help="ground-truth HR folder")
+    p = ArgumentParser(description="Qualitative figure and quantitative table for several SR methods")
+    p.add_argument("--gt-dir", required=True, help="ground-truth HR folder")
     p.add_argument("--method", action="append", required=True, metavar="NAME=DIR", help="a prediction folder")
-    p.add_argument("--lr_dir", default=None, help="LR inputs, shown as the first column (nearest upscaling)")
+    p.add_argument("--lr-dir", default=None, help="LR inputs, shown as the first column (nearest upscaling)")
     p.add_argument("--names", nargs="+", default=None, help="image stems for the figure (default: first N)")
-    p.add_argument("--max_images", type=int, default=4, help="figure rows when --names is not given")
+    p.add_argument("--max-images", type=int, default=4, help="figure rows when --names is not given")
     p.add_argument("--crop", type=int, nargs=4, default=None, metavar=("X", "Y", "W", "H"), help="zoom box, HR px")
     p.add_argument("--zoom", type=float, default=3.0, help="inset magnification of the --crop box")
     p.add_argument("--tile", type=int, default=256, help="displayed side of every tile, px")
-    p.add_argument("--lpips", action="store_true", help="add LPIPS (needs the torchvision backbone weights)")
-    p.add_argument("--lpips_weights", default=None)
-    p.add_argument("--out_dir", default="results/compare")
+    switches = [name for name, m in METRICS.items() if m.optional and name not in ALWAYS]  # --lpips ...
+    metric_table.add_options(p, only=[*switches, "lpips_weights"])  # PSNR / SSIM fsr, VIF gray, LPIPS alex
+    p.add_argument("--out-dir", default="results/compare")
     args = p.parse_args(argv)
     if args.max_images < 1 or args.tile < 16 or args.zoom <= 0:
         p.error(
-            f"--max_images >= 1, --tile >= 16 and --zoom > 0 expected, got {args.max_images}, {args.tile}, {args.zoom}"
+            f"--max-images >= 1, --tile >= 16 and --zoom > 0 expected, got {args.max_images}, {args.tile}, {args.zoom}"
         )
     return args
 
@@ -244,11 +234,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     methods = [parse_method(spec) for spec in args.method]
-    lpips_model = None
-    if args.lpips:
-        from metrics.lpips import build_lpips  # lpips loads torchvision; only when LPIPS is scored
-
-        lpips_model = build_lpips("alex", args.lpips_weights)
+    scorers = default_scorers(args)  # LPIPS's model built once, before any image is read
     result = compare(
         methods,
         args.gt_dir,
@@ -259,7 +245,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         crop=tuple(args.crop) if args.crop else None,
         zoom=args.zoom,
         tile=args.tile,
-        lpips_model=lpips_model,
+        scorers=scorers,
     )
     print(markdown_table(result["table"]), end="")
     for kind, path in result["paths"].items():

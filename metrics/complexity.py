@@ -13,7 +13,7 @@ Latency: the median of ``--repeats`` (default 3) timed forwards after ``--warmup
 untimed ones, with a progress bar (a forward of the full models takes seconds on a CPU).
 
 Script: ``python -m metrics.complexity --model NAME [--config CFG] [--size H W] [--device cpu cuda]
-[--repeats 3] [--warmup 1] [--no_progress]``.
+[--repeats 3] [--warmup 1] [--no-progress]``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from pathlib import Path
 if __name__ == "__main__":  # run by path (python metrics/x.py): the repository root first, not metrics/
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-import argparse
 import json
 import statistics
 import time
@@ -37,7 +36,7 @@ from tqdm import tqdm
 
 from model.build import bind_scan, build_network
 from model.ssm import count_scan_flops, resolve_backend
-from utils.cli import run_cli
+from utils.cli import ArgumentParser, run_cli
 from utils.config import load_config
 
 
@@ -134,7 +133,7 @@ def profile(
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description="Parameters, FLOPs / MACs and latency of a registered model")
+    parser = ArgumentParser(description="Parameters, FLOPs / MACs and latency of a registered model")
     parser.add_argument("--model", default=None, help="registered model name")
     parser.add_argument("--config", default=None, help="experiment YAML whose model section is built")
     parser.add_argument(
@@ -143,7 +142,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--device", nargs="+", choices=("cpu", "cuda"), default=("cpu", "cuda"))
     parser.add_argument("--warmup", type=int, default=1, help="untimed forwards first (default 1)")
     parser.add_argument("--repeats", type=int, default=3, help="timed forwards; the median is reported (default 3)")
-    parser.add_argument("--no_progress", action="store_true", help="no progress bar while timing")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar while timing")
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.warmup < 0:
         parser.error(f"--repeats must be >= 1 and --warmup >= 0, got {args.repeats} and {args.warmup}")

@@ -5,7 +5,7 @@ torchvision, which downloads it. Here the backbone is built untrained and its we
 from the torch hub cache (``<torch.hub.get_dir()>/checkpoints/<file>``) or an explicit path;
 nothing is ever downloaded. Inputs are RGB scaled to [-1, 1] (uint8 images: x / 127.5 - 1).
 
-Script: ``python -m metrics.lpips --pred_dir P --gt_dir G [--net alex|vgg] [--weights FILE] [--csv FILE]``
+Script: ``python -m metrics.lpips --pred-dir P --gt-dir G [--net alex|vgg] [--weights FILE] [--csv FILE]``
 (default CSV: ``<pred_dir>_lpips_<net>.csv`` beside the folder); also ``python -m metrics.lpips GT_DIR SR_DIR``
 (HybriMamba's calc_lpips.py order) and, by path, ``python metrics/calculate_lpips.py ...`` (RHMC's).
 """
@@ -18,7 +18,6 @@ from pathlib import Path
 if __name__ == "__main__":  # run by path (python metrics/x.py): the repository root first, not metrics/
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-import argparse
 import functools
 import warnings
 
@@ -28,7 +27,7 @@ import torch
 
 from metrics.io import default_csv, score_and_report
 from utils.authors import folder_args
-from utils.cli import run_cli
+from utils.cli import ArgumentParser, run_cli
 
 BACKBONES = {
     "alex": ("alexnet-owt-7be5be79.pth", "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"),
@@ -132,9 +131,9 @@ def calculate_lpips(
 
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
-    parser = argparse.ArgumentParser(description="LPIPS v0.1 between two image folders paired by file name")
-    parser.add_argument("--pred_dir", "-restored_folder", default=None, help="super-resolved images")
-    parser.add_argument("--gt_dir", "-gt_folder", default=None, help="ground truth, paired by file name")
+    parser = ArgumentParser(description="LPIPS v0.1 between two image folders paired by file name")
+    parser.add_argument("--pred-dir", "-restored_folder", default=None, help="super-resolved images")
+    parser.add_argument("--gt-dir", "-gt_folder", default=None, help="ground truth, paired by file name")
     parser.add_argument("--net", choices=tuple(BACKBONES), default="alex")
     parser.add_argument("--weights", default=None, help="torchvision backbone weights file (default: torch hub cache)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -19,7 +19,7 @@ on each side, PSNR with peak 255, MATLAB-style SSIM (11x11 Gaussian window, sigm
 Identical images give PSNR = inf; folder means follow the averaging rule of ``metrics.io``
 (finite values only; inf and NaN counted and named). No torch import: numpy and scikit-image only.
 
-Script: ``python -m metrics.psnr_ssim --pred_dir P --gt_dir G [--convention fsr|basicsr] [--crop_border N]
+Script: ``python -m metrics.psnr_ssim --pred-dir P --gt-dir G [--convention fsr|basicsr] [--crop-border N]
 [--csv FILE]`` (default CSV: ``<pred_dir>_psnr_ssim_<convention>.csv`` beside the folder); also
 ``python -m metrics.psnr_ssim GT_DIR SR_DIR`` (HybriMamba's order) and, by path,
 ``python metrics/calculate_psnr_ssim.py --pred_dir P --gt_dir G`` (RHMC's command).
@@ -33,7 +33,6 @@ from pathlib import Path
 if __name__ == "__main__":  # run by path (python metrics/x.py): the repository root first, not metrics/
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-import argparse
 import math
 
 import numpy as np
@@ -42,7 +41,7 @@ from skimage.metrics import structural_similarity
 
 from metrics.io import default_csv, score_and_report
 from utils.authors import folder_args
-from utils.cli import run_cli
+from utils.cli import ArgumentParser, run_cli
 
 CONVENTIONS = ("fsr", "basicsr")
 Y_WEIGHTS = np.array([65.481, 128.553, 24.966], dtype=np.float64)
@@ -133,11 +132,11 @@ def describe(convention: str, crop_border: int = 0) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
-    parser = argparse.ArgumentParser(description="PSNR / SSIM on Y between two image folders paired by file name")
-    parser.add_argument("--pred_dir", "-restored_folder", default=None, help="super-resolved images")
-    parser.add_argument("--gt_dir", "-gt_folder", default=None, help="ground truth, paired by file name")
+    parser = ArgumentParser(description="PSNR / SSIM on Y between two image folders paired by file name")
+    parser.add_argument("--pred-dir", "-restored_folder", default=None, help="super-resolved images")
+    parser.add_argument("--gt-dir", "-gt_folder", default=None, help="ground truth, paired by file name")
     parser.add_argument("--convention", choices=CONVENTIONS, default="fsr")
-    parser.add_argument("--crop_border", type=int, default=0)
+    parser.add_argument("--crop-border", type=int, default=0)
     parser.add_argument(
         "--csv", default=None, help="per-image CSV (default: <pred_dir>_psnr_ssim_<convention>.csv beside the folder)"
     )

@@ -18,7 +18,7 @@ of 1e-10 for the flat-region tests).
 A reference with no variance anywhere (flat image) has VIF 0/0: NaN, reported as NaN with the
 file named and left out of folder means (averaging rule in ``metrics.io``).
 
-Script: ``python -m metrics.vif --pred_dir P --gt_dir G [--vif_channel gray|y] [--csv FILE]``
+Script: ``python -m metrics.vif --pred-dir P --gt-dir G [--vif-channel gray|y] [--csv FILE]``
 (default CSV: ``<pred_dir>_vif_<channel>.csv`` beside the folder).
 """
 
@@ -30,14 +30,13 @@ from pathlib import Path
 if __name__ == "__main__":  # run by path (python metrics/x.py): the repository root first, not metrics/
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-import argparse
 import math
 
 import numpy as np
 
 from metrics.io import default_csv, score_and_report
 from metrics.psnr_ssim import filter_valid, gaussian_1d, rgb_to_y
-from utils.cli import run_cli
+from utils.cli import ArgumentParser, run_cli
 
 MIN_SIZE = 41
 EPS = 1e-10
@@ -101,10 +100,10 @@ def describe(channel: str = "gray") -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
-    parser = argparse.ArgumentParser(description="Pixel-domain VIF between two image folders paired by file name")
-    parser.add_argument("--pred_dir", required=True)
-    parser.add_argument("--gt_dir", required=True)
-    parser.add_argument("--vif_channel", choices=CHANNELS, default="gray", help="luminance VIF is computed on")
+    parser = ArgumentParser(description="Pixel-domain VIF between two image folders paired by file name")
+    parser.add_argument("--pred-dir", required=True)
+    parser.add_argument("--gt-dir", required=True)
+    parser.add_argument("--vif-channel", choices=CHANNELS, default="gray", help="luminance VIF is computed on")
     parser.add_argument("--csv", default=None, help="per-image CSV (default: <pred_dir>_vif_<channel>.csv beside it)")
     args = parser.parse_args(argv)
     csv_path = Path(args.csv) if args.csv else default_csv(args.pred_dir, f"vif_{args.vif_channel}")

@@ -319,7 +319,7 @@ def test_unwritable_out_dir_fails_before_inference(tmp_path, monkeypatch):
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(inference.tempfile, "TemporaryFile", refuse)
-    monkeypatch.setattr(inference, "tensor_to_uint8", lambda *a: pytest.fail("inference ran"))
+    monkeypatch.setattr(inference.Evaluator, "add", lambda *a: pytest.fail("inference ran"))
     with pytest.raises(OSError, match=r"cannot write to the output folder .*o/images.*Permission denied"):
         run(
             "--checkpoint", str(tmp_path / "bic.pt"), "--lr_dir", str(tmp_path / "lr"), "--out_dir", str(tmp_path / "o")

@@ -224,7 +224,7 @@ def test_psnr_ssim_does_not_import_torch():
         capture_output=True,
         text=True,
     )
-    assert proc.returncode == 0 and "--pred_dir" in proc.stdout
+    assert proc.returncode == 0 and "--pred-dir" in proc.stdout
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time")}
     assert "skimage" in imported and "torch" not in imported
 

@@ -408,8 +408,8 @@ def test_hybrimamba_positional_order_and_rhmc_flags(tmp_path):
         ("train.py", "--batch_size 32", "--set train.batch_size=N"),
         ("train.py", "--dataroot /data/CelebA", "--set data.train.hr_dir=DIR"),
         ("test.py", "--pretrain_model_path ./ckpt/x.pt", "--checkpoint PATH"),
-        ("test.py", "--save_as_dir result/helen", "--out_dir DIR"),
-        ("test.py", "--name Mamba-SRx8", "--out_dir DIR"),
+        ("test.py", "--save_as_dir result/helen", "--out-dir DIR"),
+        ("test.py", "--name Mamba-SRx8", "--out-dir DIR"),
     ],
 )
 def test_authors_flags_get_one_line_naming_ours(capsys, script, flag, ours):

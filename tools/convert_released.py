@@ -51,7 +51,7 @@ from torch import nn
 from model import build_model
 from model.wfen import Haar
 from utils.checkpoint import load_reason, safe_load, save_checkpoint
-from utils.cli import run_cli
+from utils.cli import ArgumentParser, run_cli
 from utils.config import load_config
 
 MODELS = ("hybrimamba", "rhmc", "sparnet", "swinir", "mambair", "dic", "sfmnet", "wfen")
@@ -641,7 +641,7 @@ def _load_strict(target: nn.Module, state: dict[str, torch.Tensor], what: str) -
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, choices=MODELS)
     p.add_argument(
         "--src", required=True, type=Path, help="released .pth (forward) or our checkpoint / state dict (--reverse)"

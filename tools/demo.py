@@ -1,12 +1,12 @@
 """The demo end to end at the real geometry (16x16 -> 128x128, x8): train, test, score, show.
 
-    python -m tools.demo [--config configs/demo.yaml] [--iterations N] [--test_images N] [--set k=v ...]
+    python -m tools.demo [--config configs/demo.yaml] [--iterations N] [--test-images N] [--set k=v ...]
 
 1. ``train.py --overwrite`` moves a previous run folder ``experiments/<name>`` aside to
    ``<name>.old-<time>`` (never deleted, refused while a live run holds its lock; the move is
    printed) and trains the config on the built-in
    sample faces (``data.train.type: sample``: 16 astronaut crops).
-2. ``--test_images`` held-out crops (the sample set's ``val`` split, cut with another seed than
+2. ``--test-images`` held-out crops (the sample set's ``val`` split, cut with another seed than
    the training crops) are written as HR 128x128 / LR 16x16 PNGs under ``<run>/demo/data``;
    the bicubic baseline is written to ``<run>/demo/bicubic``.
 3. ``test.py`` super-resolves them with the final weights (``latest.pt``, EMA) into ``<run>/demo/sr/images``.
@@ -37,7 +37,7 @@ from data.sample import face_crops
 from metrics import compare
 from metrics.io import note
 from utils.checkpoint import load_checkpoint
-from utils.cli import run_cli
+from utils.cli import ArgumentParser, run_cli
 from utils.config import load_config
 from utils.image_io import pair_folders, read_pair
 
@@ -109,29 +109,28 @@ def border_table(rows: dict[str, dict[str, float]], band: int = BAND) -> str:
     return "\n".join(lines) + "\n"
 
 
-def lpips_if_available() -> Any:
-    """LPIPS-alex when the torchvision backbone weights are in the torch hub cache, else None (said why)."""
-    # lpips loads torchvision; only when its weights are there
-    from metrics.lpips import backbone_weights_path, build_lpips
+def lpips_available() -> bool:
+    """Whether the LPIPS-alex torchvision backbone weights are in the torch hub cache (if not, said why)."""
+    from metrics.lpips import backbone_weights_path  # lpips loads torchvision; only for the LPIPS column
 
     try:
         backbone_weights_path("alex")
     except FileNotFoundError as err:
         print(f"LPIPS left out: {str(err).split('. ')[0]}")
-        return None
-    return build_lpips("alex")
+        return False
+    return True
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Train, test, score and show the demo model at 16x16 -> 128x128")
+    p = ArgumentParser(description="Train, test, score and show the demo model at 16x16 -> 128x128")
     p.add_argument("--config", default="configs/demo.yaml")
     p.add_argument("--iterations", type=int, default=None, help="override train.iterations (tiny runs)")
-    p.add_argument("--test_images", type=int, default=8, help="held-out sample crops to test on")
+    p.add_argument("--test-images", type=int, default=8, help="held-out sample crops to test on")
     p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help="config overrides")
-    p.add_argument("--no_lpips", action="store_true", help="leave LPIPS out even when its weights are present")
+    p.add_argument("--no-lpips", action="store_true", help="leave LPIPS out even when its weights are present")
     args = p.parse_args(argv)
     if args.test_images < 1 or (args.iterations is not None and args.iterations < 1):
-        p.error(f"--test_images and --iterations must be >= 1, got {args.test_images}, {args.iterations}")
+        p.error(f"--test-images and --iterations must be >= 1, got {args.test_images}, {args.iterations}")
     return args
 
 
@@ -167,15 +166,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     sr_out = demo_dir / "sr"
     sr_dir = sr_out / "images"  # test.py's PNGs; results.csv / summary.json sit beside them in sr_out
     _test_script().main(
-        ["--checkpoint", str(checkpoint), "--lr_dir", str(lr_dir), "--hr_dir", str(hr_dir)]
-        + ["--out_dir", str(sr_out), "--device", "cpu", "--no_progress"]
+        ["--checkpoint", str(checkpoint), "--lr-dir", str(lr_dir), "--hr-dir", str(hr_dir)]
+        + ["--out-dir", str(sr_out), "--device", "cpu", "--no-progress"]
     )
     model_name = f"{cfg['model']['name']} (demo)"
     methods = [("Bicubic", bicubic_dir), (model_name, sr_dir)]
-    lpips_model = None if args.no_lpips else lpips_if_available()
+    scorers = compare.default_scorers({"lpips": not args.no_lpips and lpips_available()})
     result = compare.compare(
         methods, hr_dir, demo_dir / "results", lr_dir=lr_dir, max_images=min(4, args.test_images), tile=256,
-        lpips_model=lpips_model,
+        scorers=scorers,
     )  # fmt: skip
     borders = {name: border_errors(folder, hr_dir) for name, folder in methods}
     border_md = border_table(borders)

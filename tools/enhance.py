@@ -1,7 +1,7 @@
 """Super-resolve the faces of real photos: detect, crop, super-resolve, paste back.
 
-    python -m tools.enhance PHOTO_OR_DIR --checkpoint CKPT --out DIR [--margin 0.25] [--min_face 24]
-                            [--feather 0.1] [--device cpu|cuda] [--no_ema]
+    python -m tools.enhance PHOTO_OR_DIR --checkpoint CKPT --out DIR [--margin 0.25] [--min-face 24]
+                            [--feather 0.1] [--device cpu|cuda] [--no-ema]
 
 Faces are found with OpenCV's frontal-face Haar cascade that the opencv-python-headless wheel ships
 (``cv2.data.haarcascades``; nothing is downloaded). Each face box is widened by ``--margin`` of its
@@ -30,7 +30,7 @@ from PIL import Image
 from data.degrade import resize, to_tensor
 from metrics.tensor import tensor_to_uint8
 from utils import figure
-from utils.cli import run_cli
+from utils.cli import ArgumentParser, run_cli
 from utils.image_io import DataError, list_images, read_rgb
 from utils.value_range import predict_unit
 
@@ -131,21 +131,21 @@ def enhance_photo(
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Detect the faces of photos, super-resolve them and paste them back")
+    p = ArgumentParser(description="Detect the faces of photos, super-resolve them and paste them back")
     p.add_argument("photos", type=Path, help="a photo or a folder of photos")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--margin", type=float, default=0.25, help="widen each face box by this fraction per side")
-    p.add_argument("--min_face", type=int, default=24, help="smallest face side to detect, in pixels")
+    p.add_argument("--min-face", type=int, default=24, help="smallest face side to detect, in pixels")
     p.add_argument("--feather", type=float, default=0.1, help="blend ramp at the pasted edges, fraction of the side")
     p.add_argument(
         "--kernel", choices=("pil", "matlab"), default="pil", help="bicubic kernel of the x scale upsampling"
     )
     p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--no_ema", action="store_true", help="use the raw weights even when EMA weights exist")
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights even when EMA weights exist")
     args = p.parse_args(argv)
     if not 0 <= args.margin <= 2 or not 0 < args.feather <= 0.5 or args.min_face < 8:
-        p.error(f"need 0 <= --margin <= 2, 0 < --feather <= 0.5, --min_face >= 8; got {args.margin}, "
+        p.error(f"need 0 <= --margin <= 2, 0 < --feather <= 0.5, --min-face >= 8; got {args.margin}, "
                 f"{args.feather}, {args.min_face}")  # fmt: skip
     return args
 

@@ -22,18 +22,18 @@ import torch
 from model.build import bind_scan, load_network
 from model.ssm import Scan
 from model.ssm.chunked_scan import selective_scan_chunked_inline
-from utils.cli import run_cli
+from utils.cli import ArgumentParser, run_cli
 
 FORMATS = ("exported-program", "aoti", "onnx")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawTextHelpFormatter)
+    p = ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="checkpoint written by train.py (or tools.convert_released)")
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--out", required=True, type=Path, help="file to write (.pt2 for exported-program and aoti)")
     p.add_argument("--config", default=None, help="experiment YAML to build from (default: the checkpoint's)")
-    p.add_argument("--no_ema", action="store_true", help="export the raw weights instead of the EMA")
+    p.add_argument("--no-ema", action="store_true", help="export the raw weights instead of the EMA")
     p.add_argument("--size", type=int, default=None, help="input side S (default: data.val.hr_size)")
     p.add_argument("--batch", type=int, default=1, help="batch size of the example input (default 1)")
     p.add_argument("--strict", action="store_true", help="torch.export strict mode (TorchDynamo); default non-strict")

@@ -32,14 +32,14 @@ TRAIN = {
 }
 TEST = {
     "--gpus": "--device cuda (test.py runs on one GPU)",
-    "--name": "--out_dir DIR (outputs and scores go there)",
+    "--name": "--out-dir DIR (outputs and scores go there)",
     "--model": "--checkpoint CKPT (the network is the one the checkpoint was trained as; --config to override)",
-    "--dataroot": "--lr_dir DIR (LR faces; --degrade when DIR holds HR faces; --hr_dir for scores)",
+    "--dataroot": "--lr-dir DIR (LR faces; --degrade when DIR holds HR faces; --hr-dir for scores)",
     "--pretrain_model_path": "--checkpoint PATH (convert their .pth first: python -m tools.convert_released "
     "--model hybrimamba --src THEIRS.pth --out OURS.pt)",
-    "--save_as_dir": "--out_dir DIR (PNGs in DIR/images)",
-    "--load_size": "--hr_size 128",
-    "--dataset_name": "nothing: --lr_dir is read as LR faces ('single'); --degrade for HR faces",
+    "--save_as_dir": "--out-dir DIR (PNGs in DIR/images)",
+    "--load_size": "--hr-size 128",
+    "--dataset_name": "nothing: --lr-dir is read as LR faces ('single'); --degrade for HR faces",
     "--scale_factor": "nothing: the scale is the checkpoint's (config key scale)",
     "--Gnorm": "nothing: the network settings are the checkpoint's",
 }
@@ -66,15 +66,15 @@ def refuse_authors_flags(argv: list[str] | None, script: str) -> None:
 
 
 def folder_args(parser: argparse.ArgumentParser, argv: list[str] | None, order: str) -> argparse.Namespace:
-    """Parse a metric script's folders given as ``--pred_dir P --gt_dir G`` (RHMC's README; RHMC's own
+    """Parse a metric script's folders given as ``--pred-dir P --gt-dir G`` (RHMC's README: ``--pred_dir``; RHMC's own
     ``-restored_folder`` / ``-gt_folder`` too) or positionally (``order``: HybriMamba's ``GT_DIR SR_DIR``)."""
     parser.add_argument("folders", nargs="*", metavar="DIR", help=f"positional form: {order} (HybriMamba's scripts)")
     args = parser.parse_args(argv)
     if args.folders:
         if len(args.folders) != 2 or args.pred_dir or args.gt_dir:
-            parser.error(f"give two folders ({order}) or --pred_dir P --gt_dir G, not both; got {args.folders}")
+            parser.error(f"give two folders ({order}) or --pred-dir P --gt-dir G, not both; got {args.folders}")
         gt, pred = args.folders if order.startswith("GT") else args.folders[::-1]
         args.gt_dir, args.pred_dir = gt, pred
     elif not (args.pred_dir and args.gt_dir):
-        parser.error(f"give --pred_dir P --gt_dir G, or two folders: {order}")
+        parser.error(f"give --pred-dir P --gt-dir G, or two folders: {order}")
     return args
