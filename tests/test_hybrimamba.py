@@ -20,8 +20,8 @@ from model.hybrimamba import (
     SymmetryEnhancement,
     Upsample,
 )
-from tests.ablation import assert_switch_changes_output
-from tests.faces import four_face_crops
+from tests.helpers.ablation import assert_switch_changes_output
+from tests.helpers.faces import four_face_crops
 from utils.config import load_config
 
 TINY = dict(embed_dim=8, depth=1, n_layers=1, d_state=4)

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 from model import build_model
 from model.rhmc import ECA, RHMC, SFB, RMoE, eca_kernel_size
-from tests.ablation import assert_switch_changes_output
-from tests.faces import four_face_crops
+from tests.helpers.ablation import assert_switch_changes_output
+from tests.helpers.faces import four_face_crops
 from utils.config import load_config
 
 TINY = dict(embed_dim=4, depth=1, d_state=4)
