@@ -77,7 +77,8 @@ def test_released_key_names_and_shapes_round_trip() -> None:
     assert "encoder.3.att_func.b1_3.conv2d.weight" not in theirs and len(theirs) == len(net.state_dict())
     other = build_model({"name": "sparnet"})
     other.load_state_dict(to_ours(theirs, "sparnet", other, 32))
+    ours = net.state_dict()
     for key, value in other.state_dict().items():
-        assert torch.equal(value, net.state_dict()[key]), key
+        assert torch.equal(value, ours[key]), key
     with pytest.raises(ValueError, match="1 released key.s. missing"):
         to_ours({k: v for k, v in theirs.items() if k != "out_conv.conv2d.bias"}, "sparnet", other, 32)
