@@ -26,6 +26,10 @@ def outputs(out: torch.Tensor | dict[str, torch.Tensor]) -> dict[str, torch.Tens
 
 def test_the_table_names_only_registered_networks() -> None:
     assert not set(TINY) - set(NAMES), f"tests/helpers/tiny.py has entries for unregistered {set(TINY) - set(NAMES)}"
+    with pytest.raises(
+        pytest.fail.Exception, match=r"'new_net' is registered but has no entry .* add its tiny options"
+    ):
+        tiny_entry("new_net")  # what every test below says for a network added without an entry
 
 
 @pytest.mark.parametrize("name", NAMES)
