@@ -26,8 +26,9 @@ from metrics.complexity import count_parameters
 from model import build_model
 from model.dic import parsing_maps
 from model.losses import WeightedLoss
+from tests.helpers.tiny import TINY as TINY_OPTIONS
 
-TINY = {"name": "dic", "dim": 8, "n_steps": 2, "groups": 2, "hg_dim": 16, "n_fusion": 1}
+TINY = {"name": "dic", **TINY_OPTIONS["dic"].options}  # the tiny options of tests/helpers/tiny.py
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -23,9 +23,10 @@ from model.hybrimamba import (
 )
 from tests.helpers.ablation import assert_switch_changes_output
 from tests.helpers.faces import four_face_crops
+from tests.helpers.tiny import TINY as TINY_OPTIONS
 from utils.config import load_config
 
-TINY = dict(embed_dim=8, depth=1, n_layers=1, d_state=4)
+TINY = TINY_OPTIONS["hybrimamba"].options  # the tiny options of tests/helpers/tiny.py
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")

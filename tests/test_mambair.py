@@ -11,9 +11,10 @@ from model.build import bind_scan
 from model.mambair import CAB, RSSB, MambaIR
 from model.ss2d import SS2D
 from model.ssm import resolve_backend
+from tests.helpers.tiny import TINY as TINY_OPTIONS
 from tools.convert_released import to_ours, to_released
 
-TINY = dict(embed_dim=30, depths=(1, 2), d_state=2)
+TINY = TINY_OPTIONS["mambair"].options  # the tiny options of tests/helpers/tiny.py
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -6,9 +6,10 @@ import torch
 from metrics.complexity import count_flops, count_parameters
 from model.registry import build_model
 from model.sparnet import FaceAttentionUnit, HourglassAttention
+from tests.helpers.tiny import TINY as TINY_OPTIONS
 from tools.convert_released import to_ours, to_released
 
-TINY = {"name": "sparnet", "min_ch": 8, "max_ch": 16, "in_size": 32, "min_feat_size": 8, "res_depth": 1}
+TINY = {"name": "sparnet", **TINY_OPTIONS["sparnet"].options}  # the tiny options of tests/helpers/tiny.py
 
 
 def test_attention_map_is_in_unit_interval_with_requested_channels() -> None:

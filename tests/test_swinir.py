@@ -8,9 +8,10 @@ import torch
 from metrics.complexity import count_flops, count_parameters, profile
 from model import build_model
 from model.swinir import SwinIR, SwinTransformerLayer, WindowAttention, shifted_window_mask
+from tests.helpers.tiny import TINY as TINY_OPTIONS
 from tools.convert_released import to_ours, to_released
 
-TINY = dict(embed_dim=12, depths=(2, 2), num_heads=(2, 3), window_size=4, img_size=16)
+TINY = TINY_OPTIONS["swinir"].options  # the tiny options of tests/helpers/tiny.py
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
