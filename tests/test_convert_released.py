@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from model import build_model
-from tests.released_reference import released_hybrimamba_forward, released_rhmc_forward
+from tests.helpers.released_reference import released_hybrimamba_forward, released_rhmc_forward
 from tools import convert_released
 from tools.convert_released import haar_filter, to_ours, to_released
 from utils.checkpoint import load_checkpoint
@@ -199,7 +199,7 @@ def test_cli_forward_and_reverse_files_load_strictly(tmp_path: Path):
 
 @pytest.mark.parametrize("copies", ["1", "2"])
 def test_rhmc_preset_on_converted_weights_is_the_released_forward(copies):
-    """End to end: our released preset = SHMC.py's FDBNet (rewritten in tests/released_reference.py) on the same weights."""
+    """End to end: our released preset = SHMC.py's FDBNet (rewritten in tests/helpers/released_reference.py) on the same weights."""
     sets = ["model.embed_dim=16", "model.d_state=2", f"model.stb_band_copies={copies}"]  # 16: their dim // 16 >= 1
     cfg = load_config("configs/rhmc_released.yaml", sets)
     torch.manual_seed(4)
@@ -222,7 +222,7 @@ def test_rhmc_preset_on_converted_weights_is_the_released_forward(copies):
 
 
 def test_hybrimamba_preset_on_converted_weights_is_the_released_forward():
-    """End to end: our released preset = HibriMambaBlock (rewritten in tests/released_reference.py), same weights."""
+    """End to end: our released preset = HibriMambaBlock (rewritten in tests/helpers/released_reference.py), same weights."""
     cfg = load_config("configs/hybrimamba_released.yaml", ["model.embed_dim=16", "model.d_state=2"])
     torch.manual_seed(6)
     ours = build_model(cfg["model"]).eval()

@@ -11,8 +11,8 @@ from model.mamba1d import causal_conv1d_kernel_args, causal_conv1d_torch
 from model.registry import build_model
 from model.ssm.mamba_adapter import mamba_ssm_backend
 from model.ssm.reference import selective_scan_reference
-from tests import cuda_standin
-from tests.cuda_standin import KernelAssert, real_causal_conv1d_fn
+from tests.helpers import cuda_standin
+from tests.helpers.cuda_standin import KernelAssert, real_causal_conv1d_fn
 from tests.test_ssm import make_inputs
 
 LOW = (torch.float16, torch.bfloat16)

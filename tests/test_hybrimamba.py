@@ -1,6 +1,7 @@
-"""HybriMamba: shapes, gradients, closed forms of FWM / symmetry enhancement / LEM, switches, overfit."""
+"""HybriMamba (generic checks: test_models.py): top decoder, bf16 backward, closed forms of FWM / symmetry
+enhancement / LEM, switches, overfit.
+"""
 
-import io
 import math
 
 import pytest
@@ -20,11 +21,12 @@ from model.hybrimamba import (
     SymmetryEnhancement,
     Upsample,
 )
-from tests.ablation import assert_switch_changes_output
-from tests.faces import four_face_crops
+from tests.helpers.ablation import assert_switch_changes_output
+from tests.helpers.faces import four_face_crops
+from tests.helpers.tiny import TINY as TINY_OPTIONS
 from utils.config import load_config
 
-TINY = dict(embed_dim=8, depth=1, n_layers=1, d_state=4)
+TINY = TINY_OPTIONS["hybrimamba"].options  # the tiny options of tests/helpers/tiny.py
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -40,8 +42,8 @@ def block_mean(x: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(x, 2).repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)
 
 
-@pytest.mark.parametrize("size, top_decoder", [((32, 32), True), ((16, 24), True), ((16, 24), False)])
-def test_forward_shape(size, top_decoder):
+@pytest.mark.parametrize("size, top_decoder", [((16, 24), True), ((16, 24), False)])
+def test_forward_shape_contiguous_with_and_without_top_decoder(size, top_decoder):
     x = torch.rand(2, 3, *size)
     y = tiny(top_decoder=top_decoder)(x)
     assert y.shape == x.shape and torch.isfinite(y).all() and y.is_contiguous()
@@ -63,17 +65,6 @@ def test_bad_input_is_a_clear_error():
         tiny()(torch.rand(1, 3, 18, 16))
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\).*\(1, 1, 16, 16\)"):
         tiny()(torch.rand(1, 1, 16, 16))
-
-
-def test_gradients_reach_every_parameter():
-    model = tiny()
-    F.l1_loss(model(torch.rand(2, 3, 16, 16)), torch.rand(2, 3, 16, 16)).backward()
-    params = dict(model.named_parameters())
-    for name, p in params.items():
-        assert p.grad is not None, name
-        assert torch.isfinite(p.grad).all(), name
-    nonzero = [name for name, p in params.items() if p.grad.abs().sum() > 0]
-    assert len(nonzero) > 0.95 * len(params), sorted(set(params) - set(nonzero))
 
 
 def test_u_shape_widths_and_stage_layout():
@@ -221,19 +212,6 @@ LEM_EXPAND = {
     for s in ("encoder0", "encoder1", "encoder2", "transformation", "decoder1", "decoder2", "decoder3")
     for p in ("weight", "bias")
 }
-
-
-def test_state_dict_round_trip():
-    a = tiny().eval()
-    buffer = io.BytesIO()
-    torch.save(a.state_dict(), buffer)
-    buffer.seek(0)
-    torch.manual_seed(123)
-    b = HybriMamba(**TINY).eval()
-    b.load_state_dict(torch.load(buffer))
-    x = torch.rand(1, 3, 16, 20)
-    with torch.no_grad():
-        torch.testing.assert_close(a(x), b(x), rtol=0, atol=0)
 
 
 def test_default_parameter_count_matches_released_network():

@@ -79,17 +79,3 @@ def test_mamba1d_unet_keeps_mamba_dt_initialisation() -> None:
     for block in (m for m in net.modules() if isinstance(m, Mamba1D)):
         dt = torch.nn.functional.softplus(block.dt_proj_bias)
         assert dt.min() >= 1e-4 - 1e-7 and dt.max() <= 0.1 + 1e-6  # the U-Net's Linear re-init must not reach it
-
-
-def test_mamba1d_unet_gradients_and_state_dict_round_trip() -> None:
-    net = tiny_unet()
-    torch.nn.functional.l1_loss(net(torch.rand(2, 3, 8, 8)), torch.rand(2, 3, 8, 8)).backward()
-    for name, p in net.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all(), name
-        if ".blocks." in name:  # every Mamba1D parameter learns (1-channel attention squeezes may sit at ReLU 0)
-            assert p.grad.abs().sum() > 0, name
-    other = Mamba1DUNet(embed_dim=4, depth=1, n_layers=1, d_state=4)
-    other.load_state_dict(net.state_dict())
-    x = torch.rand(1, 3, 12, 8)
-    with torch.no_grad():
-        torch.testing.assert_close(other.eval()(x), net.eval()(x), rtol=0, atol=0)

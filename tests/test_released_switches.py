@@ -11,7 +11,7 @@ from torch import nn
 from model import build_model
 from model.hybrimamba import LEM, HybriMamba
 from model.rhmc import ECA, FAM, RGB_MEAN, RHMC, RMoE
-from tests.ablation import assert_switch_changes_output
+from tests.helpers.ablation import assert_switch_changes_output
 from utils.config import load_config
 
 pytestmark = pytest.mark.usefixtures("single_thread")

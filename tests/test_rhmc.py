@@ -1,6 +1,6 @@
-"""RHMC: shapes, gradients, closed-form checks of SFB / ECA / RMoE, weight sharing, a tiny overfit."""
-
-import copy
+"""RHMC (generic checks: test_models.py): size error, bf16 backward, closed-form checks of SFB / ECA / RMoE, weight
+sharing, a tiny overfit.
+"""
 
 import numpy as np
 import pytest
@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 from model import build_model
 from model.rhmc import ECA, RHMC, SFB, RMoE, eca_kernel_size
-from tests.ablation import assert_switch_changes_output
-from tests.faces import four_face_crops
+from tests.helpers.ablation import assert_switch_changes_output
+from tests.helpers.faces import four_face_crops
 from utils.config import load_config
 
 TINY = dict(embed_dim=4, depth=1, d_state=4)
@@ -25,25 +25,9 @@ def tiny(**kwargs) -> RHMC:
     return RHMC(**{**TINY, **kwargs})
 
 
-@pytest.mark.parametrize("size", [(32, 32), (16, 32)])
-def test_forward_shape(size):
-    x = torch.rand(2, 3, *size)
-    y = tiny()(x)
-    assert y.shape == x.shape and torch.isfinite(y).all()
-
-
 def test_bad_size_is_a_clear_error():
     with pytest.raises(ValueError, match=r"divisible by 8.*\(1, 3, 20, 16\)"):
         tiny()(torch.rand(1, 3, 20, 16))
-
-
-def test_gradients_reach_every_parameter():
-    model = tiny(depth=2)
-    F.l1_loss(model(torch.rand(2, 3, 16, 16)), torch.rand(2, 3, 16, 16)).backward()
-    for name, p in model.named_parameters():
-        assert p.grad is not None, name
-        assert torch.isfinite(p.grad).all(), name
-    assert sum(float(p.grad.abs().sum() > 0) for p in model.parameters()) > 0.95 * len(list(model.parameters()))
 
 
 @pytest.mark.parametrize("wavelet", ["sym4", "haar"])
@@ -91,13 +75,6 @@ def test_rmoe_gates_and_mixture():
         assert (gate > 0).all() and (gate < 1).all()
     expected = g * channel.view(2, 1, 1, 16) + (loc * spatial).permute(0, 2, 3, 1)
     torch.testing.assert_close(rmoe(g, loc), expected)
-
-
-def test_state_dict_round_trip():
-    a, b = tiny().eval(), RHMC(**TINY).eval()
-    b.load_state_dict(copy.deepcopy(a.state_dict()))
-    x = torch.rand(1, 3, 16, 16)
-    torch.testing.assert_close(a(x), b(x), rtol=0, atol=0)
 
 
 def test_shared_block_weights_equal_distinct_blocks_with_copied_weights():

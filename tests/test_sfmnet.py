@@ -1,4 +1,6 @@
-"""SFMNet: shapes and training outputs, gradients, FreBlock / FFT losses against closed forms, counts, bf16."""
+"""SFMNet (generic checks: test_models.py): training outputs, shared attention, FreBlock / FFT losses against
+closed forms, counts.
+"""
 
 import pytest
 import torch
@@ -19,14 +21,12 @@ def tiny(**kwargs):
     return build_model({**TINY, **kwargs})
 
 
-def test_bicubic_input_shapes_and_training_outputs() -> None:
+def test_training_outputs_and_size_error() -> None:
     net = tiny()
-    x = torch.rand(2, 3, 128, 128)  # the bicubic upsampling of 16x16 LR faces
+    x = torch.rand(1, 3, 32, 48)  # the bicubic upsampling of LR faces
     out = net.train()(x)
     assert set(out) == set(net.training_outputs) == {"sr", "fre"}
     assert out["sr"].shape == out["fre"].shape == x.shape
-    sr = net.eval()(torch.rand(1, 3, 64, 96))
-    assert isinstance(sr, torch.Tensor) and sr.shape == (1, 3, 64, 96) and torch.isfinite(sr).all()
     with pytest.raises(ValueError, match=r"divisible by 8.*\(60, 64\)"):
         net(torch.rand(1, 3, 60, 64))
 
@@ -85,13 +85,6 @@ def test_released_recipe_losses_read_the_frequency_output() -> None:
     assert abs(float(total) - (0.5 + 0.01 * parts["fft_amplitude_l1:fre"] + 0.01 * parts["fft_phase_l1:fre"])) < 1e-5
 
 
-def test_state_dict_round_trip() -> None:
-    a, b = tiny().eval(), build_model(TINY).eval()
-    b.load_state_dict(a.state_dict())
-    x = torch.rand(1, 3, 32, 32)
-    assert torch.equal(a(x), b(x))
-
-
 def test_counts_match_table_1() -> None:
     """8.6M / 30.6G: parameters (ours 8.80M, +2.3%) and thop-style MACs at 128x128 (30.57G conv MACs)."""
     with torch.device("meta"):
@@ -102,10 +95,3 @@ def test_counts_match_table_1() -> None:
     assert abs(counter.get_total_flops() / 2 / 30.6e9 - 1) < 0.15
     conv_macs = counter.get_flop_counts()["Global"][torch.ops.aten.convolution] / 2
     assert abs(conv_macs / 30.6e9 - 1) < 0.01
-
-
-def test_bf16_autocast_forward() -> None:
-    net = tiny().eval()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        y = net(torch.rand(1, 3, 32, 32))
-    assert y.shape == (1, 3, 32, 32) and torch.isfinite(y.float()).all()

@@ -1,4 +1,4 @@
-"""SPARNet: shapes, attention range, the released counts, state-dict round trip, the released key names."""
+"""SPARNet (generic checks: test_models.py): attention range, size errors, the released counts and key names."""
 
 import pytest
 import torch
@@ -6,19 +6,10 @@ import torch
 from metrics.complexity import count_flops, count_parameters
 from model.registry import build_model
 from model.sparnet import FaceAttentionUnit, HourglassAttention
+from tests.helpers.tiny import TINY as TINY_OPTIONS
 from tools.convert_released import to_ours, to_released
 
-TINY = {"name": "sparnet", "min_ch": 8, "max_ch": 16, "in_size": 32, "min_feat_size": 8, "res_depth": 1}
-
-
-def test_forward_shape_non_square_and_gradients() -> None:
-    net = build_model(TINY)
-    x = torch.rand(2, 3, 32, 48)
-    y = net(x)
-    assert y.shape == x.shape
-    y.mean().backward()
-    for name, p in net.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+TINY = {"name": "sparnet", **TINY_OPTIONS["sparnet"].options}  # the tiny options of tests/helpers/tiny.py
 
 
 def test_attention_map_is_in_unit_interval_with_requested_channels() -> None:
@@ -54,11 +45,8 @@ def test_3d_attention_has_one_map_per_channel() -> None:
     assert fau(torch.randn(1, 8, 8, 8)).shape == (1, 16, 4, 4)
 
 
-def test_state_dict_round_trip_and_size_error() -> None:
-    a, b = build_model(TINY).eval(), build_model(TINY).eval()
-    b.load_state_dict(a.state_dict())
-    x = torch.rand(1, 3, 32, 32)
-    assert torch.equal(a(x), b(x))
+def test_size_errors_and_the_smallest_size() -> None:
+    a = build_model(TINY).eval()
     with pytest.raises(ValueError, match="divisible by 4"):
         a(torch.rand(1, 3, 30, 32))
     with pytest.raises(ValueError, match=r"in_size 32 needs H and W >= 16.*\(8, 16\)"):
@@ -90,7 +78,8 @@ def test_released_key_names_and_shapes_round_trip() -> None:
     assert "encoder.3.att_func.b1_3.conv2d.weight" not in theirs and len(theirs) == len(net.state_dict())
     other = build_model({"name": "sparnet"})
     other.load_state_dict(to_ours(theirs, "sparnet", other, 32))
+    ours = net.state_dict()
     for key, value in other.state_dict().items():
-        assert torch.equal(value, net.state_dict()[key]), key
+        assert torch.equal(value, ours[key]), key
     with pytest.raises(ValueError, match="1 released key.s. missing"):
         to_ours({k: v for k, v in theirs.items() if k != "out_conv.conv2d.bias"}, "sparnet", other, 32)

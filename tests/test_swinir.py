@@ -1,15 +1,17 @@
-"""SwinIR: shapes at 16 -> 128, window attention against a naive oracle, shift mask, counts, names of the release."""
+"""SwinIR (generic checks: test_models.py): padding to the window, attention against a naive oracle, shift mask,
+counts, names of the release.
+"""
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from metrics.complexity import count_flops, count_parameters, profile
 from model import build_model
 from model.swinir import SwinIR, SwinTransformerLayer, WindowAttention, shifted_window_mask
+from tests.helpers.tiny import TINY as TINY_OPTIONS
 from tools.convert_released import to_ours, to_released
 
-TINY = dict(embed_dim=12, depths=(2, 2), num_heads=(2, 3), window_size=4, img_size=16)
+TINY = TINY_OPTIONS["swinir"].options  # the tiny options of tests/helpers/tiny.py
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -19,19 +21,10 @@ def tiny(**kwargs) -> SwinIR:
     return SwinIR(**{**TINY, **kwargs})
 
 
-def test_lr_in_x8_out_and_padding_to_the_window():
+def test_lr_in_padding_to_the_window():
     net = tiny()
     assert SwinIR.lr_input
-    y = net(torch.rand(2, 3, 16, 16))
-    assert y.shape == (2, 3, 128, 128) and torch.isfinite(y).all()
     assert net(torch.rand(1, 3, 10, 14)).shape == (1, 3, 80, 112)  # reflect-padded to 12x16, cropped back
-
-
-def test_gradients_reach_every_parameter():
-    net = tiny(drop_path_rate=0.0)
-    F.l1_loss(net(torch.rand(2, 3, 16, 16)), torch.rand(2, 3, 128, 128)).backward()
-    for name, p in net.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
 
 
 def test_window_attention_matches_a_naive_softmax():
@@ -59,17 +52,13 @@ def test_shift_mask_separates_the_rolled_regions():
     assert layer.shift == 0 and layer.window == 8  # map not larger than the window: no shift (authors' rule)
 
 
-def test_state_dict_round_trip_bf16_and_the_released_names():
+def test_rebuilt_buffers_are_not_stored_and_the_released_names():
     a, b = tiny().eval(), tiny().eval()
     with torch.no_grad():
         for p in a.parameters():
             p.add_(0.01 * torch.randn_like(p))
-    b.load_state_dict(a.state_dict())
     x = torch.rand(1, 3, 16, 16)
-    assert torch.equal(a(x), b(x))
     assert not any("mask" in k or "index" in k or k == "mean" for k in a.state_dict())  # rebuilt, not stored
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert torch.isfinite(a(x)).all()
     theirs = to_released(a.state_dict(), "swinir", 12)
     expected = {  # JingyunLiang/SwinIR models/network_swinir.py
         "patch_embed.norm.weight": (12,),

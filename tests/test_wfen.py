@@ -1,4 +1,4 @@
-"""WFEN: shapes, gradients, Haar transform, the released window-1 shift, counts against Table 1, bf16."""
+"""WFEN (generic checks: test_models.py): Haar transform, the released window-1 shift, init, counts against Table 1."""
 
 import pytest
 import torch
@@ -16,19 +16,6 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 def tiny(**kwargs):
     torch.manual_seed(0)
     return build_model({**TINY, **kwargs})
-
-
-def test_bicubic_input_shapes_and_gradients() -> None:
-    # PyTorch's init: with the released N(0, 0.02) every FDT (which drops its input, see model/wfen.py)
-    # shrinks the signal ~100x, and the deepest gradients underflow to 0 in float32 at init.
-    net = tiny(init_std=None)
-    for size in ((128, 128), (64, 96)):  # x8 faces: the 128x128 bicubic upsampling of the 16x16 LR
-        x = torch.rand(1, 3, *size)
-        y = net(x)
-        assert y.shape == x.shape and torch.isfinite(y).all()
-    (y * torch.randn_like(y)).sum().backward()  # not y.mean(): a flat upstream gradient vanishes in LayerNorm
-    for name, p in net.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
 
 
 def test_size_error_names_the_constraint() -> None:
@@ -75,12 +62,8 @@ def test_fdt_keeps_shape_with_window_and_heads() -> None:
     assert block(torch.randn(2, 16, 8, 12)).shape == (2, 16, 8, 12)
 
 
-def test_state_dict_round_trip_has_no_fixed_filters() -> None:
-    a, b = tiny().eval(), build_model(TINY).eval()
-    b.load_state_dict(a.state_dict())
-    x = torch.rand(1, 3, 32, 32)
-    assert torch.equal(a(x), b(x))
-    assert not any("filters" in k for k in a.state_dict())  # the Haar filters are constants, not weights
+def test_state_dict_has_no_fixed_filters() -> None:
+    assert not any("filters" in k for k in tiny().state_dict())  # the Haar filters are constants, not weights
 
 
 def test_counts_match_table_1() -> None:
@@ -94,10 +77,3 @@ def test_counts_match_table_1() -> None:
     assert abs(counter.get_total_flops() / 2 / 7.5e9 - 1) < 0.15
     conv_macs = counter.get_flop_counts()["Global"][torch.ops.aten.convolution] / 2
     assert abs(conv_macs / 7.5e9 - 1) < 0.01
-
-
-def test_bf16_autocast_forward() -> None:
-    net = tiny()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        y = net(torch.rand(1, 3, 32, 32))
-    assert y.shape == (1, 3, 32, 32) and torch.isfinite(y.float()).all()

@@ -1,0 +1,1 @@
+"""Shared test helpers: tiny networks, face crops, oracles, CUDA stand-ins."""
