@@ -358,13 +358,17 @@ def main(argv: list[str] | None = None) -> list[Row]:
         rows.append(row)
         print(f"{row.name}: {row.status}", file=sys.stderr)
     n_val = sum(1 for p in val_dir.iterdir() if p.is_file())
-    table = render_table(rows, protocol_header(args, argv, rows, val_dir, n_val), notes, scored)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(table)
-    out.with_suffix(".json").write_text(json.dumps([asdict(r) for r in rows], indent=1))
-    print(table)
+    write_report(render_table(rows, protocol_header(args, argv, rows, val_dir, n_val), notes, scored), rows, args.out)
     return rows
+
+
+def write_report(table: str, rows: list[Any], out: str) -> None:
+    """The Markdown table to ``out``, the rows beside it as JSON, and the table to stdout."""
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(table)
+    path.with_suffix(".json").write_text(json.dumps([asdict(r) for r in rows], indent=1))
+    print(table)
 
 
 if __name__ == "__main__":

@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import shlex
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -194,12 +193,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
             row.status = f"failed: {err}"
         rows.append(row)
         print(f"{row.stem}: {row.status}", file=sys.stderr)
-    table = render_table(rows, protocol_header(args, argv), notes)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(table)
-    out.with_suffix(".json").write_text(json.dumps([asdict(r) for r in rows], indent=1))
-    print(table)
+    ablations.write_report(render_table(rows, protocol_header(args, argv), notes), rows, args.out)
     return rows
 
 
