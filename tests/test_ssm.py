@@ -219,6 +219,22 @@ def test_compiled_inference_and_no_grad() -> None:
     assert not got.requires_grad
 
 
+@pytest.mark.parametrize("optional", [True, False], ids=["D-z-bias", "none"])
+def test_compiled_operators_pass_opcheck(optional: bool) -> None:
+    """torch.library.opcheck on both C++ operators: schema, fake kernels (exact shapes, dtypes), autograd
+    registration, AOT dispatch with dynamic shapes."""
+    if not kernel_available():
+        pytest.skip("no C++ compiler / the CPU kernel did not build")
+    ops = torch.ops.fsr_selective_scan
+    t = make_inputs(d=4, length=70, groups=2, with_d=optional, with_z=optional, with_bias=optional)
+    args = [t[k] for k in NAMES]
+    torch.library.opcheck(ops.fwd.default, (*args, True))
+    plain = [v.detach() if v is not None else None for v in args]
+    y, last, ckpt = ops.fwd(*plain, True)
+    for dout, dlast in ((torch.randn_like(y), torch.randn_like(last)), (None, torch.randn_like(last))):
+        torch.library.opcheck(ops.bwd.default, (*plain, True, dout, dlast, ckpt))
+
+
 def test_torch_backend_uses_compiled_kernel_when_built(caplog: pytest.LogCaptureFixture) -> None:
     import model.ssm.torch_scan as torch_scan
 
