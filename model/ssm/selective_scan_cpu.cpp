@@ -168,6 +168,137 @@ inline void store_chunk(const float* src, int64_t n, int64_t L, int64_t t0, int6
 
 inline float sigmoid(float x) { return 1.0f / (1.0f + fast_exp(-x)); }
 
+#if defined(__GNUC__)
+// The N states of one step as one GCC/Clang vector (N = 4, 8, 16): the state recurrences stay in
+// registers and the sums over states are trees (omp simd keeps a vector in memory and adds its
+// lanes in order). Other compilers, and other N, take the loops below.
+template <int W>
+struct Vec {
+  typedef float type __attribute__((vector_size(4 * W)));
+};
+template <int W>
+using vec = typename Vec<W>::type;
+
+template <int W>
+inline vec<W> vload(const float* p) {
+  vec<W> v;
+  __builtin_memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+template <int W>
+inline void vstore(float* p, vec<W> v) {
+  __builtin_memcpy(p, &v, sizeof(v));
+}
+
+template <int W>
+inline float hsum(vec<W> v) {
+  if constexpr (W == 2) {
+    return v[0] + v[1];
+  } else {
+    vec<W / 2> lo, hi;
+    __builtin_memcpy(&lo, &v, sizeof(lo));
+    __builtin_memcpy(&hi, reinterpret_cast<const char*>(&v) + sizeof(lo), sizeof(hi));
+    return hsum<W / 2>(lo + hi);
+  }
+}
+constexpr bool kVectors = true;
+#else
+constexpr bool kVectors = false;
+#endif
+
+// One chunk of the recurrence h_t = a_t h_{t-1} + dt_t u_t B_t, y_t = <C_t, h_t> + D u_t; h holds
+// the entry state and leaves with the last; hs_next (if given) receives every h_t, one row a step.
+template <int NS>
+inline void chunk_states(int64_t len, int64_t n_rt, const float* dt, const float* u, float Dv, const float* a,
+                         const float* bc, const float* cc, float* h, float* hs_next, float* y) {
+  const int64_t n = NS > 0 ? NS : n_rt;
+#if defined(__GNUC__)
+  if constexpr (NS > 0 && kVectors) {
+    vec<NS> hv = vload<NS>(h);
+    for (int64_t i = 0; i < len; ++i) {
+      hv = vload<NS>(a + i * n) * hv + (dt[i] * u[i]) * vload<NS>(bc + i * n);
+      if (hs_next) vstore<NS>(hs_next + i * n, hv);
+      y[i] = hsum<NS>(vload<NS>(cc + i * n) * hv) + Dv * u[i];
+    }
+    vstore<NS>(h, hv);
+    return;
+  }
+#endif
+  for (int64_t i = 0; i < len; ++i) {
+    const float du = dt[i] * u[i];
+    const float* ai = a + i * n;
+    const float* bt = bc + i * n;
+    const float* ct = cc + i * n;
+    float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+    for (int64_t j = 0; j < n; ++j) {
+      h[j] = ai[j] * h[j] + du * bt[j];
+      acc += ct[j] * h[j];
+    }
+    if (hs_next) std::copy(h, h + n, hs_next + i * n);
+    y[i] = acc + Dv * u[i];
+  }
+}
+
+// One chunk of the reverse-time adjoint: g holds dL/dh after the chunk and leaves with it before;
+// dA accumulates; dB, dC (the chunk's (len, N) buffers) get this channel's terms; du, ddt (dL/d dt)
+// are written. hs holds the chunk's entry state and its len states (len + 1 rows).
+template <int NS>
+inline void chunk_adjoint(int64_t len, int64_t n_rt, const float* dys, const float* u, const float* dt, float Dv,
+                          const float* A, const float* a, const float* bc, const float* cc, const float* hs,
+                          float* g, float* dA, float* dbc, float* dcc, float* du, float* ddt) {
+  const int64_t n = NS > 0 ? NS : n_rt;
+#if defined(__GNUC__)
+  if constexpr (NS > 0 && kVectors) {
+    const vec<NS> Av = vload<NS>(A);
+    vec<NS> gv = vload<NS>(g), dAv = vload<NS>(dA);
+    for (int64_t i = len - 1; i >= 0; --i) {
+      const float dy = dys[i], uv = u[i], dv = dt[i];
+      const vec<NS> ai = vload<NS>(a + i * n);
+      const vec<NS> gj = gv + dy * vload<NS>(cc + i * n);
+      const vec<NS> ga = gj * ai * vload<NS>(hs + i * n);
+      vstore<NS>(dcc + i * n, vload<NS>(dcc + i * n) + dy * vload<NS>(hs + (i + 1) * n));
+      vstore<NS>(dbc + i * n, vload<NS>(dbc + i * n) + gj * (dv * uv));
+      const float du_acc = hsum<NS>(gj * vload<NS>(bc + i * n));
+      const float dd_acc = hsum<NS>(Av * ga);
+      dAv += dv * ga;
+      gv = gj * ai;
+      du[i] = dy * Dv + dv * du_acc;
+      ddt[i] = uv * du_acc + dd_acc;
+    }
+    vstore<NS>(g, gv);
+    vstore<NS>(dA, dAv);
+    return;
+  }
+#endif
+  for (int64_t i = len - 1; i >= 0; --i) {
+    const float dy = dys[i];
+    const float uv = u[i], dv = dt[i];
+    const float* ai = a + i * n;
+    const float* bt = bc + i * n;
+    const float* ct = cc + i * n;
+    const float* hp = hs + i * n;
+    const float* hn = hs + (i + 1) * n;
+    float* dbt = dbc + i * n;
+    float* dct = dcc + i * n;
+    float du_acc = 0.0f, dd_acc = 0.0f;
+#pragma omp simd reduction(+ : du_acc, dd_acc)
+    for (int64_t j = 0; j < n; ++j) {
+      const float gj = g[j] + dy * ct[j];
+      const float ga = gj * ai[j] * hp[j];
+      dct[j] += dy * hn[j];
+      dbt[j] += gj * dv * uv;
+      du_acc += gj * bt[j];
+      dd_acc += A[j] * ga;
+      dA[j] += dv * ga;
+      g[j] = gj * ai[j];
+    }
+    du[i] = dy * Dv + dv * du_acc;
+    ddt[i] = uv * du_acc + dd_acc;
+  }
+}
+
 struct Inputs {
   const float *u, *delta, *A, *B, *C, *D, *z, *bias;
   bool softplus;
@@ -198,19 +329,7 @@ void forward_tasks(const Dims& s, const Inputs& in, float* out, float* last, flo
           std::copy(hc, hc + n, ckpt + (row * s.chunks + k) * n);
           chunk_dt(in.delta + row * L + t0, in.bias ? in.bias[c] : 0.0f, in.softplus, len, dt.data(), nullptr);
           chunk_decays<NS>(dt.data(), Ar, len, n, a.data());
-          for (int64_t i = 0; i < len; ++i) {
-            const float du = dt[i] * ur[i];
-            const float* ai = a.data() + i * n;
-            const float* bt = bc.data() + i * n;
-            const float* ct = cc.data() + i * n;
-            float acc = 0.0f;
-#pragma omp simd reduction(+ : acc)
-            for (int64_t j = 0; j < n; ++j) {
-              hc[j] = ai[j] * hc[j] + du * bt[j];
-              acc += ct[j] * hc[j];
-            }
-            yr[i] = acc + Dv * ur[i];
-          }
+          chunk_states<NS>(len, n, dt.data(), ur, Dv, a.data(), bc.data(), cc.data(), hc, nullptr, yr);
           if (in.z) {
             const float* zr = in.z + row * L + t0;
 #pragma omp simd
@@ -235,7 +354,7 @@ void backward_tasks(const Dims& s, const Inputs& in, const float* dout, const fl
   at::parallel_for(0, s.batch * s.groups * s.slices, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> a(kChunk * n), hs((kChunk + 1) * n), bc(kChunk * n), cc(kChunk * n), dbc(kChunk * n),
         dcc(kChunk * n), dt(kChunk), slope(kChunk), ys(kChunk), dys(kChunk), gv(per * n), dA_acc(per * n),
-        dD_acc(per), dbias_acc(per);
+        dD_acc(per), dbias_acc(per), h(n);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t sl = task % s.slices, bg = task / s.slices, b = bg / s.groups, g = bg % s.groups;
       const int64_t c_begin = g * s.per_group + sl * s.per_slice;
@@ -275,21 +394,9 @@ void backward_tasks(const Dims& s, const Inputs& in, const float* dout, const fl
           // Recompute the chunk's states hs[i + 1] = h_{t0 + i} from the saved entry state hs[0].
           std::copy(ckpt + (row * s.chunks + k) * n, ckpt + (row * s.chunks + k + 1) * n, hs.begin());
           chunk_decays<NS>(dt.data(), Ar, len, n, a.data());
-          for (int64_t i = 0; i < len; ++i) {
-            const float dv = dt[i] * ur[i];
-            const float* ai = a.data() + i * n;
-            const float* bt = bc.data() + i * n;
-            const float* ct = cc.data() + i * n;
-            const float* hp = hs.data() + i * n;
-            float* hn = hs.data() + (i + 1) * n;
-            float acc = 0.0f;
-#pragma omp simd reduction(+ : acc)
-            for (int64_t j = 0; j < n; ++j) {
-              hn[j] = ai[j] * hp[j] + dv * bt[j];
-              acc += ct[j] * hn[j];
-            }
-            ys[i] = acc + Dv * ur[i];
-          }
+          std::copy(hs.begin(), hs.begin() + n, h.begin());
+          chunk_states<NS>(len, n, dt.data(), ur, Dv, a.data(), bc.data(), cc.data(), h.data(), hs.data() + n,
+                           ys.data());
           // dL/dy before the gate, and dz, for the whole chunk.
           float dD_sum = 0.0f;
 #pragma omp simd reduction(+ : dD_sum)
@@ -304,32 +411,8 @@ void backward_tasks(const Dims& s, const Inputs& in, const float* dout, const fl
             dD_sum += dy * ur[i];
           }
           dD_acc[ci] += dD_sum;
-          // Reverse time: gc holds dL/dh_t once the step's own output term is added.
-          for (int64_t i = len - 1; i >= 0; --i) {
-            const float dy = dys[i];
-            const float uv = ur[i], dv = dt[i];
-            const float* ai = a.data() + i * n;
-            const float* bt = bc.data() + i * n;
-            const float* ct = cc.data() + i * n;
-            const float* hp = hs.data() + i * n;
-            const float* hn = hs.data() + (i + 1) * n;
-            float* dbt = dbc.data() + i * n;
-            float* dct = dcc.data() + i * n;
-            float du_acc = 0.0f, dd_acc = 0.0f;
-#pragma omp simd reduction(+ : du_acc, dd_acc)
-            for (int64_t j = 0; j < n; ++j) {
-              const float gj = gc[j] + dy * ct[j];
-              const float ga = gj * ai[j] * hp[j];
-              dct[j] += dy * hn[j];
-              dbt[j] += gj * dv * uv;
-              du_acc += gj * bt[j];
-              dd_acc += Ar[j] * ga;
-              dAc[j] += dv * ga;
-              gc[j] = gj * ai[j];
-            }
-            dur[i] = dy * Dv + dv * du_acc;
-            ddr[i] = uv * du_acc + dd_acc;  // dL/d dt; times softplus' below
-          }
+          chunk_adjoint<NS>(len, n, dys.data(), ur, dt.data(), Dv, Ar, a.data(), bc.data(), cc.data(), hs.data(), gc,
+                            dAc, dbc.data(), dcc.data(), dur, ddr);
           float db_sum = 0.0f;
 #pragma omp simd reduction(+ : db_sum)
           for (int64_t i = 0; i < len; ++i) {
