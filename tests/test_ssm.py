@@ -219,6 +219,14 @@ def test_compiled_inference_and_no_grad() -> None:
     assert not got.requires_grad
 
 
+def test_compiled_spans_several_blocks() -> None:
+    """Longer than the kernel's blocks of 1024 steps (kBlock; B, C held per block), ending in a partial block."""
+    inputs = make_inputs(batch=1, d=4, n=8, length=2 * 1024 + 37, groups=2)
+    want = run_with_grads(selective_scan_reference, inputs, True)
+    got = run_with_grads(_compiled, inputs, True)
+    assert_matches(got, want)
+
+
 @pytest.mark.parametrize("optional", [True, False], ids=["D-z-bias", "none"])
 def test_compiled_operators_pass_opcheck(optional: bool) -> None:
     """torch.library.opcheck on both C++ operators: schema, fake kernels (exact shapes, dtypes), autograd

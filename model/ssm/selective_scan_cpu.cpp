@@ -3,13 +3,15 @@
 // Shapes (float32, contiguous): u, delta, z, dout: (b, d, L); A: (d, N); B, C: (b, G, N, L) as the
 // caller's projections give them; D, delta_bias: (d,). Channel c reads group c / (d / G). The
 // kernel adds delta_bias and takes the softplus itself (and their gradients in the backward), and
-// reads B, C one chunk of kChunk steps at a time into a time-major (step, state) buffer, so no
+// reads B, C one block of steps at a time into a time-major (step, state) buffer, so no
 // prepared copy of any input is made or saved.
 //
-// One task per (batch, group, slice of the group's channels); a task walks the chunks and, inside
-// a chunk, its channels, so the chunk's B, C (and in the backward its dB, dC) stay in L1 across
-// the channels. The state entering every chunk is saved by the forward; the backward recomputes
-// one chunk at a time from it, so memory stays at O(b d N L / kChunk). Only exp of non-positive
+// One task per (batch, group, slice of the group's channels); a task walks blocks of kBlock steps
+// and, inside a block, its channels, so the block's B, C (and in the backward its dB, dC) are read
+// (written) once and stay in L2 across the channels, while each channel's u, delta, y still stream
+// kBlock contiguous steps at a time. The state entering every chunk of kChunk steps is saved by
+// the forward; the backward recomputes one chunk at a time from it, so memory stays at
+// O(b d N L / kChunk). Only exp of non-positive
 // numbers (delta >= 0, A <= 0 in practice) is taken and nothing is divided by a decay, so large
 // delta cannot overflow.
 
@@ -32,6 +34,7 @@
 namespace {
 
 constexpr int64_t kChunk = 64;
+constexpr int64_t kBlock = 16 * kChunk;  // steps of B, C (and dB, dC) a task holds time-major: L2, not L1
 
 struct Dims {
   int64_t batch, d, length, n, groups, chunks, per_group, slices, per_slice;
@@ -309,33 +312,36 @@ void forward_tasks(const Dims& s, const Inputs& in, float* out, float* last, flo
   const int64_t n = NS > 0 ? NS : s.n;
   const int64_t L = s.length;
   at::parallel_for(0, s.batch * s.groups * s.slices, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> a(kChunk * n), bc(kChunk * n), cc(kChunk * n), dt(kChunk), h(s.per_slice * n);
+    std::vector<float> a(kChunk * n), bc(kBlock * n), cc(kBlock * n), dt(kChunk), h(s.per_slice * n);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t sl = task % s.slices, bg = task / s.slices, b = bg / s.groups, g = bg % s.groups;
       const int64_t c_begin = g * s.per_group + sl * s.per_slice;
       const int64_t c_end = std::min((g + 1) * s.per_group, c_begin + s.per_slice);
       std::fill(h.begin(), h.end(), 0.0f);
-      for (int64_t k = 0; k < s.chunks; ++k) {
-        const int64_t t0 = k * kChunk, len = std::min(kChunk, L - t0);
-        load_chunk(in.B + bg * n * L, n, L, t0, len, bc.data());
-        load_chunk(in.C + bg * n * L, n, L, t0, len, cc.data());
+      for (int64_t t_blk = 0; t_blk < L; t_blk += kBlock) {
+        load_chunk(in.B + bg * n * L, n, L, t_blk, std::min(kBlock, L - t_blk), bc.data());
+        load_chunk(in.C + bg * n * L, n, L, t_blk, std::min(kBlock, L - t_blk), cc.data());
         for (int64_t c = c_begin; c < c_end; ++c) {
-          const int64_t row = b * s.d + c;
-          const float* ur = in.u + row * L + t0;
-          const float* Ar = in.A + c * n;
-          const float Dv = in.D ? in.D[c] : 0.0f;
-          float* hc = h.data() + (c - c_begin) * n;
-          float* yr = out + row * L + t0;
-          std::copy(hc, hc + n, ckpt + (row * s.chunks + k) * n);
-          chunk_dt(in.delta + row * L + t0, in.bias ? in.bias[c] : 0.0f, in.softplus, len, dt.data(), nullptr);
-          chunk_decays<NS>(dt.data(), Ar, len, n, a.data());
-          chunk_states<NS>(len, n, dt.data(), ur, Dv, a.data(), bc.data(), cc.data(), hc, nullptr, yr);
-          if (in.z) {
-            const float* zr = in.z + row * L + t0;
+          for (int64_t t0 = t_blk; t0 < std::min(t_blk + kBlock, L); t0 += kChunk) {
+            const int64_t k = t0 / kChunk, len = std::min(kChunk, L - t0), off = (t0 - t_blk) * n;
+            const int64_t row = b * s.d + c;
+            const float* ur = in.u + row * L + t0;
+            const float* Ar = in.A + c * n;
+            const float Dv = in.D ? in.D[c] : 0.0f;
+            float* hc = h.data() + (c - c_begin) * n;
+            float* yr = out + row * L + t0;
+            std::copy(hc, hc + n, ckpt + (row * s.chunks + k) * n);
+            chunk_dt(in.delta + row * L + t0, in.bias ? in.bias[c] : 0.0f, in.softplus, len, dt.data(), nullptr);
+            chunk_decays<NS>(dt.data(), Ar, len, n, a.data());
+            chunk_states<NS>(len, n, dt.data(), ur, Dv, a.data(), bc.data() + off, cc.data() + off, hc, nullptr,
+                             yr);
+            if (in.z) {
+              const float* zr = in.z + row * L + t0;
 #pragma omp simd
-            for (int64_t i = 0; i < len; ++i) yr[i] *= zr[i] * sigmoid(zr[i]);
+              for (int64_t i = 0; i < len; ++i) yr[i] *= zr[i] * sigmoid(zr[i]);
+            }
+            if (k == s.chunks - 1) std::copy(hc, hc + n, last + row * n);
           }
-          if (k == s.chunks - 1) std::copy(hc, hc + n, last + row * n);
         }
       }
     }
@@ -352,8 +358,8 @@ void backward_tasks(const Dims& s, const Inputs& in, const float* dout, const fl
   const int64_t n = NS > 0 ? NS : s.n;
   const int64_t L = s.length, per = s.per_slice;
   at::parallel_for(0, s.batch * s.groups * s.slices, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> a(kChunk * n), hs((kChunk + 1) * n), bc(kChunk * n), cc(kChunk * n), dbc(kChunk * n),
-        dcc(kChunk * n), dt(kChunk), slope(kChunk), ys(kChunk), dys(kChunk), gv(per * n), dA_acc(per * n),
+    std::vector<float> a(kChunk * n), hs((kChunk + 1) * n), bc(kBlock * n), cc(kBlock * n), dbc(kBlock * n),
+        dcc(kBlock * n), dt(kChunk), slope(kChunk), ys(kChunk), dys(kChunk), gv(per * n), dA_acc(per * n),
         dD_acc(per), dbias_acc(per), h(n);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t sl = task % s.slices, bg = task / s.slices, b = bg / s.groups, g = bg % s.groups;
@@ -371,58 +377,61 @@ void backward_tasks(const Dims& s, const Inputs& in, const float* dout, const fl
       std::fill(dA_acc.begin(), dA_acc.end(), 0.0f);
       std::fill(dD_acc.begin(), dD_acc.end(), 0.0f);
       std::fill(dbias_acc.begin(), dbias_acc.end(), 0.0f);
-      for (int64_t k = s.chunks - 1; k >= 0; --k) {
-        const int64_t t0 = k * kChunk, len = std::min(kChunk, L - t0);
-        load_chunk(in.B + bg * n * L, n, L, t0, len, bc.data());
-        load_chunk(in.C + bg * n * L, n, L, t0, len, cc.data());
+      for (int64_t t_blk = (L - 1) / kBlock * kBlock; t_blk >= 0; t_blk -= kBlock) {
+        const int64_t blen = std::min(kBlock, L - t_blk);
+        load_chunk(in.B + bg * n * L, n, L, t_blk, blen, bc.data());
+        load_chunk(in.C + bg * n * L, n, L, t_blk, blen, cc.data());
         std::fill(dbc.begin(), dbc.end(), 0.0f);
         std::fill(dcc.begin(), dcc.end(), 0.0f);
         for (int64_t c = c_begin; c < c_end; ++c) {
-          const int64_t row = b * s.d + c, ci = c - c_begin;
-          const float* ur = in.u + row * L + t0;
-          const float* zr = in.z ? in.z + row * L + t0 : nullptr;
-          const float* go = dout ? dout + row * L + t0 : nullptr;
-          const float* Ar = in.A + c * n;
-          const float Dv = in.D ? in.D[c] : 0.0f;
-          float* gc = gv.data() + ci * n;
-          float* dAc = dA_acc.data() + ci * n;
-          float* dur = gr.du + row * L + t0;
-          float* ddr = gr.ddelta + row * L + t0;
-          float* dzr = gr.dz ? gr.dz + row * L + t0 : nullptr;
-          chunk_dt(in.delta + row * L + t0, in.bias ? in.bias[c] : 0.0f, in.softplus, len, dt.data(),
-                   slope.data());
-          // Recompute the chunk's states hs[i + 1] = h_{t0 + i} from the saved entry state hs[0].
-          std::copy(ckpt + (row * s.chunks + k) * n, ckpt + (row * s.chunks + k + 1) * n, hs.begin());
-          chunk_decays<NS>(dt.data(), Ar, len, n, a.data());
-          std::copy(hs.begin(), hs.begin() + n, h.begin());
-          chunk_states<NS>(len, n, dt.data(), ur, Dv, a.data(), bc.data(), cc.data(), h.data(), hs.data() + n,
-                           ys.data());
-          // dL/dy before the gate, and dz, for the whole chunk.
-          float dD_sum = 0.0f;
+          for (int64_t k = (t_blk + blen - 1) / kChunk; k >= t_blk / kChunk; --k) {
+            const int64_t t0 = k * kChunk, len = std::min(kChunk, L - t0), off = (t0 - t_blk) * n;
+            const int64_t row = b * s.d + c, ci = c - c_begin;
+            const float* ur = in.u + row * L + t0;
+            const float* zr = in.z ? in.z + row * L + t0 : nullptr;
+            const float* go = dout ? dout + row * L + t0 : nullptr;
+            const float* Ar = in.A + c * n;
+            const float Dv = in.D ? in.D[c] : 0.0f;
+            float* gc = gv.data() + ci * n;
+            float* dAc = dA_acc.data() + ci * n;
+            float* dur = gr.du + row * L + t0;
+            float* ddr = gr.ddelta + row * L + t0;
+            float* dzr = gr.dz ? gr.dz + row * L + t0 : nullptr;
+            chunk_dt(in.delta + row * L + t0, in.bias ? in.bias[c] : 0.0f, in.softplus, len, dt.data(),
+                     slope.data());
+            // Recompute the chunk's states hs[i + 1] = h_{t0 + i} from the saved entry state hs[0].
+            std::copy(ckpt + (row * s.chunks + k) * n, ckpt + (row * s.chunks + k + 1) * n, hs.begin());
+            chunk_decays<NS>(dt.data(), Ar, len, n, a.data());
+            std::copy(hs.begin(), hs.begin() + n, h.begin());
+            chunk_states<NS>(len, n, dt.data(), ur, Dv, a.data(), bc.data() + off, cc.data() + off, h.data(),
+                             hs.data() + n, ys.data());
+            // dL/dy before the gate, and dz, for the whole chunk.
+            float dD_sum = 0.0f;
 #pragma omp simd reduction(+ : dD_sum)
-          for (int64_t i = 0; i < len; ++i) {
-            float dy = go ? go[i] : 0.0f;
-            if (zr) {
-              const float zv = zr[i], sz = sigmoid(zv);
-              dzr[i] = dy * ys[i] * sz * (1.0f + zv * (1.0f - sz));
-              dy *= zv * sz;
+            for (int64_t i = 0; i < len; ++i) {
+              float dy = go ? go[i] : 0.0f;
+              if (zr) {
+                const float zv = zr[i], sz = sigmoid(zv);
+                dzr[i] = dy * ys[i] * sz * (1.0f + zv * (1.0f - sz));
+                dy *= zv * sz;
+              }
+              dys[i] = dy;
+              dD_sum += dy * ur[i];
             }
-            dys[i] = dy;
-            dD_sum += dy * ur[i];
-          }
-          dD_acc[ci] += dD_sum;
-          chunk_adjoint<NS>(len, n, dys.data(), ur, dt.data(), Dv, Ar, a.data(), bc.data(), cc.data(), hs.data(), gc,
-                            dAc, dbc.data(), dcc.data(), dur, ddr);
-          float db_sum = 0.0f;
+            dD_acc[ci] += dD_sum;
+            chunk_adjoint<NS>(len, n, dys.data(), ur, dt.data(), Dv, Ar, a.data(), bc.data() + off, cc.data() + off,
+                              hs.data(), gc, dAc, dbc.data() + off, dcc.data() + off, dur, ddr);
+            float db_sum = 0.0f;
 #pragma omp simd reduction(+ : db_sum)
-          for (int64_t i = 0; i < len; ++i) {
-            ddr[i] *= slope[i];
-            db_sum += ddr[i];
+            for (int64_t i = 0; i < len; ++i) {
+              ddr[i] *= slope[i];
+              db_sum += ddr[i];
+            }
+            dbias_acc[ci] += db_sum;
           }
-          dbias_acc[ci] += db_sum;
         }
-        store_chunk(dbc.data(), n, L, t0, len, gr.dB + slab);
-        store_chunk(dcc.data(), n, L, t0, len, gr.dC + slab);
+        store_chunk(dbc.data(), n, L, t_blk, blen, gr.dB + slab);
+        store_chunk(dcc.data(), n, L, t_blk, blen, gr.dC + slab);
       }
       for (int64_t c = c_begin; c < c_end; ++c) {
         const int64_t row = b * s.d + c, ci = c - c_begin;
