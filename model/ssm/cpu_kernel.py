@@ -31,7 +31,7 @@ import torch
 logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("selective_scan_cpu.cpp")
-CFLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-trapping-math", "-fno-math-errno", "-Wno-psabi"]
+CFLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-trapping-math", "-fno-math-errno"]
 
 KERNEL_CHUNK = 64  # kChunk in selective_scan_cpu.cpp: the forward saves the state entering each chunk
 

@@ -172,7 +172,7 @@ inline void store_chunk(const float* src, int64_t n, int64_t L, int64_t t0, int6
 inline float sigmoid(float x) { return 1.0f / (1.0f + fast_exp(-x)); }
 
 #if defined(__GNUC__)
-// The N states of one step as one GCC/Clang vector (N = 4, 8, 16): the state recurrences stay in
+// The N states of one step as one GCC/Clang vector (N = 4, 8): the state recurrences stay in
 // registers and the sums over states are trees (omp simd keeps a vector in memory and adds its
 // lanes in order). Other compilers, and other N, take the loops below.
 template <int W>
@@ -205,9 +205,7 @@ inline float hsum(vec<W> v) {
     return hsum<W / 2>(lo + hi);
   }
 }
-constexpr bool kVectors = true;
-#else
-constexpr bool kVectors = false;
+constexpr int kMaxVector = 8;  // N = 16 (two AVX2 registers a vector) ran slower than the loops below
 #endif
 
 // One chunk of the recurrence h_t = a_t h_{t-1} + dt_t u_t B_t, y_t = <C_t, h_t> + D u_t; h holds
@@ -217,7 +215,7 @@ inline void chunk_states(int64_t len, int64_t n_rt, const float* dt, const float
                          const float* bc, const float* cc, float* h, float* hs_next, float* y) {
   const int64_t n = NS > 0 ? NS : n_rt;
 #if defined(__GNUC__)
-  if constexpr (NS > 0 && kVectors) {
+  if constexpr (NS > 0 && NS <= kMaxVector) {
     vec<NS> hv = vload<NS>(h);
     for (int64_t i = 0; i < len; ++i) {
       hv = vload<NS>(a + i * n) * hv + (dt[i] * u[i]) * vload<NS>(bc + i * n);
@@ -253,7 +251,7 @@ inline void chunk_adjoint(int64_t len, int64_t n_rt, const float* dys, const flo
                           float* g, float* dA, float* dbc, float* dcc, float* du, float* ddt) {
   const int64_t n = NS > 0 ? NS : n_rt;
 #if defined(__GNUC__)
-  if constexpr (NS > 0 && kVectors) {
+  if constexpr (NS > 0 && NS <= kMaxVector) {
     const vec<NS> Av = vload<NS>(A);
     vec<NS> gv = vload<NS>(g), dAv = vload<NS>(dA);
     for (int64_t i = len - 1; i >= 0; --i) {
