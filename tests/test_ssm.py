@@ -219,6 +219,30 @@ def test_compiled_inference_and_no_grad() -> None:
     assert not got.requires_grad
 
 
+def test_compiled_spans_several_blocks() -> None:
+    """Longer than the kernel's blocks of 1024 steps (kBlock; B, C held per block), ending in a partial block."""
+    inputs = make_inputs(batch=1, d=4, n=8, length=2 * 1024 + 37, groups=2)
+    want = run_with_grads(selective_scan_reference, inputs, True)
+    got = run_with_grads(_compiled, inputs, True)
+    assert_matches(got, want)
+
+
+@pytest.mark.parametrize("optional", [True, False], ids=["D-z-bias", "none"])
+def test_compiled_operators_pass_opcheck(optional: bool) -> None:
+    """torch.library.opcheck on both C++ operators: schema, fake kernels (exact shapes, dtypes), autograd
+    registration, AOT dispatch with dynamic shapes."""
+    if not kernel_available():
+        pytest.skip("no C++ compiler / the CPU kernel did not build")
+    ops = torch.ops.fsr_selective_scan
+    t = make_inputs(d=4, length=70, groups=2, with_d=optional, with_z=optional, with_bias=optional)
+    args = [t[k] for k in NAMES]
+    torch.library.opcheck(ops.fwd.default, (*args, True))
+    plain = [v.detach() if v is not None else None for v in args]
+    y, last, ckpt = ops.fwd(*plain, True)
+    for dout, dlast in ((torch.randn_like(y), torch.randn_like(last)), (None, torch.randn_like(last))):
+        torch.library.opcheck(ops.bwd.default, (*plain, True, dout, dlast, ckpt))
+
+
 def test_torch_backend_uses_compiled_kernel_when_built(caplog: pytest.LogCaptureFixture) -> None:
     import model.ssm.torch_scan as torch_scan
 

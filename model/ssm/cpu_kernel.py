@@ -1,7 +1,8 @@
 """The compiled CPU selective scan: a C++ kernel built at first use, as the operators ``fsr_selective_scan::fwd/bwd``.
 
 ``selective_scan_cpu.cpp`` holds the forward and the reverse-time backward (one thread task per
-(batch, channel), ``at::parallel_for``). It is compiled with ``torch.utils.cpp_extension.load`` into
+(batch, B/C group, slice of the group's channels), ``at::parallel_for``), delta's bias and softplus
+and B, C in the callers' (b, G, N, L) layout included, so nothing is prepared or saved twice in PyTorch. It is compiled with ``torch.utils.cpp_extension.load`` into
 ``$TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``) the first time it is needed; the
 extension name carries a hash of the source (text and path), the flags and the CPU, so a cached build
 is reused only where it was made for, and checkouts sharing the cache do not rebuild each other's.
@@ -26,7 +27,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +114,6 @@ def _build() -> object | None:
                     verbose=False,
                 )
         _register_op_rules()
-        _state["threads"] = torch.get_num_threads()  # read once here: a traced backward must not call it
         return torch.ops.fsr_selective_scan
     except Exception as exc:  # no compiler, no ninja, a failed build: the pure-PyTorch path runs
         logger.warning("compiled CPU selective scan unavailable, using pure PyTorch (%s)", str(exc).splitlines()[0])
@@ -133,49 +132,47 @@ def kernel_available() -> bool:
     return _ops() is not None
 
 
-def _fwd_fake(u, delta, A, B, C, D, z):
+def _fwd_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
     batch, d, length = u.shape
     n = A.shape[1]
     chunks = -(-length // KERNEL_CHUNK)
     return torch.empty_like(u), u.new_empty(batch, d, n), u.new_empty(batch, d, chunks, n)
 
 
-def _bwd_fake(u, delta, A, B, C, D, z, dout, dlast, ckpt, slices):
-    batch, d, length = u.shape
-    groups, n = B.shape[1], A.shape[1]
-    slices = max(1, min(slices, d // groups))  # as the kernel clamps it
-    dz = torch.empty_like(u) if z is not None else u.new_empty(0)
-    dB = u.new_empty(slices, batch, groups, length, n)
-    return (
-        torch.empty_like(u),
-        torch.empty_like(u),
-        u.new_empty(batch, d, n),
-        u.new_empty(batch, d),
-        dz,
-        dB,
-        torch.empty_like(dB),
-    )
+def _bwd_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout, dlast, ckpt):
+    def like(t):
+        return torch.empty_like(t) if t is not None else u.new_empty(0)
+
+    return like(u), like(u), like(A), like(B), like(C), like(D), like(z), like(delta_bias)
 
 
 def _fwd_setup_context(ctx, inputs, output) -> None:
-    u, dt, A, Bt, Ct, D, z = inputs
-    ctx.save_for_backward(u, dt, A, Bt, Ct, D, z, output[2])
+    u, delta, A, B, C, D, z, delta_bias, delta_softplus = inputs
+    ctx.delta_softplus = delta_softplus
+    ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, output[2])
     ctx.mark_non_differentiable(output[2])
     ctx.set_materialize_grads(False)
 
 
 def _fwd_backward(ctx, dy, dlast, dckpt):
-    """Gradients of (u, dt, A, Bt, Ct, D, z) from the C++ reverse-time backward; the caller's autograd does the rest
-    (softplus, bias, layouts, dtypes)."""
-    u, dt, A, Bt, Ct, D, z, ckpt = ctx.saved_tensors
-    dy = torch.zeros_like(u) if dy is None else dy.contiguous()
+    """Gradients of every tensor input from the C++ reverse-time backward (softplus, bias and the B, C layout
+    included); an unused output's gradient stays None (no zeros are made)."""
+    u, delta, A, B, C, D, z, delta_bias, ckpt = ctx.saved_tensors
+    dy = dy.contiguous() if dy is not None else None
     dlast = dlast.contiguous() if dlast is not None else None
-    batch, groups = Bt.shape[:2]
-    slices = _slices(batch, groups, u.shape[1] // groups)
-    du, ddt, dA, dD, dz, dB, dC = torch.ops.fsr_selective_scan.bwd(u, dt, A, Bt, Ct, D, z, dy, dlast, ckpt, slices)
-    dB = dB.sum(0) if dB.shape[0] > 1 else dB[0]
-    dC = dC.sum(0) if dC.shape[0] > 1 else dC[0]
-    return du, ddt, dA.sum(0), dB, dC, dD.sum(0) if D is not None else None, dz if z is not None else None
+    grads = torch.ops.fsr_selective_scan.bwd(u, delta, A, B, C, D, z, delta_bias, ctx.delta_softplus, dy, dlast, ckpt)
+    du, ddelta, dA, dB, dC, dD, dz, dbias = grads
+    return (
+        du,
+        ddelta,
+        dA,
+        dB,
+        dC,
+        dD if D is not None else None,
+        dz if z is not None else None,
+        dbias if delta_bias is not None else None,
+        None,
+    )
 
 
 def _register_op_rules() -> None:
@@ -188,26 +185,9 @@ def _register_op_rules() -> None:
     _state["registered"] = True
 
 
-def _slices(batch: int, groups: int, per_group: int) -> int:
-    """Split each group's channels so the backward has about two tasks per thread."""
-    tasks = max(1, batch * groups)  # batch 0: nothing to split
-    want = -(-2 * _state.get("threads", 1) // tasks)
-    return max(1, min(per_group, want))
-
-
-def _prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
-    """fp32 contiguous kernel inputs, differentiable in PyTorch; B, C time-major (b, G, L, N)."""
-    x = delta.float()
-    if delta_bias is not None:
-        x = x + delta_bias.float()[None, :, None]
-    dt = F.softplus(x) if delta_softplus else x
-    if B.dim() == 3:
-        B, C = B.unsqueeze(1), C.unsqueeze(1)
-    Bt = B.float().transpose(-1, -2).contiguous()
-    Ct = C.float().transpose(-1, -2).contiguous()
-    Df = D.float().contiguous() if D is not None else None
-    zf = z.float().contiguous() if z is not None else None
-    return u.float().contiguous(), dt.contiguous(), A.float().contiguous(), Bt, Ct, Df, zf
+def _f32(t: torch.Tensor | None) -> torch.Tensor | None:
+    """fp32 contiguous (no copy when it already is)."""
+    return t.float().contiguous() if t is not None else None
 
 
 def scan_cpu_kernel(
@@ -222,11 +202,13 @@ def scan_cpu_kernel(
     delta_softplus: bool = False,
     return_last_state: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """The backend function once ``kernel_available()``: fp32 inputs prepared in PyTorch, then ``fsr_selective_scan::fwd``
-    (no lock, no build check: traceable)."""
+    """The backend function once ``kernel_available()``: ``fsr_selective_scan::fwd`` on the fp32 inputs as they come
+    (the bias, softplus and B, C layout are the kernel's; no lock, no build check: traceable)."""
+    if B.dim() == 3:  # (b, N, L): one group (a view, no copy)
+        B, C = B.unsqueeze(1), C.unsqueeze(1)
     with torch.autocast("cpu", enabled=False):
-        uf, dt, Af, Bt, Ct, Df, zf = _prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-        y, last, _ = torch.ops.fsr_selective_scan.fwd(uf, dt, Af, Bt, Ct, Df, zf)
+        tensors = [_f32(t) for t in (u, delta, A, B, C, D, z, delta_bias)]
+        y, last, _ = torch.ops.fsr_selective_scan.fwd(*tensors, delta_softplus)
     y = y.to(u.dtype)
     return (y, last) if return_last_state else y
 
