@@ -64,28 +64,21 @@ def _row(x, j, k: tl.constexpr):
 
 
 @triton.jit
-def _next(x, j, fill, S: tl.constexpr):
-    """x one step later in each thread (x[k + 1] at k), ``fill`` at the thread's last step."""
-    out = tl.zeros_like(x) + fill
-    for k in tl.static_range(S - 1):
-        out = tl.where(j == k, _row(x, j, k + 1)[None, :], out)
-    return out
-
-
-@triton.jit
-def _scan_back(a, b, j, S: tl.constexpr):
-    """Reverse in-thread scan of x_k = a_k x_{k+1} + b_k from x_S = 0: (prod_{m >= k} a_m, x_k) per step,
-    unrolled (triton's reverse scan lowers to warp shuffles even along an in-thread axis)."""
-    acc_a = _row(a, j, S - 1)
+def _scan_back(decay, b, j, S: tl.constexpr):
+    """Reverse in-thread scan of x_k = decay_{k+1} x_{k+1} + b_k, x_{S-1} = b_{S-1}: per step
+    (prod_{k < m < S} decay_m, x_k), unrolled (triton's reverse scan lowers to warp shuffles even along an
+    in-thread axis)."""
     acc_b = _row(b, j, S - 1)
-    out_a = tl.where(j == S - 1, acc_a[None, :], 0.0)
+    acc_a = tl.zeros_like(acc_b) + 1.0
+    out_a = tl.where(j == S - 1, 1.0, tl.zeros_like(b))
     out_b = tl.where(j == S - 1, acc_b[None, :], 0.0)
+    nxt = _row(decay, j, S - 1)
     for k in tl.static_range(S - 2, -1, -1):
-        ak = _row(a, j, k)
-        acc_b = ak * acc_b + _row(b, j, k)
-        acc_a = ak * acc_a
+        acc_b = nxt * acc_b + _row(b, j, k)
+        acc_a = nxt * acc_a
         out_a = tl.where(j == k, acc_a[None, :], out_a)
         out_b = tl.where(j == k, acc_b[None, :], out_b)
+        nxt = _row(decay, j, k)
     return out_a, out_b
 
 
@@ -288,7 +281,7 @@ def scan_bwd_kernel(
             # lambda_k = decay_{k+1} lambda_{k+1} + dout_k C_k in a thread; what a thread hands back is
             # decay_0 lambda_0 (the tile's carry has the same form), so its aggregate decay is thread_decay.
             g = dout * C_s
-            back, lam = _scan_back(_next(decay, j, 1.0, S), g, j, S)
+            back, lam = _scan_back(decay, g, j, S)
             lam_in, lam_out = _enter(thread_decay, _row(decay * lam, j, 0), tl.load(carry_in + s), True)
             lam = lam + back * lam_in[None, :]
             tl.store(carry_out + s + 0 * r, lam_out, mask=r == 0)
