@@ -124,14 +124,25 @@ class ASTSourceArgs:
         )
 
 
+def _specialiser(backend):
+    """``(arg, specialize_value) -> (kind, attr)`` as triton's JIT has it: native from 3.6, Python in 3.4-3.5."""
+    try:
+        from triton.runtime.jit import native_specialize_impl  # triton >= 3.6; version-dependent API
+    except ImportError:
+        from triton.runtime.jit import create_specialize_impl  # triton 3.4, 3.5
+
+        impl = create_specialize_impl(backend.get_arg_specialization)
+        return lambda arg, value: impl(arg, False, value, True)
+    return lambda arg, value: native_specialize_impl(type(backend), arg, False, value, True)
+
+
 def specialise(kernel, args: list, meta: dict, backend) -> tuple[ASTSourceArgs, dict]:
     """ASTSource arguments (signature, constexprs, attrs) and compile options, as triton's JIT derives them."""
-    from triton.runtime.jit import native_specialize_impl  # optional: triton (CUDA wheels); only when kernels compile
-
     names = kernel.arg_names
+    spec = _specialiser(backend)
     signature, constexprs, attrs = {}, {}, {}
     for i, (name, arg) in enumerate(zip(names, args)):
-        kind, attr = native_specialize_impl(type(backend), arg, False, True, True)
+        kind, attr = spec(arg, not kernel.params[i].do_not_specialize)
         signature[name] = kind
         if kind == "constexpr":
             constexprs[name] = attr
@@ -142,6 +153,29 @@ def specialise(kernel, args: list, meta: dict, backend) -> tuple[ASTSourceArgs, 
         signature[name] = "constexpr"
         constexprs[name] = meta[name]
     return ASTSourceArgs(signature, constexprs, attrs), options
+
+
+def legacy_source(kernel, args: list, meta: dict):
+    """triton 3.0-3.1's ASTSource (signature by name, constants, AttrsDescriptor of divisible-by-16 and
+    equal-to-1 argument numbers) as their JIT builds it, and a key for it; compile options as ``specialise``."""
+    from triton.compiler import ASTSource, AttrsDescriptor  # only on triton 3.0-3.1 (gone later)
+    from triton.runtime.jit import mangle_type  # triton 3.0-3.1's JIT helper
+
+    signature, constants, div16, one = {}, {}, [], []
+    for i, (param, arg) in enumerate(zip(kernel.params, args)):
+        signature[param.name] = mangle_type(arg)
+        if param.do_not_specialize or isinstance(arg, bool):
+            continue
+        if isinstance(arg, int) and arg == 1:
+            one.append(i)
+            constants[param.name] = 1
+        elif (arg.data_ptr() if hasattr(arg, "data_ptr") else arg) % 16 == 0:
+            div16.append(i)
+    names = kernel.arg_names
+    constants.update({name: meta[name] for name in names[len(args) :]})
+    options = {k: v for k, v in meta.items() if k not in names}
+    key = json.dumps([signature, sorted(map(str, constants.items())), div16, one])
+    return ASTSource(kernel, signature, constants, AttrsDescriptor(tuple(div16), tuple(one))), key, options
 
 
 def _resources(cubin: bytes, cuobjdump: str) -> dict[str, int]:
@@ -189,11 +223,10 @@ def compile_all(
 
     if interpreting():
         raise RuntimeError("bench.triton_compile: unset TRITON_INTERPRET (the interpreter compiles nothing)")
-    try:
-        from triton.runtime.jit import native_specialize_impl  # noqa: F401 (probe: triton >= 3.3)
-    except ImportError:
-        version = triton.__version__
-        raise RuntimeError(f"bench.triton_compile needs triton >= 3.6 (JIT specialisation), got {version}") from None
+    version = tuple(int(v) for v in triton.__version__.split(".")[:2])
+    if (3, 2) <= version < (3, 4):
+        why = "its AttrsDescriptor API (3.2-3.3) is not reproduced here; 3.0-3.1 and 3.4+ are"
+        raise RuntimeError(f"bench.triton_compile: triton {triton.__version__} not supported ({why})")
     cuobjdump = cuobjdump_path()
     calls = {}
     for config in configs:
@@ -207,14 +240,18 @@ def compile_all(
                 kernel = getattr(triton_kernels, kernel_name)
                 for arch in archs:
                     target = GPUTarget("cuda", arch, 32)
-                    src_args, options = specialise(kernel, args, meta, make_backend(target))
-                    key = (kernel_name, arch, dtype, src_args.key(), json.dumps(options))
+                    if version < (3, 2):
+                        src, src_key, options = legacy_source(kernel, args, meta)
+                    else:
+                        src_args, options = specialise(kernel, args, meta, make_backend(target))
+                        src_key = src_args.key()
+                        src = ASTSource(fn=kernel, signature=src_args.signature, constexprs=src_args.constexprs,
+                                        attrs=src_args.attrs)  # fmt: skip
+                    key = (kernel_name, arch, dtype, src_key, json.dumps(options))
                     if key in rows:
                         rows[key]["models"] = ",".join(dict.fromkeys(rows[key]["models"].split(",") + users))
                         rows[key]["calls"] += 1
                         continue
-                    src = ASTSource(fn=kernel, signature=src_args.signature, constexprs=src_args.constexprs,
-                                    attrs=src_args.attrs)  # fmt: skip
                     compiled = triton.compile(src, target=target, options=options)
                     rows[key] = dict(
                         models=",".join(dict.fromkeys(users)),
@@ -231,7 +268,7 @@ def compile_all(
                         d_state=call.d_state,
                         has_z=call.has_z,
                         softplus=call.softplus,
-                        chunk=meta["T"],
+                        chunk=meta["S"] * meta["R"],
                     )
                     if keep_cubin:
                         rows[key]["cubin"] = compiled.asm["cubin"]

@@ -195,3 +195,17 @@ def test_deterministic_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(RuntimeError, match="ssm.deterministic: mamba_ssm is not bitwise reproducible"):
         ssm.resolve_backend("mamba_ssm", cuda, deterministic=True)
     assert ssm.resolve_backend("auto", cpu, deterministic=True).name == "torch"
+
+
+def test_tiles_are_one_warp_of_16_byte_loads() -> None:
+    """A tile is 32 threads x one 16-byte load of steps (4 with z in 16-bit), at most ``chunk``, and a power of
+    two covering a shorter L; every thread holds S consecutive steps (S x R = the tile)."""
+    from model.ssm.triton_scan import tile, tiling
+
+    f32, bf16 = torch.float32, torch.bfloat16
+    assert (tile(16384, 1024, f32), tile(16384, 1024, bf16), tile(16384, 1024, bf16, has_z=True)) == (128, 256, 128)
+    assert (tile(16384, 64, bf16), tile(37, 1024, f32), tile(1, 1024, f32)) == (64, 64, 2)
+    t = tiling(256, 16384, bf16, has_z=False)
+    assert (t["S"], t["R"], t["num_warps"], t["CONTIG"], t["EVEN"]) == (8, 32, 1, True, True)
+    t = tiling(64, 150, f32, has_z=True)
+    assert (t["S"], t["R"], t["num_warps"], t["CONTIG"], t["EVEN"]) == (4, 16, 1, False, False)

@@ -70,6 +70,10 @@ CASES = (
     Case("fp32-N1", n=1, groups=None, length=7, chunk=2),
     Case("fp32-N7-G4", d=8, n=7, groups=4, length=13),
     Case("fp32-N12-deterministic", d=4, n=12, groups=2, deterministic=True),
+    # Tiles of 64 steps: 8 threads of 8 steps forward, 16 of 4 backward, so the scans across threads (forward
+    # and reverse) and the tile-to-tile carries run with many threads; L 150 ends in a partial tile.
+    Case("fp32-threads-L150-N5", batch=1, d=2, n=5, length=150, chunk=64, groups=2),
+    Case("bf16-threads-L128-N3", dtype=torch.bfloat16, batch=1, d=2, n=3, length=128, chunk=64, groups=None),
     Case("bf16-G4-deterministic", dtype=torch.bfloat16, d=8, groups=4, deterministic=True, z=False),
     Case("bf16-G4-all", dtype=torch.bfloat16, d=8, groups=4),
     Case("bf16-plain", dtype=torch.bfloat16, groups=None, z=False, D=False, bias=False, softplus=False),

@@ -1,15 +1,23 @@
-"""Triton kernels of the selective scan: one program per (batch, channel), time in tiles of T steps, the
-states looped inside the program.
+"""Triton kernels of the selective scan: one program per (batch, channel), time in tiles of T = S x R steps
+(R threads, one warp at the models' sizes, each holding S consecutive steps), the states looped inside the
+program.
 
 Per tile the per-step work (delta + bias, softplus, delta * u, D * u, z gating) is done once per step for
-all states; then, for each state n (a loop in the program), the recurrence
-h_t = exp(delta_t A_n) h_{t-1} + delta_t u_t B_{n,t} over the tile is one ``tl.associative_scan`` of
-(decay, drive) pairs over a 1-D tile (each thread holds T / threads consecutive steps), started from the
-state carried out of the previous tile. The forward stores the state entering every tile (fp32) so the
-backward can rebuild each tile's states. The backward walks the tiles in reverse; per state it rebuilds
-h over the tile and runs the adjoint lambda_t = exp(delta_{t+1} A_n) lambda_{t+1} + dout_t C_{n,t} as a
-reverse scan, started from what the next tile carries back; dB and dC are summed over a group's
-channels with relaxed fp32 atomics (or, ``DETERMINISTIC``, stored per channel and summed by the caller).
+all states. For each state n (a loop in the program) the recurrence h_t = exp(delta_t A_n) h_{t-1} +
+delta_t u_t B_{n,t} is scanned as mamba_ssm does: each thread runs its S steps sequentially in registers
+(a [S, R] tensor whose first axis lies in one thread), one scan over the R threads' (decay, drive)
+aggregates gives the state entering each thread's steps, and one multiply-add per step applies it. The
+state entering a tile is read from the per-tile states the forward stores (the last thread writes the
+next tile's, one barrier per tile). The backward walks the tiles in reverse; per state it rebuilds h over
+the tile the same way and runs the adjoint lambda_t = exp(delta_{t+1} A_n) lambda_{t+1} + dout_t C_{n,t}
+backwards (sequential in each thread, one reverse scan over the threads), started from what the next
+tile carries back (a two-slot scratch row per program); dB and dC are summed over a group's channels with
+relaxed fp32 atomics (or, ``DETERMINISTIC``, stored per channel and summed by the caller).
+
+``CONTIG``: the steps' addresses are visible as contiguous, so each thread loads its S steps as one vector
+(S x the element size is 16 bytes); otherwise a runtime stride ``one`` (1, never specialised) hides the
+contiguity and every step loads as a scalar, which still keeps the S steps in one thread. ``EVEN``: L is a
+multiple of T, no step is masked.
 
 Loaded by ``model.ssm.triton_scan`` (compiled or interpreted), never imported at package import time.
 """
@@ -17,11 +25,20 @@ Loaded by ``model.ssm.triton_scan`` (compiled or interpreted), never imported at
 import triton
 import triton.language as tl
 
+LOG2E = tl.constexpr(1.4426950408889634)
+
 
 @triton.jit
 def _combine(a1, b1, a2, b2):
     """(a1, b1) then (a2, b2) as one affine map h -> a h + b."""
     return a1 * a2, a2 * b1 + b2
+
+
+@triton.jit
+def _combine_excl(a1, b1, e1, f1, a2, b2, e2, f2):
+    """Segments as (whole map (a, b), map of all but the last element (e, f)): the scan's (inclusive,
+    exclusive) pair in one pass."""
+    return a1 * a2, a2 * b1 + b2, a1 * e2, e2 * b1 + f2
 
 
 @triton.jit
@@ -35,18 +52,59 @@ def _delta(delta_ptr, offs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.con
         e = tl.exp(tl.minimum(pre, 20.0))
         w = 1.0 + e
         # log1p(e) without log1p: exact where 1 + e rounds to 1, relative error ~1 ulp elsewhere.
-        log1p = tl.where(w == 1.0, e, e * tl.log(w) / (w - 1.0))
+        log1p = tl.where(w == 1.0, e, tl.fdiv(e * tl.log(w), w - 1.0))  # approximate division: ~2 ulp
         dt = tl.where(pre <= 20.0, log1p, pre)
     return tl.where(mask, dt, 0.0), pre
 
 
 @triton.jit
-def _pick(vec, idx, s):
-    """Element ``s`` of the small state vector ``vec`` (indices ``idx``)."""
-    return tl.sum(tl.where(idx == s, vec, 0.0), axis=0)
+def _row(x, j, k: tl.constexpr):
+    """Step ``k`` of every thread of ``x`` [S, R] as an [R] vector (in-thread: compiles to a register pick)."""
+    return tl.sum(tl.where(j == k, x, -0.0), axis=0)
 
 
 @triton.jit
+def _scan_back(decay, b, j, S: tl.constexpr):
+    """Reverse in-thread scan of x_k = decay_{k+1} x_{k+1} + b_k, x_{S-1} = b_{S-1}: per step
+    (prod_{k < m < S} decay_m, x_k), unrolled (triton's reverse scan lowers to warp shuffles even along an
+    in-thread axis)."""
+    acc_b = _row(b, j, S - 1)
+    acc_a = tl.zeros_like(acc_b) + 1.0
+    out_a = tl.where(j == S - 1, 1.0, tl.zeros_like(b))
+    out_b = tl.where(j == S - 1, acc_b[None, :], 0.0)
+    nxt = _row(decay, j, S - 1)
+    for k in tl.static_range(S - 2, -1, -1):
+        acc_b = nxt * acc_b + _row(b, j, k)
+        acc_a = nxt * acc_a
+        out_a = tl.where(j == k, acc_a[None, :], out_a)
+        out_b = tl.where(j == k, acc_b[None, :], out_b)
+        nxt = _row(decay, j, k)
+    return out_a, out_b
+
+
+@triton.jit
+def _enter(agg_a, agg_b, x0, REVERSE: tl.constexpr):
+    """Per thread, from the threads' aggregate maps (x -> agg_a x + agg_b) in time order (REVERSE: from the
+    last thread down): the value entering its steps and the value leaving them, ``x0`` entering the first."""
+    one = tl.full(agg_a.shape, 1.0, tl.float32)
+    zero = tl.zeros(agg_a.shape, tl.float32)
+    ia, ib, ea, eb = tl.associative_scan((agg_a, agg_b, one, zero), axis=0, combine_fn=_combine_excl,
+                                         reverse=REVERSE)  # fmt: skip
+    return eb + ea * x0, ib + ia * x0
+
+
+@triton.jit
+def _steps(S: tl.constexpr, R: tl.constexpr, one, CONTIG: tl.constexpr):
+    """([S, 1] step index in a thread, [R] thread index, [S, R] step offsets in the tile)."""
+    j = tl.arange(0, S)[:, None]
+    r = tl.arange(0, R)
+    offs = r[None, :] * S + j
+    if not CONTIG:
+        offs = offs * one
+    return j, r, offs
+
+
+@triton.jit(do_not_specialize=["one"])
 def scan_fwd_kernel(
     u_ptr,
     delta_ptr,
@@ -65,54 +123,63 @@ def scan_fwd_kernel(
     n_tiles,
     ch_per_group,
     G,
+    one,
     HAS_D: tl.constexpr,
     HAS_Z: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr,
     BLOCK_N: tl.constexpr,
-    T: tl.constexpr,
+    S: tl.constexpr,
+    R: tl.constexpr,
+    CONTIG: tl.constexpr,
+    EVEN: tl.constexpr,
 ):
     """y (u's dtype), the fp32 state entering every tile (b*d, n_tiles, N) and the last state (b*d, N)."""
+    T: tl.constexpr = S * R
     pid = tl.program_id(0)
     ch = pid % d
     grp = (pid // d) * G + ch // ch_per_group
     row = pid.to(tl.int64) * L
     bc = grp.to(tl.int64) * N * L
     n = tl.arange(0, BLOCK_N)
-    nmask = n < N
     bias = 0.0
     if HAS_BIAS:
         bias = tl.load(bias_ptr + ch)
     Dv = 0.0
     if HAS_D:
         Dv = tl.load(D_ptr + ch)
-    t = tl.arange(0, T)
-    h_all = tl.zeros([BLOCK_N], dtype=tl.float32)
+    j, r, step = _steps(S, R, one, CONTIG)
     state_row = pid.to(tl.int64) * n_tiles * N
+    tl.store(states_ptr + state_row + n, tl.zeros([BLOCK_N], dtype=tl.float32), mask=n < N)
+    tl.debug_barrier()
     for c in range(n_tiles):
-        tt = c * T + t
-        tmask = tt < L
-        tl.store(states_ptr + state_row + c * N + n, h_all, mask=nmask)
+        tt = c * T + step
+        tmask = (tt < L) | EVEN  # EVEN: L a multiple of the tile, no step masked
         u = tl.load(u_ptr + row + tt, mask=tmask, other=0.0).to(tl.float32)
         dt, _ = _delta(delta_ptr + row, tt, tmask, bias, HAS_BIAS, SOFTPLUS)
         dtu = dt * u
         y = Dv * u
+        # the last thread writes the state leaving the tile: the next tile's entry, or the last state
+        out_ptr = states_ptr + state_row + (c + 1) * N
+        if c + 1 == n_tiles:
+            out_ptr = last_ptr + pid.to(tl.int64) * N
         for s in range(N):
-            A_s = tl.load(A_ptr + ch * N + s)
+            A_s = tl.load(A_ptr + ch * N + s) * LOG2E
             B_s = tl.load(B_ptr + bc + s * L + tt, mask=tmask, other=0.0).to(tl.float32)
             C_s = tl.load(C_ptr + bc + s * L + tt, mask=tmask, other=0.0).to(tl.float32)
-            cum, h = tl.associative_scan((tl.exp(dt * A_s), dtu * B_s), axis=0, combine_fn=_combine)
-            h = h + cum * _pick(h_all, n, s)
-            y += C_s * h
-            h_all = tl.where(n == s, tl.sum(tl.where(t == T - 1, h, 0.0), axis=0), h_all)
+            cum, h = tl.associative_scan((tl.exp2(dt * A_s), dtu * B_s), axis=0, combine_fn=_combine)
+            h_in = tl.load(states_ptr + state_row + c * N + s)
+            enter, leave = _enter(_row(cum, j, S - 1), _row(h, j, S - 1), h_in, False)
+            y += C_s * (h + cum * enter[None, :])
+            tl.store(out_ptr + s + 0 * r, leave, mask=r == R - 1)
+        tl.debug_barrier()
         if HAS_Z:
             zv = tl.load(z_ptr + row + tt, mask=tmask, other=0.0).to(tl.float32)
             y = y * zv * tl.sigmoid(zv)
         tl.store(y_ptr + row + tt, y.to(y_ptr.dtype.element_ty), mask=tmask)
-    tl.store(last_ptr + pid.to(tl.int64) * N + n, h_all, mask=nmask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["one"])
 def scan_bwd_kernel(
     u_ptr,
     delta_ptr,
@@ -125,6 +192,7 @@ def scan_bwd_kernel(
     dy_ptr,
     states_ptr,
     dlast_ptr,
+    carry_ptr,
     du_ptr,
     ddelta_ptr,
     dz_ptr,
@@ -139,6 +207,7 @@ def scan_bwd_kernel(
     n_tiles,
     ch_per_group,
     G,
+    one,
     HAS_D: tl.constexpr,
     HAS_Z: tl.constexpr,
     HAS_BIAS: tl.constexpr,
@@ -146,10 +215,15 @@ def scan_bwd_kernel(
     HAS_DLAST: tl.constexpr,
     DETERMINISTIC: tl.constexpr,
     BLOCK_N: tl.constexpr,
-    T: tl.constexpr,
+    S: tl.constexpr,
+    R: tl.constexpr,
+    CONTIG: tl.constexpr,
+    EVEN: tl.constexpr,
 ):
     """Gradients: du, ddelta, dz per element; dA (b*d, N), dD, dbias (b*d,) per program; dB, dC fp32, either
-    (b, G, N, L) summed over a group's channels with atomic adds or, DETERMINISTIC, (b*d, N, L) per channel."""
+    (b, G, N, L) summed over a group's channels with atomic adds or, DETERMINISTIC, (b*d, N, L) per channel.
+    ``carry_ptr`` (b*d, 2, N) fp32 scratch: the adjoint a tile hands to the one before it (two slots)."""
+    T: tl.constexpr = S * R
     pid = tl.program_id(0)
     ch = pid % d
     grp = (pid // d) * G + ch // ch_per_group
@@ -166,47 +240,51 @@ def scan_bwd_kernel(
     Dv = 0.0
     if HAS_D:
         Dv = tl.load(D_ptr + ch)
-    t = tl.arange(0, T)
+    j, r, step = _steps(S, R, one, CONTIG)
+    carry_row = pid.to(tl.int64) * 2 * N
     if HAS_DLAST:
-        carry = tl.load(dlast_ptr + pid.to(tl.int64) * N + n, mask=nmask, other=0.0)
+        dlast = tl.load(dlast_ptr + pid.to(tl.int64) * N + n, mask=nmask, other=0.0)
     else:
-        carry = tl.zeros([BLOCK_N], dtype=tl.float32)
+        dlast = tl.zeros([BLOCK_N], dtype=tl.float32)
+    tl.store(carry_ptr + carry_row + (n_tiles % 2) * N + n, dlast, mask=nmask)
+    tl.debug_barrier()
     dA_all = tl.zeros([BLOCK_N], dtype=tl.float32)
-    dD_acc = 0.0
-    dbias_acc = 0.0
+    dD_acc = tl.zeros([R], dtype=tl.float32)
+    dbias_acc = tl.zeros([R], dtype=tl.float32)
     state_row = pid.to(tl.int64) * n_tiles * N
     for i in range(n_tiles):
         c = n_tiles - 1 - i
-        tt = c * T + t
-        tmask = tt < L
+        tt = c * T + step
+        tmask = (tt < L) | EVEN  # EVEN: L a multiple of the tile, no step masked
         u = tl.load(u_ptr + row + tt, mask=tmask, other=0.0).to(tl.float32)
-        dt, pre = _delta(delta_ptr + row, tt, tmask, bias, HAS_BIAS, SOFTPLUS)
-        # delta of the next step inside this tile: the decay that carries lambda_{t+1} back to t (1 past the
-        # tile's end, where the carry from the next tile takes over, and past L).
-        dt_next, _ = _delta(delta_ptr + row, tt + 1, (tt + 1 < L) & (t < T - 1), bias, HAS_BIAS, SOFTPLUS)
+        dt, _pre = _delta(delta_ptr + row, tt, tmask, bias, HAS_BIAS, SOFTPLUS)
         dtu = dt * u
-        dy = tl.load(dy_ptr + row + tt, mask=tmask, other=0.0).to(tl.float32)
+        dout = tl.load(dy_ptr + row + tt, mask=tmask, other=0.0).to(tl.float32)
         if HAS_Z:
             zv = tl.load(z_ptr + row + tt, mask=tmask, other=0.0).to(tl.float32)
-            sig = tl.sigmoid(zv)
-            dout = dy * zv * sig
-        else:
-            dout = dy
-        lam_b = tl.zeros([T], dtype=tl.float32)  # sum_n lambda B
-        lam_ha = tl.zeros([T], dtype=tl.float32)  # sum_n lambda decay h_{t-1} A
+            dout = dout * zv * tl.sigmoid(zv)
+        lam_b = tl.zeros([S, R], dtype=tl.float32)  # sum_n lambda B
+        lam_ha = tl.zeros([S, R], dtype=tl.float32)  # sum_n lambda decay h_{t-1} A
         out = Dv * u
+        carry_in = carry_ptr + carry_row + ((c + 1) % 2) * N
+        carry_out = carry_ptr + carry_row + (c % 2) * N
         for s in range(N):
             A_s = tl.load(A_ptr + ch * N + s)
             B_s = tl.load(B_ptr + bc + s * L + tt, mask=tmask, other=0.0).to(tl.float32)
             C_s = tl.load(C_ptr + bc + s * L + tt, mask=tmask, other=0.0).to(tl.float32)
-            decay = tl.exp(dt * A_s)
+            decay = tl.exp2(dt * (A_s * LOG2E))
             drive = dtu * B_s
             cum, h = tl.associative_scan((decay, drive), axis=0, combine_fn=_combine)
-            h = h + cum * tl.load(states_ptr + state_row + c * N + s)
-            cum_r, lam = tl.associative_scan((tl.exp(dt_next * A_s), dout * C_s), axis=0, combine_fn=_combine,
-                                             reverse=True)  # fmt: skip
-            lam = lam + cum_r * _pick(carry, n, s)
-            carry = tl.where(n == s, tl.sum(tl.where(t == 0, decay * lam, 0.0), axis=0), carry)
+            thread_decay = _row(cum, j, S - 1)
+            enter, _leave = _enter(thread_decay, _row(h, j, S - 1), tl.load(states_ptr + state_row + c * N + s), False)
+            h = h + cum * enter[None, :]
+            # lambda_k = decay_{k+1} lambda_{k+1} + dout_k C_k in a thread; what a thread hands back is
+            # decay_0 lambda_0 (the tile's carry has the same form), so its aggregate decay is thread_decay.
+            g = dout * C_s
+            back, lam = _scan_back(decay, g, j, S)
+            lam_in, lam_out = _enter(thread_decay, _row(decay * lam, j, 0), tl.load(carry_in + s), True)
+            lam = lam + back * lam_in[None, :]
+            tl.store(carry_out + s + 0 * r, lam_out, mask=r == 0)
             if HAS_Z:
                 out += C_s * h
             if DETERMINISTIC:
@@ -219,8 +297,15 @@ def scan_bwd_kernel(
             # decay_t * h_{t-1} = h_t - drive_t: the dA term without dividing by a decay that may underflow.
             lam_hprev = lam * (h - drive)
             lam_ha += lam_hprev * A_s
-            dA_all = tl.where(n == s, dA_all + tl.sum(lam_hprev * dt, axis=0), dA_all)
+            dA_all = tl.where(n == s, dA_all + tl.sum(tl.sum(lam_hprev * dt, axis=0), axis=0), dA_all)
+        tl.debug_barrier()
+        # u and delta again (cached): cheaper than holding them in registers across the state loop
+        u = tl.load(u_ptr + row + tt, mask=tmask, other=0.0).to(tl.float32)
+        pre = tl.load(delta_ptr + row + tt, mask=tmask, other=0.0).to(tl.float32) + bias
         if HAS_Z:
+            zv = tl.load(z_ptr + row + tt, mask=tmask, other=0.0).to(tl.float32)
+            dy = tl.load(dy_ptr + row + tt, mask=tmask, other=0.0).to(tl.float32)
+            sig = tl.sigmoid(zv)
             dz = dy * out * sig * (1.0 + zv * (1.0 - sig))
             tl.store(dz_ptr + row + tt, dz.to(dz_ptr.dtype.element_ty), mask=tmask)
         ddt = u * lam_b + lam_ha
@@ -236,6 +321,6 @@ def scan_bwd_kernel(
         tl.store(ddelta_ptr + row + tt, ddt.to(ddelta_ptr.dtype.element_ty), mask=tmask)
     tl.store(dA_ptr + pid.to(tl.int64) * N + n, dA_all, mask=nmask)
     if HAS_D:
-        tl.store(dD_ptr + pid, dD_acc)
+        tl.store(dD_ptr + pid, tl.sum(dD_acc, axis=0))
     if HAS_BIAS:
-        tl.store(dbias_ptr + pid, dbias_acc)
+        tl.store(dbias_ptr + pid, tl.sum(dbias_acc, axis=0))

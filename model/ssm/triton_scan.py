@@ -83,16 +83,29 @@ def block_n(d_state: int) -> int:
     return max(2, 1 << (d_state - 1).bit_length())
 
 
-def tile(length: int, chunk: int) -> int:
-    """Time steps per tile: ``chunk``, or the power of two that covers a shorter ``length`` (at least 2)."""
-    return max(2, min(chunk, 1 << max(length - 1, 1).bit_length()))
+def thread_steps(dtype: torch.dtype, has_z: bool = False) -> int:
+    """Consecutive time steps each thread of the kernels holds: one 16-byte load of ``dtype`` (fp32 4, 16-bit 8),
+    4 for 16-bit inputs with z, whose backward would otherwise take more than 128 registers."""
+    return 4 if has_z else 16 // dtype.itemsize
 
 
-def num_warps(steps: int, backward: bool, has_z: bool = False) -> int:
-    """Warps per program for a tile of ``steps``: 8 steps a thread (4 warps at 1024), 4 for the forward with z
-    (8 warps), where ptxas otherwise spills on sm_80 (``python -m bench.triton_compile``)."""
-    per_thread = 4 if has_z and not backward else 8
-    return max(1, min(8, steps // (32 * per_thread)))
+def tile(length: int, chunk: int, dtype: torch.dtype = torch.float32, has_z: bool = False) -> int:
+    """Time steps per tile: one warp's (32 x ``thread_steps``), at most ``chunk``, or the power of two that
+    covers a shorter ``length`` (at least 2). One warp a program: no cross-warp step in the scans, which
+    ``python -m bench.triton_sass`` counts as the cheapest (wider tiles: more instructions per element)."""
+    return max(2, min(chunk, 32 * thread_steps(dtype, has_z), 1 << max(length - 1, 1).bit_length()))
+
+
+def tiling(steps: int, length: int, dtype: torch.dtype, has_z: bool) -> dict:
+    """The kernels' tile constants for tiles of ``steps`` over ``length`` in ``dtype``: S consecutive steps a
+    thread, R = steps / S threads, ``CONTIG`` (each thread's steps load as one vector: alignment known when L
+    is a multiple of 16; otherwise scalar loads with the contiguity hidden, which keeps them in the thread),
+    ``EVEN`` (no step masked), and the launch options."""
+    s = min(thread_steps(dtype, has_z), steps)
+    r = steps // s
+    return dict(
+        S=s, R=r, CONTIG=length % 16 == 0, EVEN=length % steps == 0, num_warps=max(1, min(8, r // 32)), num_stages=1
+    )
 
 
 def _check_dtypes(**tensors: torch.Tensor | None) -> None:
@@ -129,25 +142,27 @@ def forward_launch(
     n = A32.shape[1]
     groups = B.shape[1] if B.dim() == 4 else 1
     y = torch.empty_like(u)
-    states = torch.empty(saved_states_shape(batch, d, length, n, chunk), device=u.device, dtype=torch.float32)
+    shape = saved_states_shape(batch, d, length, n, chunk, u.dtype, z is not None)
+    states = torch.empty(shape, device=u.device, dtype=torch.float32)
     last = torch.empty(batch, d, n, device=u.device, dtype=torch.float32)
     args = [u, delta, A32, B, C, _or(D32, A32), _or(z, u), _or(bias32, A32), y, states, last]
-    args += [d, length, n, states.shape[1], d // groups, groups]
-    meta = forward_meta(n, D32 is not None, z is not None, bias32 is not None, softplus, tile(length, chunk))
+    args += [d, length, n, states.shape[1], d // groups, groups, 1]
+    steps = tile(length, chunk, u.dtype, z is not None)
+    meta = forward_meta(n, D32 is not None, z is not None, bias32 is not None, softplus, steps, length, u.dtype)
     return args, meta, (y, states, last)
 
 
-def forward_meta(d_state: int, has_d: bool, has_z: bool, has_bias: bool, softplus: bool, steps: int) -> dict:
-    """The forward kernel's constexpr arguments and launch options for tiles of ``steps``."""
+def forward_meta(
+    d_state: int, has_d: bool, has_z: bool, has_bias: bool, softplus: bool, steps: int, length: int, dtype: torch.dtype
+) -> dict:
+    """The forward kernel's constexpr arguments and launch options for tiles of ``steps`` over ``length``."""
     return dict(
         HAS_D=has_d,
         HAS_Z=has_z,
         HAS_BIAS=has_bias,
         SOFTPLUS=bool(softplus),
         BLOCK_N=block_n(d_state),
-        T=steps,
-        num_warps=num_warps(steps, False, has_z),
-        num_stages=1,
+        **tiling(steps, length, dtype, has_z),
     )
 
 
@@ -174,11 +189,11 @@ def backward_launch(
     dC = (torch.empty if deterministic else torch.zeros)(shape, **f32)
     dD = torch.empty(batch * d, **f32) if D32 is not None else None
     dbias = torch.empty(batch * d, **f32) if bias32 is not None else None
-    args = [u, delta, A32, B, C, _or(D32, A32), _or(z, u), _or(bias32, A32), dy, states, _or(dlast, dA)]
+    carry = torch.empty(batch * d, 2, n, **f32)  # the adjoint a tile hands back to the one before it
+    args = [u, delta, A32, B, C, _or(D32, A32), _or(z, u), _or(bias32, A32), dy, states, _or(dlast, dA), carry]
     args += [du, ddelta, _or(dz, du), dA, dB, dC, _or(dD, dA), _or(dbias, dA)]
-    args += [d, length, n, states.shape[1], d // groups, groups]
+    args += [d, length, n, states.shape[1], d // groups, groups, 1]
     meta = {**meta, "HAS_DLAST": dlast is not None, "DETERMINISTIC": deterministic}
-    meta["num_warps"] = num_warps(meta["T"], True)
     return args, meta, (du, ddelta, dz, dA, dB, dC, dD, dbias)
 
 
@@ -204,9 +219,17 @@ def scan_forward(
     return y, last, states
 
 
-def saved_states_shape(batch: int, d: int, length: int, d_state: int, chunk: int) -> tuple[int, ...]:
-    """Shape of the tile states ``scan_forward`` returns (for fake tensors)."""
-    return (batch * d, -(-length // tile(length, chunk)), d_state)
+def saved_states_shape(
+    batch: int,
+    d: int,
+    length: int,
+    d_state: int,
+    chunk: int,
+    dtype: torch.dtype = torch.float32,
+    has_z: bool = False,
+) -> tuple[int, ...]:
+    """Shape of the tile states ``scan_forward`` returns for inputs of ``dtype`` (for fake tensors)."""
+    return (batch * d, -(-length // tile(length, chunk, dtype, has_z)), d_state)
 
 
 def scan_backward(
@@ -225,8 +248,10 @@ def scan_backward(
     u, B = saved[0], saved[3]
     batch, d, length = u.shape
     D32, z, bias32 = saved[5:8]
-    steps = tile(length, chunk)
-    meta = forward_meta(saved[2].shape[1], D32 is not None, z is not None, bias32 is not None, softplus, steps)
+    steps = tile(length, chunk, u.dtype, z is not None)
+    meta = forward_meta(
+        saved[2].shape[1], D32 is not None, z is not None, bias32 is not None, softplus, steps, length, u.dtype
+    )
     args, meta, grads = backward_launch(saved, dy, dlast, meta, deterministic)
     if batch * d:
         with _on_device(u):
