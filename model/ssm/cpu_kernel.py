@@ -28,6 +28,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from utils.precision import autocast_off
+
 logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("selective_scan_cpu.cpp")
@@ -224,7 +226,7 @@ def scan_cpu_kernel(
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """The backend function once ``kernel_available()``: fp32 inputs prepared in PyTorch, then ``fsr_selective_scan::fwd``
     (no lock, no build check: traceable)."""
-    with torch.autocast("cpu", enabled=False):
+    with autocast_off("cpu"):
         uf, dt, Af, Bt, Ct, Df, zf = _prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
         y, last, _ = torch.ops.fsr_selective_scan.fwd(uf, dt, Af, Bt, Ct, Df, zf)
     y = y.to(u.dtype)
