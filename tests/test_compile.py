@@ -199,6 +199,9 @@ def test_compile_network_keeps_state_dict_keys() -> None:
     assert compile_network(net, "none") is net
     compile_network(net, "default")
     assert list(net.state_dict()) == keys
+    regional = compile_network(_net("mamba1d"), "default", regional=True)
+    assert list(regional.state_dict()) == keys and regional._compiled_call_impl is None
+    assert all(m._compiled_call_impl is not None for m in scanning_modules(regional))
     with pytest.raises(ValueError, match="compile mode must be one of none, default, max-autotune"):
         compile_network(net, "fast")
 
