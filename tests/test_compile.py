@@ -100,9 +100,9 @@ def test_dynamic_batch_compiles_once() -> None:
     assert len(backend.graphs) == 1
 
 
-# bf16 autocast: the compiled forward (aot_eager) differs from the eager one by the rounding of re-ordered bf16
-# products (bf16 keeps 8 bits: 2**-8 = 3.9e-3 relative per rounding); measured max differences are printed on failure.
-BF16_TOLERANCE = dict(rtol=1.6e-2, atol=1.6e-2)
+# bf16 autocast: aot_eager may re-order or fuse bf16 products; allowed: one bf16 rounding (2**-8 = 3.9e-3,
+# relative and absolute). Measured on CPU, torch 2.14.1: 0.0 for both networks (the same aten ops in the same order).
+BF16_TOLERANCE = dict(rtol=2**-8, atol=2**-8)
 
 
 @pytest.mark.parametrize("name", ["hybrimamba", "rhmc"])
