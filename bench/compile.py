@@ -6,8 +6,8 @@
   backward as one function with ``trace_autograd_ops``, then the AdamW step);
 - the first call's time (compile) and the median img/s of eager and compiled forward (eval, no_grad)
   and training step (the network compiled, ``model.build.compile_network``; loss and optimizer eager);
-  ``--regional`` compiles each scanning module instead of the whole network (repeated blocks share their
-  code, which bounds compile time);
+  ``--regional`` compiles each scanning module instead of the whole network, with static shapes (blocks of
+  one shape share one compiled graph: one compile per distinct block, which bounds compile time);
 - ``--dispatch``: the host cost of one ``selective_scan`` call's backend choice, a bound ``Scan`` vs a name
   resolved per call (what every call paid before networks were bound).
 

@@ -73,13 +73,16 @@ def compile_network(net: nn.Module, mode: str = "default", regional: bool = Fals
     """``torch.compile`` ``net`` in place (its state dict keeps its keys, so checkpoints load uncompiled).
 
     ``mode``: one of ``COMPILE_MODES`` (``none`` returns ``net`` as it is). ``regional`` compiles each module
-    that scans instead of the whole network: repeated blocks share their compiled code, which bounds compile
-    time, and the glue between them runs eagerly."""
+    that scans instead of the whole network, with static shapes: blocks of one shape share one compiled graph
+    (one compile per distinct block, e.g. 6 for HybriMamba's 7 stages; automatic dynamic shapes would recompile
+    most of them as dynamic graphs instead), and the glue between them runs eagerly."""
     if mode not in COMPILE_MODES:
         raise ValueError(f"compile mode must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
     if mode == "none":
         return net
     options = {} if mode == "default" else {"mode": mode}
+    if regional:
+        options["dynamic"] = False
     for module in scanning_modules(net) if regional else [net]:
         module.compile(**options)
     return net

@@ -22,6 +22,7 @@ from model.layout import to_nchw, to_nhwc
 from model.registry import register_model
 from model.ss2d import SS2D, init_linear_vmamba
 from model.wavelet import DWT2d, IDWT2d
+from utils.precision import autocast_off
 
 
 def polar(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,12 +68,12 @@ class FWM(nn.Module):
         if height % 2 or width % 2:
             x = F.pad(x, (0, width % 2, 0, height % 2), mode="replicate")
         real = torch.promote_types(x.dtype, torch.float32)
-        with torch.autocast(x.device.type, enabled=False):  # pytorch_wavelets' backward breaks under autocast
+        with autocast_off(x.device.type):  # pytorch_wavelets' backward breaks under autocast
             low, highs = self.dwt(x.to(real))
         batch, channels, bands, h, w = highs.shape  # the shared Conv3x3 on each band: bands folded into batch
         highs = self.high_conv(highs.transpose(1, 2).reshape(batch * bands, channels, h, w))
         highs = highs.view(batch, bands, channels, h, w).transpose(1, 2)
-        with torch.autocast(x.device.type, enabled=False):
+        with autocast_off(x.device.type):
             out = self.idwt(low, highs.to(real))
         return out[..., :height, :width].to(x.dtype)
 

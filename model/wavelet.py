@@ -7,6 +7,8 @@ import warnings
 import torch
 from torch import nn
 
+from utils.precision import autocast_off
+
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", UserWarning)  # pytorch_wavelets imports pkg_resources
     from pytorch_wavelets import DWTForward, DWTInverse
@@ -32,7 +34,7 @@ class DWT2d(nn.Module):
         if x.shape[-1] % 2 or x.shape[-2] % 2:
             raise ValueError(f"DWT2d needs even H and W, got {tuple(x.shape[-2:])}")
         filt = self.dwt.h0_col.dtype
-        with torch.autocast(x.device.type, enabled=False):  # pytorch_wavelets' backward is not autocast-safe
+        with autocast_off(x.device.type):  # pytorch_wavelets' backward is not autocast-safe
             low, highs = self.dwt(x.to(filt))
         return low.to(x.dtype), highs[0].to(x.dtype)
 
@@ -47,5 +49,5 @@ class IDWT2d(nn.Module):
 
     def forward(self, low: torch.Tensor, highs: torch.Tensor) -> torch.Tensor:
         filt = self.idwt.g0_col.dtype
-        with torch.autocast(low.device.type, enabled=False):  # pytorch_wavelets' backward is not autocast-safe
+        with autocast_off(low.device.type):  # pytorch_wavelets' backward is not autocast-safe
             return self.idwt((low.to(filt), [highs.to(filt)])).to(low.dtype)

@@ -3,8 +3,10 @@
 Formats: ``exported-program`` (``torch.export``, saved with ``torch.export.save``; the scan stays the
 backend's operator, so loading it needs ``import model.ssm`` and, for the CPU kernel, its build),
 ``aoti`` (an AOTInductor package from ``torch._inductor.aoti_compile_and_package``, run with
-``torch._inductor.aoti_load_package``) and ``onnx`` (``torch.onnx.export(dynamo=True)``; needs the
-onnx and onnxscript packages). ONNX and AOTInductor have no selective-scan operator, so for them the
+``torch._inductor.aoti_load_package``) and ``onnx`` (``torch.onnx.export(dynamo=True, optimize=False)``;
+needs the onnx and onnxscript packages; onnxscript's graph optimiser is skipped: on the unrolled scan it ran
+over 23 minutes for a tiny HybriMamba, which exports in about 8 without it, and onnxruntime optimises the graph
+when it loads it). ONNX and AOTInductor have no selective-scan operator, so for them the
 scan is bound to the chunked pure-PyTorch forward, which exports as ordinary tensor operations (the
 time loop unrolled: the graph grows with the image size). The export runs in eval mode on CPU on a
 (batch, C, S, S) input, S = ``data.val.hr_size`` of the checkpoint's config (over ``scale`` for networks that take
@@ -87,7 +89,7 @@ def _write_and_run(args: argparse.Namespace, net: torch.nn.Module, x: torch.Tens
         import onnxruntime  # optional: onnxruntime (requirements-dev.txt), --format onnx
 
         try:
-            torch.onnx.export(net, (x,), str(args.out), dynamo=True, external_data=False)
+            torch.onnx.export(net, (x,), str(args.out), dynamo=True, external_data=False, optimize=False)
         except Exception as err:  # noqa: BLE001 - an unsupported operator: say which, in one line
             raise SystemExit(f"error: no ONNX route for this network: {str(err).strip().splitlines()[0]}") from None
         session = onnxruntime.InferenceSession(str(args.out), providers=["CPUExecutionProvider"])

@@ -25,6 +25,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from utils.precision import autocast_off
+
 CHUNK = 64
 SEGMENT_ELEMENTS = 1 << 22
 ACCELERATOR_SEGMENT_ELEMENTS = 1 << 26
@@ -308,7 +310,7 @@ def selective_scan_chunked_inline(
     chunk: int = CHUNK,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """The chunked forward as plain PyTorch operations (no custom operator): for exports; autograd runs through it."""
-    with torch.autocast(u.device.type, enabled=False):
+    with autocast_off(u.device.type):
         inp = _Inputs(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk)
         y, h_last, _ = _forward(inp, chunk)
     y = inp.channels_last_time(y).to(u.dtype)

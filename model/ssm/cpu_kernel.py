@@ -28,6 +28,8 @@ from pathlib import Path
 
 import torch
 
+from utils.precision import autocast_off
+
 logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("selective_scan_cpu.cpp")
@@ -206,7 +208,7 @@ def scan_cpu_kernel(
     (the bias, softplus and B, C layout are the kernel's; no lock, no build check: traceable)."""
     if B.dim() == 3:  # (b, N, L): one group (a view, no copy)
         B, C = B.unsqueeze(1), C.unsqueeze(1)
-    with torch.autocast("cpu", enabled=False):
+    with autocast_off("cpu"):
         tensors = [_f32(t) for t in (u, delta, A, B, C, D, z, delta_bias)]
         y, last, _ = torch.ops.fsr_selective_scan.fwd(*tensors, delta_softplus)
     y = y.to(u.dtype)
