@@ -3,7 +3,8 @@
 ``selective_scan_cpu.cpp`` holds the forward and the reverse-time backward (one thread task per
 (batch, B/C group, slice of the group's channels), ``at::parallel_for``), delta's bias and softplus
 and B, C in the callers' (b, G, N, L) layout included, so nothing is prepared or saved twice in PyTorch. It is compiled with ``torch.utils.cpp_extension.load`` into
-``$TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``) the first time it is needed; the
+``$TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``) the first time it is needed, with
+OpenMP (the tasks run on torch's thread count) or, where the compiler has no OpenMP, on one thread; the
 extension name carries a hash of the source (text and path), the flags and the CPU, so a cached build
 is reused only where it was made for, and checkouts sharing the cache do not rebuild each other's.
 A library already built under that name is loaded directly, without running ninja (ninja 1.11 and
@@ -25,6 +26,7 @@ import platform
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -33,7 +35,10 @@ from utils.precision import autocast_off
 logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("selective_scan_cpu.cpp")
-CFLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-trapping-math", "-fno-math-errno"]
+CFLAGS = ["-O3", "-march=native", "-fno-trapping-math", "-fno-math-errno"]
+# OpenMP makes at::parallel_for run the kernel's tasks on the threads torch is given (without it ATen's
+# header turns parallel_for into a serial loop); a compiler without an OpenMP runtime gets one thread.
+THREADING = (["-fopenmp"], ["-fopenmp-simd"])
 
 KERNEL_CHUNK = 64  # kChunk in selective_scan_cpu.cpp: the forward saves the state entering each chunk
 
@@ -49,12 +54,12 @@ def _cpu_fingerprint() -> str:
         return platform.processor() + platform.machine()
 
 
-def _extension_name() -> str:
+def _extension_name(flags: list[str]) -> str:
     digest = hashlib.sha1()
     for part in (
         str(SOURCE.resolve()).encode(),  # the build file names the source path: one build folder per checkout
         SOURCE.read_bytes(),
-        " ".join(CFLAGS).encode(),
+        " ".join(flags).encode(),
         _cpu_fingerprint().encode(),
         torch.__version__.encode(),
     ):
@@ -90,6 +95,26 @@ def _load_built(library: Path) -> bool:
     return True
 
 
+def _load_or_build(cpp_extension: Any, flags: list[str]) -> None:
+    """Load the cached build for these flags, or build it (into ``$TORCH_EXTENSIONS_DIR``)."""
+    name = _extension_name(flags)
+    build_dir = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()) / name
+    if _load_built(build_dir / f"{name}{getattr(cpp_extension, 'LIB_EXT', '.so')}"):
+        return
+    logger.info("building the compiled CPU selective scan (once per source version, then cached)")
+    build_dir.mkdir(parents=True, exist_ok=True)
+    with _pinned_ninja():
+        cpp_extension.load(
+            name=name,
+            sources=[str(SOURCE)],
+            extra_cflags=flags,
+            extra_ldflags=[f for f in flags if f == "-fopenmp"],
+            build_directory=str(build_dir),
+            is_python_module=False,
+            verbose=False,
+        )
+
+
 def _build() -> object | None:
     if os.environ.get("FSR_SSM_NO_COMPILE", "") not in ("", "0"):
         return None
@@ -101,20 +126,14 @@ def _build() -> object | None:
             from torch.utils import cpp_extension  # imports setuptools (slow); only when the kernel builds
         finally:
             cpp_logger.setLevel(level)
-        name = _extension_name()
-        build_dir = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()) / name
-        if not _load_built(build_dir / f"{name}{getattr(cpp_extension, 'LIB_EXT', '.so')}"):
-            logger.info("building the compiled CPU selective scan (once per source version, then cached)")
-            build_dir.mkdir(parents=True, exist_ok=True)
-            with _pinned_ninja():
-                cpp_extension.load(
-                    name=name,
-                    sources=[str(SOURCE)],
-                    extra_cflags=CFLAGS,
-                    build_directory=str(build_dir),
-                    is_python_module=False,
-                    verbose=False,
-                )
+        for threading_flags in THREADING:
+            try:
+                _load_or_build(cpp_extension, CFLAGS + threading_flags)
+                break
+            except Exception as exc:  # noqa: PERF203 (two tries at most)
+                if threading_flags is THREADING[-1]:
+                    raise
+                logger.info("CPU selective scan: no OpenMP build (%s); one thread", str(exc).splitlines()[0])
         _register_op_rules()
         return torch.ops.fsr_selective_scan
     except Exception as exc:  # no compiler, no ninja, a failed build: the pure-PyTorch path runs

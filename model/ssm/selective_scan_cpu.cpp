@@ -31,6 +31,10 @@
 #include <tuple>
 #include <vector>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 namespace {
 
 constexpr int64_t kChunk = 64;
@@ -48,7 +52,12 @@ void check_float(const at::Tensor& t, const char* name) {
 }
 
 // Channel slices per (batch, group): about two tasks per thread, never more slices than channels.
+// Built with OpenMP, the kernel may link another OpenMP runtime than torch's: its team is sized to the
+// threads torch is given (torch.set_num_threads), not to every core.
 int64_t slices_for(int64_t tasks, int64_t per_group) {
+#ifdef _OPENMP
+  omp_set_num_threads(static_cast<int>(at::get_num_threads()));
+#endif
   const int64_t want = (2 * at::get_num_threads() + std::max<int64_t>(tasks, 1) - 1) / std::max<int64_t>(tasks, 1);
   return std::max<int64_t>(1, std::min(per_group, want));
 }
