@@ -130,7 +130,7 @@ def _build() -> object | None:
             try:
                 _load_or_build(cpp_extension, CFLAGS + threading_flags)
                 break
-            except Exception as exc:  # noqa: PERF203 (two tries at most)
+            except Exception as exc:  # the OpenMP build failed: the next flags, or the outer fallback
                 if threading_flags is THREADING[-1]:
                     raise
                 logger.info("CPU selective scan: no OpenMP build (%s); one thread", str(exc).splitlines()[0])
