@@ -9,26 +9,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.layout import to_nchw, to_nhwc
-from model.ssm import Scan, selective_scan
+from model.ssm import Scan, cross_selective_scan
+from model.ssm.cross import K_DIRECTIONS, cross_merge, cross_scan, direction_order
 
-K_DIRECTIONS = 4
-
-
-def cross_scan(x: torch.Tensor) -> torch.Tensor:
-    """(B, D, H, W) -> (B, 4, D, H*W): row-major, column-major, and the reverse of each."""
-    rows = x.flatten(2)
-    cols = x.transpose(2, 3).flatten(2)
-    forward = torch.stack([rows, cols], dim=1)
-    return torch.cat([forward, forward.flip(-1)], dim=1)
-
-
-def cross_merge(y: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(B, 4, D, H*W) -> (B, D, H, W): undo reversal and transpose, sum the four directions."""
-    batch, _, dim, _ = y.shape
-    y = y[:, :2] + y[:, 2:].flip(-1)
-    rows = y[:, 0].view(batch, dim, height, width)
-    cols = y[:, 1].view(batch, dim, width, height).transpose(2, 3)
-    return rows + cols
+__all__ = ["SS2D", "cross_merge", "cross_scan", "init_linear_vmamba", "mamba_a_log", "mamba_dt_bias"]
 
 
 def init_linear_vmamba(module: nn.Module) -> None:
@@ -109,18 +93,19 @@ class SS2D(nn.Module):
         self.Ds._no_weight_decay = True
 
     def forward_core(self, x: torch.Tensor) -> torch.Tensor:
-        """Cross-scan, selective scan of the 4 sequences, cross-merge: (B, Di, H, W) -> same."""
+        """Selective scan of the map in its 4 cross-scan orders, merged: (B, Di, H, W) -> same."""
         batch, di, height, width = x.shape
-        length = height * width
-        xs = cross_scan(x)  # (B, K, Di, L)
-        # Per-direction projections as broadcast matmuls (K, c, d) @ (B, K, d, L): unlike einsum, no
-        # transposed copies of the (B, K, Di, L) sequences in the forward or the backward.
-        x_dbl = torch.matmul(self.x_proj_weight, xs)
+        # x_proj in spatial order, one matmul (K*c, Di) @ (B, Di, L); then only the small (B, K, c, L) x_dbl is
+        # put in each direction's order (equal to projecting the cross-scanned sequences, which never exist).
+        x_dbl = torch.matmul(self.x_proj_weight.flatten(0, 1), x.flatten(2)).view(
+            batch, K_DIRECTIONS, -1, height * width
+        )
+        x_dbl = direction_order(x_dbl, height, width)
         dts, Bs, Cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=2)
         dts = torch.matmul(self.dt_projs_weight, dts)
-        y = selective_scan(
-            xs.reshape(batch, -1, length),
-            dts.reshape(batch, -1, length),
+        return cross_selective_scan(
+            x,
+            dts.reshape(batch, -1, height * width),
             -torch.exp(self.A_logs.float()),
             Bs.contiguous(),
             Cs.contiguous(),
@@ -129,7 +114,6 @@ class SS2D(nn.Module):
             delta_softplus=True,
             backend=self.scan_backend,
         )
-        return cross_merge(y.view(batch, K_DIRECTIONS, di, length), height, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H, W, C) -> (B, H, W, C)."""

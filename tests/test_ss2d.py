@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-import model.ss2d as ss2d_module
+import model.ssm as ssm
 from model.ss2d import SS2D, cross_merge, cross_scan
 
 
@@ -23,7 +23,7 @@ def test_merged_core_of_identity_scan_is_four_times_input(monkeypatch: pytest.Mo
     def identity_scan(u, *args, **kwargs):
         return u
 
-    monkeypatch.setattr(ss2d_module, "selective_scan", identity_scan)
+    monkeypatch.setattr(ssm, "selective_scan", identity_scan)  # the composed core: cross_scan, scan, merge
     block = SS2D(d_model=8, d_state=4, expand=1.5)
     x = torch.randn(2, block.d_inner, 5, 7)
     assert torch.allclose(block.forward_core(x), 4 * x)

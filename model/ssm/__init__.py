@@ -25,6 +25,7 @@ from typing import NamedTuple
 import torch
 
 from model.ssm import torch_scan
+from model.ssm.cross import K_DIRECTIONS, cross_merge, cross_scan
 from model.ssm.reference import selective_scan_reference
 from model.ssm.torch_scan import selective_scan_torch
 from utils.registry import SCAN_BACKEND_REGISTRY
@@ -51,6 +52,7 @@ class Backend:
     load: Callable[[torch.device], Callable | None]
     missing: str
     deterministic: str = "always"  # bitwise-reproducible gradients: "always", "option" (deterministic=True), "never"
+    cross: Callable[[], Callable | None] | None = None  # its fused ``cross_selective_scan``; None: composed
 
 
 def _mamba_ssm_fn() -> Callable | None:
@@ -64,6 +66,16 @@ def _mamba_ssm_fn() -> Callable | None:
     from model.ssm.mamba_adapter import mamba_ssm_backend  # imports model.ssm: only once the kernel is there
 
     return mamba_ssm_backend(selective_scan_cuda)
+
+
+def _triton_cross_fn() -> Callable | None:
+    """The triton backend's fused SS2D core (``cross_selective_scan``), if triton imports."""
+    try:
+        # optional: triton (CUDA wheels) and its kernels
+        from model.ssm.triton_scan import cross_selective_scan_triton, triton_available
+    except Exception:
+        return None
+    return cross_selective_scan_triton if triton_available() else None
 
 
 def _triton_fn() -> Callable | None:
@@ -91,6 +103,7 @@ BACKEND_TABLE: tuple[Backend, ...] = (
         lambda device: _triton_fn(),
         "triton does not import (it ships with torch's CUDA wheels)",
         deterministic="option",
+        cross=_triton_cross_fn,
     ),
     Backend("torch", False, True, lambda device: torch_scan.torch_backend(device), ""),
     Backend("reference", False, False, lambda device: selective_scan_reference, ""),
@@ -230,12 +243,64 @@ def selective_scan(
     return fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
 
 
+@functools.cache
+def _fused_cross(name: str) -> Callable | None:
+    """The fused ``cross_selective_scan`` of backend ``name`` (its table row's ``cross``), or None: composed."""
+    row = next((r for r in BACKEND_TABLE if r.name == name), None)
+    return row.cross() if row is not None and row.cross is not None else None
+
+
+def cross_selective_scan(
+    x: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    backend: Scan | str | None = None,
+) -> torch.Tensor:
+    """SS2D's core: the selective scan of the map ``x`` (B, Di, H, W) in its 4 cross-scan orders, the outputs
+    merged back on the map (B, Di, H, W). delta (B, 4 x Di, H*W), B, C (B, 4, N, H*W), A (4 x Di, N), D and
+    delta_bias (4 x Di,) are per direction, in direction k's order. ``cross_scan`` + ``selective_scan`` +
+    ``cross_merge`` on every backend but those with a fused kernel (triton: the map read in each order inside
+    the kernel, the merge summed in place, in fp32), which take the bound scan's keywords (``deterministic``)."""
+    if x.dim() != 4:
+        raise ValueError(f"cross_selective_scan: x must be (batch, Di, H, W), got shape {tuple(x.shape)}")
+    batch, di, height, width = x.shape
+    if delta.shape != (batch, K_DIRECTIONS * di, height * width):
+        want = (batch, K_DIRECTIONS * di, height * width)
+        raise ValueError(f"cross_selective_scan: delta must be {want} for x {tuple(x.shape)}, got {tuple(delta.shape)}")
+    if B.dim() != 4 or B.shape[1] != K_DIRECTIONS:
+        raise ValueError(f"cross_selective_scan: B and C must be ({batch}, 4, N, L), got {tuple(B.shape)}")
+    check_shapes(delta, delta, A, B, C, D, None, delta_bias)
+    if isinstance(backend, Scan):
+        scan = backend
+    elif backend is None:
+        scan = _unbound_scan(x.device)
+    else:
+        scan = resolve_backend(backend, x.device)
+    fused = _fused_cross(scan.name)
+    if fused is None:
+        xs = cross_scan(x).reshape(delta.shape)
+        y = selective_scan(xs, delta, A, B, C, D, None, delta_bias, delta_softplus, backend=scan)
+        return cross_merge(y.view(batch, K_DIRECTIONS, di, -1), height, width)
+    if _flop_records:
+        flops = scan_flops(batch, K_DIRECTIONS * di, height * width, A.shape[1], D is not None, False)
+        for record in _flop_records:
+            record[0] += flops
+    keywords = scan.fn.keywords if isinstance(scan.fn, functools.partial) else {}
+    return fused(x, delta, A, B, C, D, delta_bias, delta_softplus, **keywords)
+
+
 __all__ = [
     "BACKENDS",
     "BACKEND_TABLE",
     "Backend",
     "Scan",
     "count_scan_flops",
+    "cross_selective_scan",
     "resolve_backend",
     "scan_flops",
     "selective_scan",

@@ -19,6 +19,10 @@ relaxed fp32 atomics (or, ``DETERMINISTIC``, stored per channel and summed by th
 contiguity and every step loads as a scalar, which still keeps the S steps in one thread. ``EVEN``: L is a
 multiple of T, no step is masked.
 
+``CROSS`` (SS2D's fused cross-scan, ``cross_selective_scan``): u, dy are read from the (B, Di, H, W) map in
+direction k's order and y, du added into one fp32 map (``_direction_program``, ``_at``, ``_put``); every other
+tensor stays in direction order. Off, the kernels compile as without it.
+
 Loaded by ``model.ssm.triton_scan`` (compiled or interpreted), never imported at package import time.
 """
 
@@ -104,7 +108,46 @@ def _steps(S: tl.constexpr, R: tl.constexpr, one, CONTIG: tl.constexpr):
     return j, r, offs
 
 
-@triton.jit(do_not_specialize=["one"])
+@triton.jit
+def _direction_program(pid, d, k0, nk, CROSS: tl.constexpr):
+    """The program's row in the direction-ordered (b, 4 x Di) arrays; CROSS launches cover directions k0 ..
+    k0 + nk - 1 of every (b, channel), so programs of a one-direction launch skip the other rows."""
+    if CROSS:
+        di = d // 4
+        pid = pid + ((pid // (nk * di)) * (4 - nk) + k0) * di
+    return pid
+
+
+@triton.jit
+def _at(ptr, row, tt, pid, d, L, H, W, CROSS: tl.constexpr):
+    """Pointers to steps ``tt`` of u (and y, dy, du): ``ptr + row + tt``; CROSS: the (b, c) map's (B, Di, H, W)
+    positions in direction k's order (0 rows, 1 columns, 2 and 3 their reverses; SS2D's cross-scan)."""
+    if CROSS:
+        di = d // 4
+        k = (pid % d) // di
+        t = tl.where(k >= 2, L - 1 - tt, tt)
+        t = tl.where(k % 2 == 1, (t % H) * W + t // H, t)
+        ptrs = ptr + ((pid // d) * di + pid % di).to(tl.int64) * L + t
+    else:
+        ptrs = ptr + row + tt
+    return ptrs
+
+
+@triton.jit
+def _put(ptr, val, mask, k0, CROSS: tl.constexpr, ATOMIC: tl.constexpr):
+    """Store ``val``; CROSS: add it to the fp32 merge, with relaxed atomics (ATOMIC) or after what the launches
+    of directions < k0 stored (one program per position per launch: a fixed order, bitwise reproducible)."""
+    if CROSS:
+        if ATOMIC:
+            tl.atomic_add(ptr, val, mask=mask, sem="relaxed")
+        else:
+            prev = tl.load(ptr, mask=mask & (k0 > 0), other=0.0)
+            tl.store(ptr, prev + val, mask=mask)
+    else:
+        tl.store(ptr, val.to(ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit(do_not_specialize=["one", "k0"])
 def scan_fwd_kernel(
     u_ptr,
     delta_ptr,
@@ -124,6 +167,10 @@ def scan_fwd_kernel(
     ch_per_group,
     G,
     one,
+    H,
+    W,
+    k0,
+    nk,
     HAS_D: tl.constexpr,
     HAS_Z: tl.constexpr,
     HAS_BIAS: tl.constexpr,
@@ -133,10 +180,12 @@ def scan_fwd_kernel(
     R: tl.constexpr,
     CONTIG: tl.constexpr,
     EVEN: tl.constexpr,
+    CROSS: tl.constexpr,
+    ATOMIC: tl.constexpr,
 ):
     """y (u's dtype), the fp32 state entering every tile (b*d, n_tiles, N) and the last state (b*d, N)."""
     T: tl.constexpr = S * R
-    pid = tl.program_id(0)
+    pid = _direction_program(tl.program_id(0), d, k0, nk, CROSS)
     ch = pid % d
     grp = (pid // d) * G + ch // ch_per_group
     row = pid.to(tl.int64) * L
@@ -155,7 +204,7 @@ def scan_fwd_kernel(
     for c in range(n_tiles):
         tt = c * T + step
         tmask = (tt < L) | EVEN  # EVEN: L a multiple of the tile, no step masked
-        u = tl.load(u_ptr + row + tt, mask=tmask, other=0.0).to(tl.float32)
+        u = tl.load(_at(u_ptr, row, tt, pid, d, L, H, W, CROSS), mask=tmask, other=0.0).to(tl.float32)
         dt, _ = _delta(delta_ptr + row, tt, tmask, bias, HAS_BIAS, SOFTPLUS)
         dtu = dt * u
         y = Dv * u
@@ -176,10 +225,10 @@ def scan_fwd_kernel(
         if HAS_Z:
             zv = tl.load(z_ptr + row + tt, mask=tmask, other=0.0).to(tl.float32)
             y = y * zv * tl.sigmoid(zv)
-        tl.store(y_ptr + row + tt, y.to(y_ptr.dtype.element_ty), mask=tmask)
+        _put(_at(y_ptr, row, tt, pid, d, L, H, W, CROSS), y, tmask, k0, CROSS, ATOMIC)
 
 
-@triton.jit(do_not_specialize=["one"])
+@triton.jit(do_not_specialize=["one", "k0"])
 def scan_bwd_kernel(
     u_ptr,
     delta_ptr,
@@ -208,6 +257,10 @@ def scan_bwd_kernel(
     ch_per_group,
     G,
     one,
+    H,
+    W,
+    k0,
+    nk,
     HAS_D: tl.constexpr,
     HAS_Z: tl.constexpr,
     HAS_BIAS: tl.constexpr,
@@ -219,12 +272,14 @@ def scan_bwd_kernel(
     R: tl.constexpr,
     CONTIG: tl.constexpr,
     EVEN: tl.constexpr,
+    CROSS: tl.constexpr,
+    ATOMIC: tl.constexpr,
 ):
     """Gradients: du, ddelta, dz per element; dA (b*d, N), dD, dbias (b*d,) per program; dB, dC fp32, either
     (b, G, N, L) summed over a group's channels with atomic adds or, DETERMINISTIC, (b*d, N, L) per channel.
     ``carry_ptr`` (b*d, 2, N) fp32 scratch: the adjoint a tile hands to the one before it (two slots)."""
     T: tl.constexpr = S * R
-    pid = tl.program_id(0)
+    pid = _direction_program(tl.program_id(0), d, k0, nk, CROSS)
     ch = pid % d
     grp = (pid // d) * G + ch // ch_per_group
     row = pid.to(tl.int64) * L
@@ -256,10 +311,10 @@ def scan_bwd_kernel(
         c = n_tiles - 1 - i
         tt = c * T + step
         tmask = (tt < L) | EVEN  # EVEN: L a multiple of the tile, no step masked
-        u = tl.load(u_ptr + row + tt, mask=tmask, other=0.0).to(tl.float32)
+        u = tl.load(_at(u_ptr, row, tt, pid, d, L, H, W, CROSS), mask=tmask, other=0.0).to(tl.float32)
         dt, _pre = _delta(delta_ptr + row, tt, tmask, bias, HAS_BIAS, SOFTPLUS)
         dtu = dt * u
-        dout = tl.load(dy_ptr + row + tt, mask=tmask, other=0.0).to(tl.float32)
+        dout = tl.load(_at(dy_ptr, row, tt, pid, d, L, H, W, CROSS), mask=tmask, other=0.0).to(tl.float32)
         if HAS_Z:
             zv = tl.load(z_ptr + row + tt, mask=tmask, other=0.0).to(tl.float32)
             dout = dout * zv * tl.sigmoid(zv)
@@ -300,11 +355,11 @@ def scan_bwd_kernel(
             dA_all = tl.where(n == s, dA_all + tl.sum(tl.sum(lam_hprev * dt, axis=0), axis=0), dA_all)
         tl.debug_barrier()
         # u and delta again (cached): cheaper than holding them in registers across the state loop
-        u = tl.load(u_ptr + row + tt, mask=tmask, other=0.0).to(tl.float32)
+        u = tl.load(_at(u_ptr, row, tt, pid, d, L, H, W, CROSS), mask=tmask, other=0.0).to(tl.float32)
         pre = tl.load(delta_ptr + row + tt, mask=tmask, other=0.0).to(tl.float32) + bias
         if HAS_Z:
             zv = tl.load(z_ptr + row + tt, mask=tmask, other=0.0).to(tl.float32)
-            dy = tl.load(dy_ptr + row + tt, mask=tmask, other=0.0).to(tl.float32)
+            dy = tl.load(_at(dy_ptr, row, tt, pid, d, L, H, W, CROSS), mask=tmask, other=0.0).to(tl.float32)
             sig = tl.sigmoid(zv)
             dz = dy * out * sig * (1.0 + zv * (1.0 - sig))
             tl.store(dz_ptr + row + tt, dz.to(dz_ptr.dtype.element_ty), mask=tmask)
@@ -317,7 +372,7 @@ def scan_bwd_kernel(
             ddt = ddt * tl.where(pre <= 20.0, tl.sigmoid(pre), 1.0)
         ddt = tl.where(tmask, ddt, 0.0)
         dbias_acc += tl.sum(ddt, axis=0)
-        tl.store(du_ptr + row + tt, du.to(du_ptr.dtype.element_ty), mask=tmask)
+        _put(_at(du_ptr, row, tt, pid, d, L, H, W, CROSS), du, tmask, k0, CROSS, ATOMIC)
         tl.store(ddelta_ptr + row + tt, ddt.to(ddelta_ptr.dtype.element_ty), mask=tmask)
     tl.store(dA_ptr + pid.to(tl.int64) * N + n, dA_all, mask=nmask)
     if HAS_D:

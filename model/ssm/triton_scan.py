@@ -25,6 +25,7 @@ from torch.library import triton_op, wrap_triton
 
 CHUNK = 1024  # time steps per tile (at most; a shorter sequence gets one tile of its length)
 _FLOATS = (torch.float32, torch.float16, torch.bfloat16)
+NO_CROSS = (1, 1, 0, 1)  # the kernels' (H, W, k0, nk) when they do not read a cross-scanned map
 
 
 @functools.cache
@@ -135,18 +136,21 @@ def forward_launch(
     bias32: torch.Tensor | None,
     softplus: bool,
     chunk: int,
+    y: torch.Tensor | None = None,
+    cross: tuple[int, int, int, int] = NO_CROSS,
 ) -> tuple[list, dict, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """The forward kernel's arguments and launch options, and its outputs (y, tile states, last state).
-    Absent optional inputs get a stand-in pointer that is never read: one signature per dtype set."""
-    batch, d, length = u.shape
+    Absent optional inputs get a stand-in pointer that is never read: one signature per dtype set.
+    ``y`` and ``cross`` (H, W, k0, nk): the fused cross-scan's output and geometry (``cross_launch``)."""
+    batch, d, length = delta.shape
     n = A32.shape[1]
     groups = B.shape[1] if B.dim() == 4 else 1
-    y = torch.empty_like(u)
+    y = torch.empty_like(u) if y is None else y
     shape = saved_states_shape(batch, d, length, n, chunk, u.dtype, z is not None)
     states = torch.empty(shape, device=u.device, dtype=torch.float32)
     last = torch.empty(batch, d, n, device=u.device, dtype=torch.float32)
     args = [u, delta, A32, B, C, _or(D32, A32), _or(z, u), _or(bias32, A32), y, states, last]
-    args += [d, length, n, states.shape[1], d // groups, groups, 1]
+    args += [d, length, n, states.shape[1], d // groups, groups, 1, *cross]
     steps = tile(length, chunk, u.dtype, z is not None)
     meta = forward_meta(n, D32 is not None, z is not None, bias32 is not None, softplus, steps, length, u.dtype)
     return args, meta, (y, states, last)
@@ -163,6 +167,8 @@ def forward_meta(
         SOFTPLUS=bool(softplus),
         BLOCK_N=block_n(d_state),
         **tiling(steps, length, dtype, has_z),
+        CROSS=False,
+        ATOMIC=False,
     )
 
 
@@ -172,16 +178,18 @@ def backward_launch(
     dlast: torch.Tensor | None,
     meta: dict,
     deterministic: bool = False,
+    du: torch.Tensor | None = None,
+    cross: tuple[int, int, int, int] = NO_CROSS,
 ) -> tuple[list, dict, tuple[torch.Tensor | None, ...]]:
     """The backward kernel's arguments and launch options for the forward's ``saved`` tensors and ``meta``, and
     its outputs (du, ddelta, dz, dA (b*d, N), dB, dC (b, G, N, L), or per channel (b*d, N, L) when
-    ``deterministic``, dD, dbias (b*d,))."""
+    ``deterministic``, dD, dbias (b*d,)); ``du`` and ``cross`` as ``forward_launch``'s ``y`` and ``cross``."""
     u, delta, A32, B, C, D32, z, bias32, states = saved
-    batch, d, length = u.shape
+    batch, d, length = delta.shape
     n = A32.shape[1]
     groups = B.shape[1] if B.dim() == 4 else 1
     f32 = dict(device=u.device, dtype=torch.float32)
-    du, ddelta = torch.empty_like(u), torch.empty_like(delta)
+    du, ddelta = torch.empty_like(u) if du is None else du, torch.empty_like(delta)
     dz = torch.empty_like(z) if z is not None else None
     dA = torch.empty(batch * d, n, **f32)
     shape = (batch * d, n, length) if deterministic else (batch, groups, n, length)
@@ -192,7 +200,7 @@ def backward_launch(
     carry = torch.empty(batch * d, 2, n, **f32)  # the adjoint a tile hands back to the one before it
     args = [u, delta, A32, B, C, _or(D32, A32), _or(z, u), _or(bias32, A32), dy, states, _or(dlast, dA), carry]
     args += [du, ddelta, _or(dz, du), dA, dB, dC, _or(dD, dA), _or(dbias, dA)]
-    args += [d, length, n, states.shape[1], d // groups, groups, 1]
+    args += [d, length, n, states.shape[1], d // groups, groups, 1, *cross]
     meta = {**meta, "HAS_DLAST": dlast is not None, "DETERMINISTIC": deterministic}
     return args, meta, (du, ddelta, dz, dA, dB, dC, dD, dbias)
 
@@ -256,7 +264,13 @@ def scan_backward(
     if batch * d:
         with _on_device(u):
             kernel_module(not u.is_cuda).scan_bwd_kernel[(batch * d,)](*args, **meta)
+    return _reduce_grads(grads, B, deterministic)
+
+
+def _reduce_grads(grads: tuple[torch.Tensor | None, ...], B: torch.Tensor, deterministic: bool) -> tuple:
+    """The backward kernel's per-program outputs summed to the inputs' shapes (``scan_backward``'s result)."""
     du, ddelta, dz, dA, dB, dC, dD, dbias = grads
+    batch, d = ddelta.shape[:2]
     if deterministic:
         groups = B.shape[1] if B.dim() == 4 else 1
         dB, dC = (g.view(batch, groups, d // groups, *g.shape[1:]).sum(2) for g in (dB, dC))
@@ -363,3 +377,149 @@ def selective_scan_triton(
     bias32 = delta_bias.float().contiguous() if delta_bias is not None else None
     y, last, _ = triton_scan_fwd(u, delta, A32, B, C, D32, z, bias32, bool(delta_softplus), chunk, bool(deterministic))
     return (y, last) if return_last_state else y
+
+
+# SS2D's core fused: the kernels read the (B, Di, H, W) map in each direction's order and add the four
+# directions' y (forward) and du (backward) into one fp32 (B, Di, H, W) map; delta, B, C (and their
+# gradients) stay in direction order, (B, 4 x Di, L) and (B, 4, N, L), as the composed path has them.
+
+
+def cross_launches(batch: int, di: int, height: int, width: int, deterministic: bool) -> list[tuple[int, tuple]]:
+    """(programs, (H, W, k0, nk)) of each launch: one over the 4 directions adding with atomics, or (deterministic)
+    one per direction in order 0-3, each program adding to what the launches before stored."""
+    if deterministic:
+        return [(batch * di, (height, width, k, 1)) for k in range(4)]
+    return [(batch * 4 * di, (height, width, 0, 4))]
+
+
+def _launch_cross(kernel: str, x: torch.Tensor, args: list, meta: dict, deterministic: bool) -> None:
+    batch, di, height, width = x.shape
+    meta = {**meta, "CROSS": True, "ATOMIC": not deterministic}
+    with _on_device(x):
+        for programs, geometry in cross_launches(batch, di, height, width, deterministic):
+            if programs:
+                args[-4:] = geometry
+                getattr(kernel_module(not x.is_cuda), kernel)[(programs,)](*args, **meta)
+
+
+def cross_forward(
+    x: torch.Tensor,
+    delta: torch.Tensor,
+    A32: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D32: torch.Tensor | None,
+    bias32: torch.Tensor | None,
+    softplus: bool,
+    chunk: int,
+    deterministic: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The forward kernel over the 4 directions of the map ``x`` (B, Di, H, W): the merged y (x's dtype, summed
+    in fp32) and the tile states (as ``scan_forward``'s, one row per (b, direction, channel))."""
+    acc = (torch.empty if deterministic else torch.zeros)(x.shape, device=x.device, dtype=torch.float32)
+    cross = (*x.shape[2:], 0, 4)
+    args, meta, (_, states, _) = forward_launch(x, delta, A32, B, C, D32, None, bias32, softplus, chunk, acc, cross)
+    _launch_cross("scan_fwd_kernel", x, args, meta, deterministic)
+    return acc.to(x.dtype), states
+
+
+def cross_backward(
+    saved: tuple[torch.Tensor | None, ...], dy: torch.Tensor, softplus: bool, chunk: int, deterministic: bool
+) -> tuple[torch.Tensor | None, ...]:
+    """The backward kernel for ``saved`` = (x, delta, A32, B, C, D32, bias32, states) and the merged output's
+    gradient ``dy`` (B, Di, H, W): (dx (x's dtype, its 4 directions summed in fp32), ddelta, dA, dB, dC, dD,
+    dbias) summed as ``scan_backward``'s."""
+    x, delta, A32, B, C, D32, bias32, states = saved
+    length = delta.shape[2]
+    acc = (torch.empty if deterministic else torch.zeros)(x.shape, device=x.device, dtype=torch.float32)
+    steps = tile(length, chunk, x.dtype)
+    meta = forward_meta(A32.shape[1], D32 is not None, False, bias32 is not None, softplus, steps, length, x.dtype)
+    full = (x, delta, A32, B, C, D32, None, bias32, states)
+    args, meta, grads = backward_launch(full, dy, None, meta, deterministic, acc, (*x.shape[2:], 0, 4))
+    _launch_cross("scan_bwd_kernel", x, args, meta, deterministic)
+    _, ddelta, dA, dB, dC, dD, _, dbias = _reduce_grads(grads, B, deterministic)
+    return acc.to(x.dtype), ddelta, dA, dB, dC, dD, dbias
+
+
+@triton_op("fsr::triton_cross_scan_fwd", mutates_args=())
+def triton_cross_scan_fwd(
+    x: torch.Tensor,
+    delta: torch.Tensor,
+    A32: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D32: torch.Tensor | None,
+    bias32: torch.Tensor | None,
+    softplus: bool,
+    chunk: int,
+    deterministic: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``cross_forward`` as an operator: (merged y, tile states)."""
+    return cross_forward(x, delta, A32, B, C, D32, bias32, softplus, chunk, deterministic)
+
+
+@triton_op("fsr::triton_cross_scan_bwd", mutates_args=())
+def triton_cross_scan_bwd(
+    x: torch.Tensor,
+    delta: torch.Tensor,
+    A32: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D32: torch.Tensor | None,
+    bias32: torch.Tensor | None,
+    states: torch.Tensor,
+    dy: torch.Tensor,
+    softplus: bool,
+    chunk: int,
+    deterministic: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``cross_backward`` as an operator: (dx, ddelta, dA, dB, dC, dD, dbias), empty for absent inputs."""
+    dx, ddelta, dA, dB, dC, dD, dbias = cross_backward(
+        (x, delta, A32, B, C, D32, bias32, states), dy, softplus, chunk, deterministic
+    )
+    dB, dC = dB.to(dtype=B.dtype, copy=True), dC.to(dtype=C.dtype, copy=True)
+    return dx, ddelta, dA, dB, dC, _empty_or(dD, x), _empty_or(dbias, x)
+
+
+def _cross_setup_context(ctx, inputs, output) -> None:
+    *tensors, softplus, chunk, deterministic = inputs
+    ctx.save_for_backward(*tensors, output[1])
+    ctx.softplus, ctx.chunk, ctx.deterministic = softplus, chunk, deterministic
+    ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)
+
+
+def _cross_backward(ctx, dy, dstates):
+    *tensors, states = ctx.saved_tensors
+    dy = dy.contiguous() if dy is not None else torch.zeros_like(tensors[0])
+    grads = triton_cross_scan_bwd(*tensors, states, dy, ctx.softplus, ctx.chunk, ctx.deterministic)
+    return (*(g if t is not None else None for g, t in zip(grads, tensors)), None, None, None)
+
+
+triton_cross_scan_fwd.register_autograd(_cross_backward, setup_context=_cross_setup_context)
+
+
+def cross_selective_scan_triton(
+    x: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    chunk: int = CHUNK,
+    deterministic: bool = False,
+) -> torch.Tensor:
+    """``model.ssm.cross_selective_scan`` fused: the map ``x`` (B, Di, H, W) is read in each direction's order
+    inside the kernels and the four outputs summed in place (fp32), so neither the (B, 4, Di, L) sequences nor
+    the four outputs exist; ``deterministic``: the sums (and dB, dC) in a fixed order, bitwise reproducible."""
+    _check_dtypes(x=x, delta=delta, B=B, C=C, A=A, D=D, delta_bias=delta_bias)
+    if chunk < 2 or chunk & (chunk - 1):
+        raise ValueError(f"selective_scan (triton): chunk must be a power of two >= 2, got {chunk}")
+    x, delta, B, C = (t.contiguous() for t in (x, delta, B, C))
+    A32 = A.float().contiguous()
+    D32 = D.float().contiguous() if D is not None else None
+    bias32 = delta_bias.float().contiguous() if delta_bias is not None else None
+    y, _ = triton_cross_scan_fwd(x, delta, A32, B, C, D32, bias32, bool(delta_softplus), chunk, bool(deterministic))
+    return y

@@ -1,0 +1,106 @@
+"""The fused cross-scan (``cross_selective_scan_triton``) under Triton's interpreter, against the composed path
+(``cross_scan`` + the reference scan + ``cross_merge``): the merged y and the gradient of every input.
+
+    TRITON_INTERPRET=1 python -m tests.cross_interpreted [CASE ...]
+
+Run in its own process by ``tests/test_cross_scan.py`` (triton reads TRITON_INTERPRET at import). Prints one
+JSON object: case name -> tensor name -> max abs error, max relative error, worst excess over the tolerance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+
+import torch
+
+import model.ssm as ssm
+from model.ssm.triton_scan import cross_selective_scan_triton
+from tests.triton_interpreted import GRAD_SCALE, TOLERANCES, _compare
+
+
+@dataclasses.dataclass(frozen=True)
+class CrossCase:
+    name: str
+    height: int
+    width: int
+    dtype: torch.dtype = torch.float32
+    batch: int = 1
+    di: int = 2
+    n: int = 3
+    chunk: int = 8
+    D: bool = True
+    bias: bool = True
+    softplus: bool = True
+    deterministic: bool = False
+
+
+# H != W both ways, L = H*W never a multiple of the tile (a partial last tile), several tiles per direction.
+CASES = (
+    CrossCase("fp32-5x7-atomic", 5, 7, batch=2),
+    CrossCase("fp32-7x3-deterministic", 7, 3, di=3, n=2, chunk=4, deterministic=True),
+    CrossCase("bf16-3x6-atomic", 3, 6, dtype=torch.bfloat16, n=4, chunk=16),
+    CrossCase("bf16-5x4-deterministic", 5, 4, dtype=torch.bfloat16, chunk=16, deterministic=True),
+    CrossCase("fp32-1x6-plain", 1, 6, di=1, n=2, chunk=4, D=False, bias=False, softplus=False),
+)
+
+
+def make_inputs(case: CrossCase, seed: int = 0) -> dict[str, torch.Tensor | None]:
+    g = torch.Generator().manual_seed(seed)
+    b, di, n, length = case.batch, case.di, case.n, case.height * case.width
+
+    def rnd(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g)
+
+    x = dict(
+        x=rnd(b, di, case.height, case.width),
+        delta=0.5 * rnd(b, 4 * di, length),
+        A=-(0.5 + torch.rand(4 * di, n, generator=g)),
+        B=rnd(b, 4, n, length),
+        C=rnd(b, 4, n, length),
+        D=rnd(4 * di) if case.D else None,
+        delta_bias=0.5 * rnd(4 * di) if case.bias else None,
+    )
+    low = ("x", "delta", "B", "C")
+    return {k: None if v is None else v.to(case.dtype if k in low else torch.float32) for k, v in x.items()}
+
+
+def outputs_and_grads(fn, inputs: dict, softplus: bool) -> dict[str, torch.Tensor]:
+    """y and the gradient of every given input for the loss sum(y * w), w a fixed random map."""
+    leaves = {k: None if v is None else v.clone().requires_grad_() for k, v in inputs.items()}
+    y = fn(**leaves, delta_softplus=softplus)
+    weight = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(y.device)
+    names = [k for k, v in leaves.items() if v is not None]
+    grads = torch.autograd.grad((y.float() * weight).sum(), [leaves[k] for k in names])
+    return {"y": y.detach().cpu(), **{"d" + k: g.cpu() for k, g in zip(names, grads)}}
+
+
+def run_case(case: CrossCase, device: str = "cpu") -> dict[str, dict[str, float]]:
+    inputs = make_inputs(case)
+    fused = outputs_and_grads(
+        lambda **kw: cross_selective_scan_triton(**kw, chunk=case.chunk, deterministic=case.deterministic),
+        {k: None if v is None else v.to(device) for k, v in inputs.items()},
+        case.softplus,
+    )
+    composed = outputs_and_grads(
+        lambda **kw: ssm.cross_selective_scan(**kw, backend="reference"), inputs, case.softplus
+    )
+    rtol, atol = TOLERANCES[case.dtype]
+    results = {}
+    for name, want in composed.items():
+        got = fused[name]
+        assert got.dtype == want.dtype and got.shape == want.shape, (name, got.dtype, want.dtype, got.shape)
+        r, a = GRAD_SCALE.get("du" if name == "dx" else name, (1, 1))
+        results[name] = _compare(got, want, r * rtol, a * atol)
+    return results
+
+
+def main(names: list[str]) -> None:
+    torch.set_num_threads(1)
+    cases = [c for c in CASES if not names or c.name in names]
+    print(json.dumps({c.name: run_case(c) for c in cases}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
