@@ -31,7 +31,14 @@ import torch
 import model.mamba1d
 import model.ss2d
 from model import build_model
-from model.ssm.triton_scan import CHUNK, backward_launch, forward_launch, interpreting
+from model.ssm.triton_scan import (
+    CHUNK,
+    backward_launch,
+    cross_backward_launch,
+    cross_forward_launch,
+    forward_launch,
+    interpreting,
+)
 from utils.cli import ArgumentParser, run_cli
 from utils.config import load_config
 
@@ -52,6 +59,8 @@ class ScanCall:
     has_bias: bool
     softplus: bool
     last_state: bool
+    cross: str = ""  # SS2D's fused core (cross_selective_scan): "atomic" or "ordered" (deterministic) merge
+    map_hw: tuple[int, int] = (0, 0)  # its (H, W)
 
 
 API_CALL = ScanCall(192, 16384, 16, 4, True, True, True, True, True)
@@ -70,14 +79,25 @@ def _recording(calls: list[ScanCall]) -> Iterator[None]:
         y = torch.zeros_like(u)
         return (y, u.new_zeros(u.shape[0], u.shape[1], A.shape[1])) if return_last_state else y
 
-    saved = {m: m.selective_scan for m in (model.ss2d, model.mamba1d)}
+    def record_cross(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False, backend=None):
+        """SS2D's core: the fused kernels in both merge modes, and the unfused call (other backends' path)."""
+        plain = ScanCall(delta.shape[1], delta.shape[2], A.shape[1], 4, D is not None, False,
+                         delta_bias is not None, bool(delta_softplus), False)  # fmt: skip
+        calls.append(plain)
+        calls.extend(dataclasses.replace(plain, cross=m, map_hw=tuple(x.shape[2:])) for m in ("atomic", "ordered"))
+        return torch.zeros_like(x)
+
+    saved = {m: m.selective_scan for m in (model.ss2d, model.mamba1d) if hasattr(m, "selective_scan")}
+    saved_cross = model.ss2d.cross_selective_scan
     try:
         for m in saved:
             m.selective_scan = record
+        model.ss2d.cross_selective_scan = record_cross
         yield
     finally:
         for m, fn in saved.items():
             m.selective_scan = fn
+        model.ss2d.cross_selective_scan = saved_cross
 
 
 def model_scan_calls(config: str | Path) -> list[ScanCall]:
@@ -93,6 +113,8 @@ def model_scan_calls(config: str | Path) -> list[ScanCall]:
 
 def _launch_args(call: ScanCall, dtype: torch.dtype) -> dict[str, tuple[list, dict]]:
     """Kernel name -> (arguments, options) that ``model.ssm.triton_scan`` passes for ``call`` (batch 1, CPU)."""
+    if call.cross:
+        return _cross_launch_args(call, dtype)
     x = dict(dtype=dtype)
     f = dict(dtype=torch.float32)
     bc = (1, call.d_state, call.length) if call.groups is None else (1, call.groups, call.d_state, call.length)
@@ -107,6 +129,23 @@ def _launch_args(call: ScanCall, dtype: torch.dtype) -> dict[str, tuple[list, di
     saved = (u, delta, A32, B, C, D32 if call.has_d else None, z if call.has_z else None)
     saved += (bias32 if call.has_bias else None, states)
     bwd_args, bwd_meta, _ = backward_launch(saved, torch.empty_like(y), last if call.last_state else None, meta)
+    return {"scan_fwd_kernel": (fwd_args, meta), "scan_bwd_kernel": (bwd_args, bwd_meta)}
+
+
+def _cross_launch_args(call: ScanCall, dtype: torch.dtype) -> dict[str, tuple[list, dict]]:
+    """``_launch_args`` of SS2D's fused core (the first launch's geometry; ``ordered``: one direction a launch)."""
+    det = call.cross == "ordered"
+    di, (height, width) = call.d // 4, call.map_hw
+    x = torch.empty(1, di, height, width, dtype=dtype)
+    delta, B = (
+        torch.empty(1, call.d, call.length, dtype=dtype),
+        torch.empty(1, 4, call.d_state, call.length, dtype=dtype),
+    )
+    A32, D32 = torch.empty(call.d, call.d_state), torch.empty(call.d)
+    D32, bias32 = D32 if call.has_d else None, D32 if call.has_bias else None
+    fwd_args, meta, (y, states) = cross_forward_launch(x, delta, A32, B, B, D32, bias32, call.softplus, CHUNK, det)
+    saved = (x, delta, A32, B, B, D32, bias32, states)
+    bwd_args, bwd_meta, _ = cross_backward_launch(saved, torch.empty_like(x), call.softplus, CHUNK, det)
     return {"scan_fwd_kernel": (fwd_args, meta), "scan_bwd_kernel": (bwd_args, bwd_meta)}
 
 
@@ -195,7 +234,8 @@ def _describe(call: ScanCall) -> str:
     flags = (call.has_d, call.has_z, call.has_bias, call.softplus, call.last_state)
     opts = "+".join(name for name, on in zip(("D", "z", "bias", "softplus", "dlast"), flags) if on)
     g = "-" if call.groups is None else call.groups
-    return f"d={call.d} L={call.length} N={call.d_state} G={g} {opts}"
+    cross = f" cross {call.map_hw[0]}x{call.map_hw[1]} {call.cross}" if call.cross else ""
+    return f"d={call.d} L={call.length} N={call.d_state} G={g} {opts}{cross}"
 
 
 def cuobjdump_path() -> str:
@@ -269,6 +309,7 @@ def compile_all(
                         has_z=call.has_z,
                         softplus=call.softplus,
                         chunk=meta["S"] * meta["R"],
+                        cross=call.cross,
                     )
                     if keep_cubin:
                         rows[key]["cubin"] = compiled.asm["cubin"]

@@ -402,6 +402,54 @@ def _launch_cross(kernel: str, x: torch.Tensor, args: list, meta: dict, determin
                 getattr(kernel_module(not x.is_cuda), kernel)[(programs,)](*args, **meta)
 
 
+def cross_forward_launch(
+    x: torch.Tensor,
+    delta: torch.Tensor,
+    A32: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D32: torch.Tensor | None,
+    bias32: torch.Tensor | None,
+    softplus: bool,
+    chunk: int,
+    deterministic: bool,
+) -> tuple[list, dict, tuple[torch.Tensor, torch.Tensor]]:
+    """The forward kernel's arguments (geometry of the first of ``cross_launches``) and options over the map ``x``
+    (B, Di, H, W), and its outputs: the fp32 merge and the tile states (one row per (b, direction, channel))."""
+    acc = (torch.empty if deterministic else torch.zeros)(x.shape, device=x.device, dtype=torch.float32)
+    args, meta, (_, states, _) = forward_launch(
+        x, delta, A32, B, C, D32, None, bias32, softplus, chunk, acc, _first_geometry(x, deterministic)
+    )
+    return args, {**meta, "CROSS": True, "ATOMIC": not deterministic}, (acc, states)
+
+
+def cross_backward_launch(
+    saved: tuple[torch.Tensor | None, ...], dy: torch.Tensor, softplus: bool, chunk: int, deterministic: bool
+) -> tuple[list, dict, tuple[torch.Tensor | None, ...]]:
+    """The backward kernel's arguments and options for ``saved`` = (x, delta, A32, B, C, D32, bias32, states) and
+    the merged output's gradient ``dy`` (B, Di, H, W); its outputs as ``backward_launch``'s, du the fp32 merge."""
+    x, delta, A32, B, C, D32, bias32, states = saved
+    length = delta.shape[2]
+    acc = (torch.empty if deterministic else torch.zeros)(x.shape, device=x.device, dtype=torch.float32)
+    steps = tile(length, chunk, x.dtype)
+    meta = forward_meta(A32.shape[1], D32 is not None, False, bias32 is not None, softplus, steps, length, x.dtype)
+    full = (x, delta, A32, B, C, D32, None, bias32, states)
+    args, meta, grads = backward_launch(full, dy, None, meta, deterministic, acc, _first_geometry(x, deterministic))
+    return args, {**meta, "CROSS": True, "ATOMIC": not deterministic}, grads
+
+
+def _first_geometry(x: torch.Tensor, deterministic: bool) -> tuple[int, int, int, int]:
+    return cross_launches(*x.shape, deterministic)[0][1]
+
+
+def _launch_cross(kernel: str, x: torch.Tensor, args: list, meta: dict, deterministic: bool) -> None:
+    with _on_device(x):
+        for programs, geometry in cross_launches(*x.shape, deterministic):
+            if programs:
+                args[-4:] = geometry
+                getattr(kernel_module(not x.is_cuda), kernel)[(programs,)](*args, **meta)
+
+
 def cross_forward(
     x: torch.Tensor,
     delta: torch.Tensor,
@@ -416,9 +464,7 @@ def cross_forward(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The forward kernel over the 4 directions of the map ``x`` (B, Di, H, W): the merged y (x's dtype, summed
     in fp32) and the tile states (as ``scan_forward``'s, one row per (b, direction, channel))."""
-    acc = (torch.empty if deterministic else torch.zeros)(x.shape, device=x.device, dtype=torch.float32)
-    cross = (*x.shape[2:], 0, 4)
-    args, meta, (_, states, _) = forward_launch(x, delta, A32, B, C, D32, None, bias32, softplus, chunk, acc, cross)
+    args, meta, (acc, states) = cross_forward_launch(x, delta, A32, B, C, D32, bias32, softplus, chunk, deterministic)
     _launch_cross("scan_fwd_kernel", x, args, meta, deterministic)
     return acc.to(x.dtype), states
 
@@ -426,19 +472,13 @@ def cross_forward(
 def cross_backward(
     saved: tuple[torch.Tensor | None, ...], dy: torch.Tensor, softplus: bool, chunk: int, deterministic: bool
 ) -> tuple[torch.Tensor | None, ...]:
-    """The backward kernel for ``saved`` = (x, delta, A32, B, C, D32, bias32, states) and the merged output's
-    gradient ``dy`` (B, Di, H, W): (dx (x's dtype, its 4 directions summed in fp32), ddelta, dA, dB, dC, dD,
-    dbias) summed as ``scan_backward``'s."""
-    x, delta, A32, B, C, D32, bias32, states = saved
-    length = delta.shape[2]
-    acc = (torch.empty if deterministic else torch.zeros)(x.shape, device=x.device, dtype=torch.float32)
-    steps = tile(length, chunk, x.dtype)
-    meta = forward_meta(A32.shape[1], D32 is not None, False, bias32 is not None, softplus, steps, length, x.dtype)
-    full = (x, delta, A32, B, C, D32, None, bias32, states)
-    args, meta, grads = backward_launch(full, dy, None, meta, deterministic, acc, (*x.shape[2:], 0, 4))
+    """The backward kernel for ``saved`` (as ``cross_backward_launch``): (dx (x's dtype, its 4 directions summed
+    in fp32), ddelta, dA, dB, dC, dD, dbias) summed as ``scan_backward``'s."""
+    x, B = saved[0], saved[3]
+    args, meta, grads = cross_backward_launch(saved, dy, softplus, chunk, deterministic)
     _launch_cross("scan_bwd_kernel", x, args, meta, deterministic)
-    _, ddelta, dA, dB, dC, dD, _, dbias = _reduce_grads(grads, B, deterministic)
-    return acc.to(x.dtype), ddelta, dA, dB, dC, dD, dbias
+    dx, ddelta, dA, dB, dC, dD, _, dbias = _reduce_grads(grads, B, deterministic)
+    return dx.to(x.dtype), ddelta, dA, dB, dC, dD, dbias
 
 
 @triton_op("fsr::triton_cross_scan_fwd", mutates_args=())
