@@ -94,21 +94,22 @@ class SS2D(nn.Module):
 
     def forward_core(self, x: torch.Tensor) -> torch.Tensor:
         """Selective scan of the map in its 4 cross-scan orders, merged: (B, Di, H, W) -> same."""
-        batch, di, height, width = x.shape
-        # x_proj in spatial order, one matmul (K*c, Di) @ (B, Di, L); then only the small (B, K, c, L) x_dbl is
-        # put in each direction's order (equal to projecting the cross-scanned sequences, which never exist).
-        x_dbl = torch.matmul(self.x_proj_weight.flatten(0, 1), x.flatten(2)).view(
-            batch, K_DIRECTIONS, -1, height * width
-        )
-        x_dbl = direction_order(x_dbl, height, width)
-        dts, Bs, Cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=2)
+        batch, _, height, width = x.shape
+        length = height * width
+        # x_proj in spatial order, one batched matmul (K*c, Di) @ (B, Di, L) (the weight expanded, not copied, and
+        # no transposed copies of x as a 2D @ 3D matmul makes); then only the small (B, K, c, L) x_dbl is put in
+        # each direction's order (equal to projecting the cross-scanned sequences, which never exist).
+        weight = self.x_proj_weight.flatten(0, 1).expand(batch, -1, -1)
+        x_dbl = torch.bmm(weight, x.flatten(2)).view(batch, K_DIRECTIONS, -1, length)
+        parts = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=2)
+        dts, Bs, Cs = (direction_order(p, height, width) for p in parts)
         dts = torch.matmul(self.dt_projs_weight, dts)
         return cross_selective_scan(
             x,
-            dts.reshape(batch, -1, height * width),
+            dts.reshape(batch, -1, length),
             -torch.exp(self.A_logs.float()),
-            Bs.contiguous(),
-            Cs.contiguous(),
+            Bs,
+            Cs,
             D=self.Ds.float(),
             delta_bias=self.dt_projs_bias.float().view(-1),
             delta_softplus=True,

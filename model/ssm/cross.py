@@ -25,11 +25,13 @@ def cross_merge(y: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 def direction_order(t: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(B, 4, C, H*W) in spatial (row-major) order -> each direction k's slice in direction k's scan order:
-    ``direction_order(t)[:, k] == cross_scan(map)[:, k]`` where ``t[:, k]`` is a per-position function of the map."""
-    batch, k, c, length = t.shape
-    rows = t[:, 0::2]
-    cols = t[:, 1::2].view(batch, 2, c, height, width).transpose(3, 4).reshape(batch, 2, c, length)
-    forward = torch.stack([rows[:, 0], cols[:, 0]], dim=1)
-    backward = torch.stack([rows[:, 1], cols[:, 1]], dim=1).flip(-1)
-    return torch.cat([forward, backward], dim=1)
+    """(B, 4, C, H*W) in spatial (row-major) order -> slice k in direction k's scan order (``cross_scan``'s):
+    ``direction_order(f(map))[:, k] == f(cross_scan(map)[:, k])`` for any per-position f. One ``stack`` pass, plus
+    a flip for the two reversed directions; the column order is a strided view the stack reads, every slice seen
+    as (W, H) so that the four have one shape."""
+    batch, _, c, _ = t.shape
+    rows, cols, rows_rev, cols_rev = t.unbind(1)
+    cols = cols.view(batch, c, height, width).transpose(2, 3)
+    cols_rev = cols_rev.view(batch, c, height, width).transpose(2, 3).flip((2, 3))
+    parts = [p.reshape(batch, c, width, height) for p in (rows, cols, rows_rev.flip(-1), cols_rev)]
+    return torch.stack(parts, dim=1).view(t.shape)
