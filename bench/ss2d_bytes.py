@@ -49,6 +49,7 @@ from utils.config import load_config
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 L2_BYTES = 50 * 2**20  # H100 SXM
+H100_BYTES_PER_MS = 3.35e9  # 3.35 TB/s
 RESIDENT_PROGRAMS = 132 * 32  # one-warp programs: at most 32 blocks per SM on sm_90
 # allocations, and the view a reshape returns after its copy (the copy is counted)
 _FREE = ("aten.empty", "aten.empty_like", "aten.empty_strided", "aten.new_empty", "aten.detach", "aten.lift_fresh")
@@ -301,7 +302,7 @@ def rows(configs: list[str], batch: int, dtypes: list[str]) -> list[dict]:
 def format_table(table: list[dict], batch: int) -> str:
     mb = lambda v: f"{v / 1e6:.0f}"  # noqa: E731
     head = ("models", "call", "dtype", "before f/b", "composed f/b", "fused f/b", "ordered f/b", "after/before")
-    head += ("reuse MB f/b",)
+    head += ("reuse MB f/b", "H100 ms before/fused")
     lines = [head]
     for r in table:
         before = r["before forward"] + r["before backward"]
@@ -309,11 +310,15 @@ def format_table(table: list[dict], batch: int) -> str:
         lines.append((
             r["models"], r["call"], r["dtype"],
             *(f"{mb(r[p + ' forward'])}/{mb(r[p + ' backward'])}" for p in ("before", "composed", "fused", "fused ordered")),
-            f"{fused / before:.2f}", f"{mb(r['reuse_fwd'])}/{mb(r['reuse_bwd'])}",
+            f"{fused / before:.2f}",
+            f"{mb(r['reuse_fwd'])}/{mb(r['reuse_bwd'])}" + (" > L2" if r["reuse_bwd"] > L2_BYTES else ""),
+            f"{before / H100_BYTES_PER_MS:.2f}/{fused / H100_BYTES_PER_MS:.2f}",
         ))  # fmt: skip
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
     text = "\n".join("  ".join(str(v).ljust(w) for v, w in zip(line, widths)).rstrip() for line in lines)
-    return f"DRAM MB per SS2D core call at batch {batch} (COUNT, no GPU; method: module docstring)\n{text}"
+    title = f"DRAM MB per SS2D core call (forward/backward) at batch {batch}: COUNTS, no GPU (method: module docstring)"
+    note = "H100 ms: forward+backward bytes at 3.35 TB/s, the bandwidth-bound time: an ESTIMATE, not a measurement"
+    return f"{title}\n{text}\n{note}"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -187,3 +187,35 @@ def test_deterministic_cross_scan_is_bitwise_reproducible_on_cuda() -> None:
     fn = functools.partial(cross_selective_scan_triton, deterministic=True)
     runs = [outputs_and_grads(fn, {k: None if v is None else v.cuda() for k, v in inputs.items()}, True) for _ in "ab"]
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+
+
+def test_byte_count_prices_operations_and_skips_views() -> None:
+    """bench.ss2d_bytes: an op reads its inputs and writes its outputs once; views and allocations are free; an
+    expanded operand counts once."""
+    from bench.ss2d_bytes import ByteCount
+
+    with FakeTensorMode():
+        a, w = torch.empty(2, 3), torch.empty(5, 3)
+        counter = ByteCount()
+        with counter:
+            a.t().flip(-1)  # 24 B in, 24 B out
+            torch.empty(7)
+            torch.bmm(w.expand(4, 5, 3), torch.empty(4, 3, 2))  # 60 + 96 in, 160 out
+    assert counter.ops == {"aten.flip": 48, "aten.bmm": 316}
+
+
+def test_ss2d_bytes_counts_the_three_paths() -> None:
+    """On a small core: the fused path runs no unfused scan and moves fewer bytes than before and composed; the
+    ordered merge costs 3 read-and-writes of the fp32 map more than the atomic one, each way."""
+    from bench.ss2d_bytes import Core, count
+
+    core = Core(d_model=8, di=16, dt_rank=1, d_state=4, height=12, width=10)
+    before, composed = count(core, 2, torch.float32, "before"), count(core, 2, torch.float32, "composed")
+    fused, ordered = count(core, 2, torch.float32, "fused"), count(core, 2, torch.float32, "fused", ordered=True)
+    assert set(before["kernels"]) >= {"scan kernel fwd", "scan kernel bwd"} and "fused kernel fwd" in fused["kernels"]
+    assert not any(k.startswith("scan kernel") for k in fused["kernels"])
+    total = {k: v["forward"] + v["backward"] for k, v in (("b", before), ("c", composed), ("f", fused))}
+    assert total["f"] < 0.6 * total["b"] and total["f"] < total["c"]
+    m = 2 * 16 * 12 * 10 * 4  # the fp32 map
+    for way in ("forward", "backward"):
+        assert ordered[way] - fused[way] == 3 * 2 * m - m  # no zero fill when ordered
