@@ -69,7 +69,7 @@ class Core:
 
 
 def model_cores(config: str) -> list[Core]:
-    """The distinct SS2D cores of one forward of ``config``'s network at its training size (scan stubbed)."""
+    """The SS2D cores of one forward of ``config``'s network at its training size, in call order (scan stubbed)."""
     cfg = load_config(config)
     size = cfg["data"]["train"]["hr_size"]
     net = build_model(cfg["model"]).eval()
@@ -87,7 +87,7 @@ def model_cores(config: str) -> list[Core]:
     finally:
         for h in handles:
             h.remove()
-    return list(dict.fromkeys(cores))
+    return cores
 
 
 def _nbytes(t: torch.Tensor) -> int:
@@ -272,10 +272,12 @@ def reuse_bytes(core: Core, dtype: torch.dtype, backward: bool) -> int:
 
 def rows(configs: list[str], batch: int, dtypes: list[str]) -> list[dict]:
     out = []
-    cores: dict[Core, list[str]] = {}
+    cores: dict[Core, dict[str, int]] = {}  # core -> model -> calls per forward
     for config in configs:
+        model_name = config.rsplit("/", 1)[-1].removesuffix(".yaml")
         for core in model_cores(config):
-            cores.setdefault(core, []).append(config.rsplit("/", 1)[-1].removesuffix(".yaml"))
+            users = cores.setdefault(core, {})
+            users[model_name] = users.get(model_name, 0) + 1
     for core, models in cores.items():
         for name in dtypes:
             dtype = DTYPES[name]
@@ -287,7 +289,8 @@ def rows(configs: list[str], batch: int, dtypes: list[str]) -> list[dict]:
             }
             out.append(
                 dict(
-                    models=",".join(dict.fromkeys(models)),
+                    models=",".join(f"{k} x{v}" for k, v in models.items()),
+                    calls=models,
                     call=f"Di={core.di} {core.height}x{core.width} N={core.d_state} R={core.dt_rank}",
                     dtype=name,
                     **{f"{p} {k}": f[k] for p, f in figures.items() for k in ("forward", "backward")},
@@ -316,6 +319,15 @@ def format_table(table: list[dict], batch: int) -> str:
         ))  # fmt: skip
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
     text = "\n".join("  ".join(str(v).ljust(w) for v, w in zip(line, widths)).rstrip() for line in lines)
+    totals: dict[tuple[str, str], list[int]] = {}
+    for r in table:
+        for model_name, n in r["calls"].items():
+            acc = totals.setdefault((model_name, r["dtype"]), [0, 0])
+            acc[0] += n * (r["before forward"] + r["before backward"])
+            acc[1] += n * (r["fused forward"] + r["fused backward"])
+    text += "\n\nper network forward+backward, every SS2D call (GB before -> fused):"
+    for (model_name, dtype), (b, f) in totals.items():
+        text += f"\n  {model_name} {dtype}: {b / 1e9:.1f} -> {f / 1e9:.1f} ({f / b:.2f})"
     title = f"DRAM MB per SS2D core call (forward/backward) at batch {batch}: COUNTS, no GPU (method: module docstring)"
     note = "H100 ms: forward+backward bytes at 3.35 TB/s, the bandwidth-bound time: an ESTIMATE, not a measurement"
     return f"{title}\n{text}\n{note}"
