@@ -211,12 +211,15 @@ def unfused_core(block: SS2D, x: torch.Tensor, scan: ssm.Scan) -> torch.Tensor:
 
 @contextlib.contextmanager
 def _fused_stand_in(fn: Callable) -> Iterator[None]:
-    saved = ssm._fused_cross
-    ssm._fused_cross = lambda name: fn if name == "triton" else None
+    saved = ssm._FUSED_CROSS.get("triton")
+    ssm._FUSED_CROSS["triton"] = fn
     try:
         yield
     finally:
-        ssm._fused_cross = saved
+        if saved is None:
+            del ssm._FUSED_CROSS["triton"]
+        else:
+            ssm._FUSED_CROSS["triton"] = saved
 
 
 def count(core: Core, batch: int, dtype: torch.dtype, path: str, ordered: bool = False) -> dict:

@@ -94,15 +94,16 @@ def test_triton_dispatches_to_the_fused_operator_with_its_keywords(monkeypatch: 
     """triton (and only triton) has a fused core; the bound scan's keywords (deterministic) reach it; FLOPs count."""
     from model.ssm.triton_scan import cross_selective_scan_triton, selective_scan_triton
 
-    assert ssm._fused_cross("triton") is cross_selective_scan_triton
-    assert ssm._fused_cross("torch") is None and ssm._fused_cross("mamba_ssm") is None
+    ssm.resolve_backend("triton", "cuda")
+    ssm.resolve_backend("torch", "cpu")
+    assert ssm._FUSED_CROSS == {"triton": cross_selective_scan_triton}
     seen = {}
 
     def spy(x, delta, A, B, C, D, delta_bias, softplus, **keywords):
         seen.update(keywords, softplus=softplus)
         return torch.zeros_like(x)
 
-    monkeypatch.setattr(ssm, "_fused_cross", lambda name: spy if name == "triton" else None)
+    monkeypatch.setitem(ssm._FUSED_CROSS, "triton", spy)
     inputs = make_inputs(CASES[0])
     scan = ssm.Scan("triton", functools.partial(selective_scan_triton, deterministic=True))
     with ssm.count_scan_flops() as flops:

@@ -136,6 +136,10 @@ def resolve_backend(name: str, device: torch.device | str, deterministic: bool =
         fn = row.load(device)
         if fn is not None and deterministic and row.deterministic == "option":
             fn = functools.partial(fn, deterministic=True)
+        if fn is not None and row.cross is not None and row.name not in _FUSED_CROSS:
+            fused = row.cross()
+            if fused is not None:
+                _FUSED_CROSS[row.name] = fused
         if fn is not None:
             logger.info("selective scan backend: %s (ssm.backend %s, %s)", row.name, name, device.type)
             return Scan(row.name, fn)
@@ -145,6 +149,7 @@ def resolve_backend(name: str, device: torch.device | str, deterministic: bool =
 
 
 _unbound: dict[str, Scan] = {}
+_FUSED_CROSS: dict[str, Callable] = {}  # backend name -> its fused cross_selective_scan, filled by resolve_backend
 
 
 def _unbound_scan(device: torch.device) -> Scan:
@@ -243,13 +248,6 @@ def selective_scan(
     return fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
 
 
-@functools.cache
-def _fused_cross(name: str) -> Callable | None:
-    """The fused ``cross_selective_scan`` of backend ``name`` (its table row's ``cross``), or None: composed."""
-    row = next((r for r in BACKEND_TABLE if r.name == name), None)
-    return row.cross() if row is not None and row.cross is not None else None
-
-
 def cross_selective_scan(
     x: torch.Tensor,
     delta: torch.Tensor,
@@ -281,7 +279,7 @@ def cross_selective_scan(
         scan = _unbound_scan(x.device)
     else:
         scan = resolve_backend(backend, x.device)
-    fused = _fused_cross(scan.name)
+    fused = _FUSED_CROSS.get(scan.name)  # a plain lookup: decided when the backend was resolved
     if fused is None:
         xs = cross_scan(x).reshape(delta.shape)
         y = selective_scan(xs, delta, A, B, C, D, None, delta_bias, delta_softplus, backend=scan)
