@@ -10,6 +10,8 @@ Forward and backward are the operators ``fsr::triton_scan_fwd`` / ``fsr::triton_
 (``torch.library.triton_op``, kernels launched through ``wrap_triton``), with the forward's autograd
 formula registered: ``torch.compile`` sees the Triton kernels themselves, fake tensors run the same
 Python with the launches skipped (no CUDA initialisation), and ``torch.export`` keeps one operator.
+SS2D's core fused (``cross_selective_scan_triton``) is ``fsr::triton_cross_scan_fwd`` / ``_bwd`` over the same
+kernels with ``CROSS`` on.
 """
 
 from __future__ import annotations
