@@ -8,6 +8,8 @@ and in bf16 (what autocast feeds the scan; A, D, delta_bias stay fp32), gives a 
 launch built by ``model.ssm.triton_scan`` itself and specialised the way triton's JIT does (integer
 arguments equal to 1 become constants, multiples of 16 and 16-byte aligned pointers get divisibility
 hints). One extra call covers the widest API use (z, D, delta_bias, grouped B/C, last-state gradient).
+SS2D's core gives its fused kernels (``cross`` "atomic" and "ordered", the merge modes) and, next to them,
+the unfused call the other path would launch (so the SASS tables compare like with like).
 Each distinct kernel is compiled to a cubin for every target with triton's bundled ptxas, and its
 resource usage read with the bundled cuobjdump: registers per thread, stack and local memory (where
 spills go); shared memory from triton's metadata. Exits 1 when a kernel a model launches uses local memory. Nothing
