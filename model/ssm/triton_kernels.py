@@ -7,7 +7,7 @@ all states. For each state n (a loop in the program) the recurrence h_t = exp(de
 delta_t u_t B_{n,t} is scanned as mamba_ssm does: each thread runs its S steps sequentially in registers,
 one scan over the R threads' (decay, drive) aggregates gives the state entering each thread's steps, and
 one multiply-add per step applies it. The forward holds 16 steps a thread (as mamba_ssm's kNItems) in P
-16-byte parts ([P, R, Q] tensors, Q steps a part: each part scanned, then the parts' aggregates); it
+16-byte parts ([P, Q, R] tensors, Q steps a part: each part scanned, then the parts' aggregates); it
 stores the state entering every SAVE steps, the backward's tile (the last thread writes the next tile's
 entry, one barrier per tile; the threads starting the other backward tiles inside it write theirs). The
 backward ([S, R] tensors, one 16-byte load a thread) walks its tiles in reverse; per state it rebuilds h
@@ -135,9 +135,10 @@ def _channel(bias_ptr, D_ptr, ch, HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr):
 @triton.jit
 def _parts(P: tl.constexpr, Q: tl.constexpr, R: tl.constexpr, one, CONTIG: tl.constexpr):
     """([P, 1] part index, [1, Q, 1] step index in a part, [R] thread index, [P, Q, R] step offsets in the
-    tile): each thread's S = P x Q consecutive steps as P parts of one 16-byte load (as one [S] axis, 8
-    fp32 steps would be spread over two threads by triton's coalescing, which caps a thread's vector at 16
-    bytes)."""
+    tile): each thread's S = P x Q consecutive steps as P parts of one 16-byte load. Triton's coalescing caps a
+    thread's vector at 16 bytes and spreads the rest of a contiguous axis over threads (8 fp32 steps as one
+    [8] axis: two threads); it places threads along the axis it orders next, the last one on a tie, so the
+    thread axis comes last (the steps stay in one thread with scalar loads too)."""
     p = tl.arange(0, P)[:, None]
     q = tl.arange(0, Q)[None, :, None]
     r = tl.arange(0, R)
