@@ -130,7 +130,8 @@ def _launch_args(call: ScanCall, dtype: torch.dtype) -> dict[str, tuple[list, di
     )  # fmt: skip
     saved = (u, delta, A32, B, C, D32 if call.has_d else None, z if call.has_z else None)
     saved += (bias32 if call.has_bias else None, states)
-    bwd_args, bwd_meta, _ = backward_launch(saved, torch.empty_like(y), last if call.last_state else None, meta)
+    dlast = last if call.last_state else None
+    bwd_args, bwd_meta, _ = backward_launch(saved, torch.empty_like(y), dlast, call.softplus, CHUNK)
     return {"scan_fwd_kernel": (fwd_args, meta), "scan_bwd_kernel": (bwd_args, bwd_meta)}
 
 
@@ -312,6 +313,7 @@ def compile_all(
                         softplus=call.softplus,
                         chunk=meta["S"] * meta["R"],
                         cross=call.cross,
+                        save=meta.get("SAVE", meta["S"] * meta["R"]),  # steps per saved state
                     )
                     if keep_cubin:
                         rows[key]["cubin"] = compiled.asm["cubin"]

@@ -7,7 +7,8 @@ For every kernel row of ``bench.triton_sass`` (ours and, where compiled, mamba_s
 instruction / (4 warp instructions per clock per SM x SMs x clock), the bound if every scheduler issued
 every cycle; bandwidth-bound time = DRAM bytes / peak bandwidth, counting each tensor once (B and C are
 read from DRAM once per group and re-read by a group's channels through L2; dB and dC are zeroed and then
-accumulated in L2 and written once; ours saves the fp32 state entering each tile, mamba_ssm an fp32
+accumulated in L2 and written once; ours saves the fp32 state entering each backward tile (the row's
+``save`` steps), mamba_ssm an fp32
 (decay, state) pair per 2048-step chunk). The estimate is the larger of the two; latency, occupancy and
 L2 traffic are not modelled. sm_90 rows are priced on an H100 SXM, sm_80 rows on an A100 SXM 80 GB.
 """
@@ -42,7 +43,7 @@ def dram_bytes(row: dict, batch: int, ours: bool) -> float:
     bc = batch * groups * n * length * s  # B or C
     z = per_ch if row["has_z"] else 0
     if ours:
-        saved = batch * d * -(-length // row["chunk"]) * n * 4
+        saved = batch * d * -(-length // row.get("save", row["chunk"])) * n * 4
     else:
         saved = batch * d * -(-length // 2048) * n * 8
     if row["kernel"].endswith("fwd"):

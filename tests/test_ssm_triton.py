@@ -198,14 +198,22 @@ def test_deterministic_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_tiles_are_one_warp_of_16_byte_loads() -> None:
-    """A tile is 32 threads x one 16-byte load of steps (4 with z in 16-bit), at most ``chunk``, and a power of
-    two covering a shorter L; every thread holds S consecutive steps (S x R = the tile)."""
+    """Backward: a tile is 32 threads x one 16-byte load of steps (4 with z in 16-bit); forward: 32 threads x
+    16 steps in 16-byte parts (4 fp32, 2 16-bit), down to 4 a thread when a tile is shorter; both at most
+    ``chunk`` and a power of two covering a shorter L; every thread holds S consecutive steps (S x R = the
+    tile). The backward's tile is the saved states' spacing, which the forward's tile is a multiple of."""
     from model.ssm.triton_scan import tile, tiling
 
     f32, bf16 = torch.float32, torch.bfloat16
     assert (tile(16384, 1024, f32), tile(16384, 1024, bf16), tile(16384, 1024, bf16, has_z=True)) == (128, 256, 128)
     assert (tile(16384, 64, bf16), tile(37, 1024, f32), tile(1, 1024, f32)) == (64, 64, 2)
+    assert (tile(16384, 1024, f32, forward=True), tile(256, 1024, bf16, forward=True)) == (512, 256)
     t = tiling(256, 16384, bf16, has_z=False)
     assert (t["S"], t["R"], t["num_warps"], t["CONTIG"], t["EVEN"]) == (8, 32, 1, True, True)
     t = tiling(64, 150, f32, has_z=True)
     assert (t["S"], t["R"], t["num_warps"], t["CONTIG"], t["EVEN"]) == (4, 16, 1, False, False)
+    for dtype, steps, want in ((f32, 512, (16, 32, 4)), (bf16, 512, (16, 32, 2)), (bf16, 256, (8, 32, 1))):
+        t = tiling(steps, 16384, dtype, has_z=True, forward=True)
+        assert (t["S"], t["R"], t["P"], t["num_warps"]) == (*want, 1)
+    t = tiling(64, 150, f32, has_z=False, forward=True)
+    assert (t["S"], t["R"], t["P"], t["EVEN"]) == (4, 16, 1, False)

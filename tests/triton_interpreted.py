@@ -70,10 +70,15 @@ CASES = (
     Case("fp32-N1", n=1, groups=None, length=7, chunk=2),
     Case("fp32-N7-G4", d=8, n=7, groups=4, length=13),
     Case("fp32-N12-deterministic", d=4, n=12, groups=2, deterministic=True),
-    # Tiles of 64 steps: 8 threads of 8 steps forward, 16 of 4 backward, so the scans across threads (forward
+    # Tiles of 64 steps: 16 threads of 4 steps (forward and fp32 backward), so the scans across threads (forward
     # and reverse) and the tile-to-tile carries run with many threads; L 150 ends in a partial tile.
     Case("fp32-threads-L150-N5", batch=1, d=2, n=5, length=150, chunk=64, groups=2),
     Case("bf16-threads-L128-N3", dtype=torch.bfloat16, batch=1, d=2, n=3, length=128, chunk=64, groups=None),
+    # The models' forward tile: 32 threads of 16 steps (4 fp32 parts, 2 bf16 ones) over 512 steps, saving the
+    # state entering every backward tile (128 steps here, fp32 and bf16 with z: 3 inside each forward tile);
+    # L, a multiple of 16 (vector loads), ends in a partial tile whose last saved slots fall past L.
+    Case("fp32-fwd16-L1104-N3", batch=1, d=2, n=3, length=1104, chunk=512, groups=None),
+    Case("bf16-fwd16-L720-N2-z", dtype=torch.bfloat16, batch=1, d=2, n=2, length=720, chunk=512, groups=None),
     Case("bf16-G4-deterministic", dtype=torch.bfloat16, d=8, groups=4, deterministic=True, z=False),
     Case("bf16-G4-all", dtype=torch.bfloat16, d=8, groups=4),
     Case("bf16-plain", dtype=torch.bfloat16, groups=None, z=False, D=False, bias=False, softplus=False),

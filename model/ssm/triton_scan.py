@@ -86,29 +86,41 @@ def block_n(d_state: int) -> int:
     return max(2, 1 << (d_state - 1).bit_length())
 
 
-def thread_steps(dtype: torch.dtype, has_z: bool = False) -> int:
-    """Consecutive time steps each thread of the kernels holds: one 16-byte load of ``dtype`` (fp32 4, 16-bit 8),
-    4 for 16-bit inputs with z, whose backward would otherwise take more than 128 registers."""
+def thread_steps(dtype: torch.dtype, has_z: bool = False, forward: bool = False, contig: bool = True) -> int:
+    """Consecutive time steps each thread of a kernel holds (at most). Forward: 16, as mamba_ssm's kNItems (four
+    16-byte loads of fp32, two of 16-bit: the scan across the warp is paid once per 16 steps; 117-128
+    registers, mamba_ssm's forward 128-145); 8 where the steps load as scalars (not ``contig``: L not a
+    multiple of 16), whose addresses would take 16 steps past 220 registers. Backward: one 16-byte load (fp32
+    4, 16-bit 8), 4 for 16-bit inputs with z; more would take it past 128 registers."""
+    if forward:
+        return 16 if contig else 8
     return 4 if has_z else 16 // dtype.itemsize
 
 
-def tile(length: int, chunk: int, dtype: torch.dtype = torch.float32, has_z: bool = False) -> int:
+def tile(
+    length: int, chunk: int, dtype: torch.dtype = torch.float32, has_z: bool = False, forward: bool = False
+) -> int:
     """Time steps per tile: one warp's (32 x ``thread_steps``), at most ``chunk``, or the power of two that
     covers a shorter ``length`` (at least 2). One warp a program: no cross-warp step in the scans, which
-    ``python -m bench.triton_sass`` counts as the cheapest (wider tiles: more instructions per element)."""
-    return max(2, min(chunk, 32 * thread_steps(dtype, has_z), 1 << max(length - 1, 1).bit_length()))
+    ``python -m bench.triton_sass`` counts as the cheapest (wider tiles: more instructions per element). The
+    backward's tile is also the saved states' spacing (the forward's tile is the same or twice it)."""
+    steps = 32 * thread_steps(dtype, has_z, forward, length % 16 == 0)
+    return max(2, min(chunk, steps, 1 << max(length - 1, 1).bit_length()))
 
 
-def tiling(steps: int, length: int, dtype: torch.dtype, has_z: bool) -> dict:
+def tiling(steps: int, length: int, dtype: torch.dtype, has_z: bool, forward: bool = False) -> dict:
     """The kernels' tile constants for tiles of ``steps`` over ``length`` in ``dtype``: S consecutive steps a
-    thread, R = steps / S threads, ``CONTIG`` (each thread's steps load as one vector: alignment known when L
-    is a multiple of 16; otherwise scalar loads with the contiguity hidden, which keeps them in the thread),
-    ``EVEN`` (no step masked), and the launch options."""
-    s = min(thread_steps(dtype, has_z), steps)
+    thread, R = steps / S threads, ``CONTIG`` (each thread's steps load as 16-byte vectors: alignment known
+    when L is a multiple of 16; otherwise scalar loads with the contiguity hidden, which keeps them in the
+    thread), ``EVEN`` (no step masked), and the launch options."""
+    s = min(thread_steps(dtype, has_z, forward, length % 16 == 0), steps)
+    if forward:  # a tile shorter than 32 x 16: fill the warp's 32 threads first, down to 4 steps each
+        s = min(s, max(4, steps // 32), steps)
     r = steps // s
-    return dict(
-        S=s, R=r, CONTIG=length % 16 == 0, EVEN=length % steps == 0, num_warps=max(1, min(8, r // 32)), num_stages=1
-    )
+    meta = dict(S=s, R=r, CONTIG=length % 16 == 0, EVEN=length % steps == 0)
+    if forward:  # a thread's steps as P parts of one 16-byte load each
+        meta["P"] = max(1, s * dtype.itemsize // 16)
+    return dict(meta, num_warps=max(1, min(8, r // 32)), num_stages=1)
 
 
 def _check_dtypes(**tensors: torch.Tensor | None) -> None:
@@ -153,22 +165,31 @@ def forward_launch(
     last = torch.empty(batch, d, n, device=u.device, dtype=torch.float32)
     args = [u, delta, A32, B, C, _or(D32, A32), _or(z, u), _or(bias32, A32), y, states, last]
     args += [d, length, n, states.shape[1], d // groups, groups, 1, *cross]
-    steps = tile(length, chunk, u.dtype, z is not None)
-    meta = forward_meta(n, D32 is not None, z is not None, bias32 is not None, softplus, steps, length, u.dtype)
+    steps = tile(length, chunk, u.dtype, z is not None, forward=True)
+    meta = kernel_meta(n, D32 is not None, z is not None, bias32 is not None, softplus, steps, length, u.dtype, True)
+    meta["SAVE"] = tile(length, chunk, u.dtype, z is not None)  # the backward's tile: one saved state each
     return args, meta, (y, states, last)
 
 
-def forward_meta(
-    d_state: int, has_d: bool, has_z: bool, has_bias: bool, softplus: bool, steps: int, length: int, dtype: torch.dtype
+def kernel_meta(
+    d_state: int,
+    has_d: bool,
+    has_z: bool,
+    has_bias: bool,
+    softplus: bool,
+    steps: int,
+    length: int,
+    dtype: torch.dtype,
+    forward: bool,
 ) -> dict:
-    """The forward kernel's constexpr arguments and launch options for tiles of ``steps`` over ``length``."""
+    """The constexpr arguments and launch options both kernels share, for tiles of ``steps`` over ``length``."""
     return dict(
         HAS_D=has_d,
         HAS_Z=has_z,
         HAS_BIAS=has_bias,
         SOFTPLUS=bool(softplus),
         BLOCK_N=block_n(d_state),
-        **tiling(steps, length, dtype, has_z),
+        **tiling(steps, length, dtype, has_z, forward),
         CROSS=False,
         ATOMIC=False,
     )
@@ -178,14 +199,15 @@ def backward_launch(
     saved: tuple[torch.Tensor | None, ...],
     dy: torch.Tensor,
     dlast: torch.Tensor | None,
-    meta: dict,
+    softplus: bool,
+    chunk: int,
     deterministic: bool = False,
     du: torch.Tensor | None = None,
     cross: tuple[int, int, int, int] = NO_CROSS,
 ) -> tuple[list, dict, tuple[torch.Tensor | None, ...]]:
-    """The backward kernel's arguments and launch options for the forward's ``saved`` tensors and ``meta``, and
-    its outputs (du, ddelta, dz, dA (b*d, N), dB, dC (b, G, N, L), or per channel (b*d, N, L) when
-    ``deterministic``, dD, dbias (b*d,)); ``du`` and ``cross`` as ``forward_launch``'s ``y`` and ``cross``."""
+    """The backward kernel's arguments and launch options for the forward's ``saved`` tensors, and its outputs
+    (du, ddelta, dz, dA (b*d, N), dB, dC (b, G, N, L), or per channel (b*d, N, L) when ``deterministic``, dD,
+    dbias (b*d,)); ``du`` and ``cross`` as ``forward_launch``'s ``y`` and ``cross``."""
     u, delta, A32, B, C, D32, z, bias32, states = saved
     batch, d, length = delta.shape
     n = A32.shape[1]
@@ -203,7 +225,9 @@ def backward_launch(
     args = [u, delta, A32, B, C, _or(D32, A32), _or(z, u), _or(bias32, A32), dy, states, _or(dlast, dA), carry]
     args += [du, ddelta, _or(dz, du), dA, dB, dC, _or(dD, dA), _or(dbias, dA)]
     args += [d, length, n, states.shape[1], d // groups, groups, 1, *cross]
-    meta = {**meta, "HAS_DLAST": dlast is not None, "DETERMINISTIC": deterministic}
+    steps = tile(length, chunk, u.dtype, z is not None)
+    meta = kernel_meta(n, D32 is not None, z is not None, bias32 is not None, softplus, steps, length, u.dtype, False)
+    meta.update(HAS_DLAST=dlast is not None, DETERMINISTIC=deterministic)
     return args, meta, (du, ddelta, dz, dA, dB, dC, dD, dbias)
 
 
@@ -220,8 +244,8 @@ def scan_forward(
     chunk: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Run the forward kernel on contiguous inputs (A, D, delta_bias already float32): y (u's dtype), the last
-    state (batch, d, N) float32, and the float32 state entering every tile of ``tile(L, chunk)`` steps, which
-    the backward reads (``saved_states_shape``)."""
+    state (batch, d, N) float32, and the float32 state entering every backward tile (``tile(L, chunk)`` steps),
+    which the backward reads (``saved_states_shape``)."""
     args, meta, (y, states, last) = forward_launch(u, delta, A32, B, C, D32, z, bias32, softplus, chunk)
     if u.shape[0] * u.shape[1]:
         with _on_device(u):
@@ -257,12 +281,7 @@ def scan_backward(
     a sum) instead of fp32 atomics, whose order, and so last bits, vary run to run."""
     u, B = saved[0], saved[3]
     batch, d, length = u.shape
-    D32, z, bias32 = saved[5:8]
-    steps = tile(length, chunk, u.dtype, z is not None)
-    meta = forward_meta(
-        saved[2].shape[1], D32 is not None, z is not None, bias32 is not None, softplus, steps, length, u.dtype
-    )
-    args, meta, grads = backward_launch(saved, dy, dlast, meta, deterministic)
+    args, meta, grads = backward_launch(saved, dy, dlast, softplus, chunk, deterministic)
     if batch * d:
         with _on_device(u):
             kernel_module(not u.is_cuda).scan_bwd_kernel[(batch * d,)](*args, **meta)
@@ -394,16 +413,6 @@ def cross_launches(batch: int, di: int, height: int, width: int, deterministic: 
     return [(batch * 4 * di, (height, width, 0, 4))]
 
 
-def _launch_cross(kernel: str, x: torch.Tensor, args: list, meta: dict, deterministic: bool) -> None:
-    batch, di, height, width = x.shape
-    meta = {**meta, "CROSS": True, "ATOMIC": not deterministic}
-    with _on_device(x):
-        for programs, geometry in cross_launches(batch, di, height, width, deterministic):
-            if programs:
-                args[-4:] = geometry
-                getattr(kernel_module(not x.is_cuda), kernel)[(programs,)](*args, **meta)
-
-
 def cross_forward_launch(
     x: torch.Tensor,
     delta: torch.Tensor,
@@ -431,12 +440,10 @@ def cross_backward_launch(
     """The backward kernel's arguments and options for ``saved`` = (x, delta, A32, B, C, D32, bias32, states) and
     the merged output's gradient ``dy`` (B, Di, H, W); its outputs as ``backward_launch``'s, du the fp32 merge."""
     x, delta, A32, B, C, D32, bias32, states = saved
-    length = delta.shape[2]
     acc = (torch.empty if deterministic else torch.zeros)(x.shape, device=x.device, dtype=torch.float32)
-    steps = tile(length, chunk, x.dtype)
-    meta = forward_meta(A32.shape[1], D32 is not None, False, bias32 is not None, softplus, steps, length, x.dtype)
     full = (x, delta, A32, B, C, D32, None, bias32, states)
-    args, meta, grads = backward_launch(full, dy, None, meta, deterministic, acc, _first_geometry(x, deterministic))
+    geometry = _first_geometry(x, deterministic)
+    args, meta, grads = backward_launch(full, dy, None, softplus, chunk, deterministic, du=acc, cross=geometry)
     return args, {**meta, "CROSS": True, "ATOMIC": not deterministic}, grads
 
 
