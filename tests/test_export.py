@@ -28,28 +28,25 @@ def _scan_inputs(length: int, grouped: bool = True, seed: int = 0) -> dict[str, 
     )
 
 
-@pytest.mark.parametrize("grouped", [True, False], ids=["grouped-B-C-with-D-z-bias", "plain"])
-def test_loop_scan_matches_reference_with_last_state(grouped: bool) -> None:
-    t = _scan_inputs(37, grouped)  # 37: a ragged last chunk (zero padded)
-    if not grouped:  # no softplus: a positive delta keeps every decay below 1
-        t.update(delta=t["delta"].abs(), D=None, z=None, delta_bias=None)
-    want = selective_scan_reference(**t, delta_softplus=grouped, return_last_state=True)
-    got = selective_scan_chunked_loop(**t, delta_softplus=grouped, return_last_state=True, chunk=CHUNK)
+def test_loop_scan_matches_reference_in_value_last_state_and_gradients() -> None:
+    leaves = {k: v.requires_grad_() for k, v in _scan_inputs(37).items()}  # 37: a ragged last chunk (zero padded)
+    g = torch.Generator().manual_seed(1)
+    cotangents = (torch.randn(2, 6, 37, generator=g), torch.randn(2, 6, 3, generator=g))
+    results = []
+    for scan, extra in ((selective_scan_reference, {}), (selective_scan_chunked_loop, {"chunk": CHUNK})):
+        outputs = scan(**leaves, delta_softplus=True, return_last_state=True, **extra)
+        results.append((*outputs, *torch.autograd.grad(outputs, list(leaves.values()), cotangents)))
+    for name, got, want in zip(["y", "last_state", *leaves], results[1], results[0]):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_loop_scan_without_options_matches_reference() -> None:
+    t = _scan_inputs(37, grouped=False)
+    t.update(delta=t["delta"].abs(), D=None, z=None, delta_bias=None)  # no softplus: positive delta, decays below 1
+    want = selective_scan_reference(**t, return_last_state=True)
+    got = selective_scan_chunked_loop(**t, return_last_state=True, chunk=CHUNK)
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
-
-
-def test_loop_scan_gradients_match_reference() -> None:
-    leaves = {k: v.requires_grad_() for k, v in _scan_inputs(21).items()}
-    cotangent = torch.randn(2, 6, 21, generator=torch.Generator().manual_seed(1))
-    want = torch.autograd.grad(
-        selective_scan_reference(**leaves, delta_softplus=True), list(leaves.values()), cotangent
-    )
-    got = torch.autograd.grad(
-        selective_scan_chunked_loop(**leaves, delta_softplus=True, chunk=CHUNK), list(leaves.values()), cotangent
-    )
-    for name, g, w in zip(leaves, got, want):
-        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5, msg=name)
 
 
 class _ScanModule(torch.nn.Module):
