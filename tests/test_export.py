@@ -131,3 +131,19 @@ def test_aoti_out_must_be_a_pt2_file(capsys) -> None:
     with pytest.raises(SystemExit):
         parse_args(["--checkpoint", "net.pt", "--format", "aoti", "--out", "net.so"])
     assert "--out must end in .pt2, got net.so" in capsys.readouterr().err
+
+
+def test_onnx_export_failure_is_one_line(tmp_path, monkeypatch) -> None:
+    from tools.export import main
+
+    for name in ("onnx", "onnxscript", "onnxruntime"):
+        pytest.importorskip(name)
+
+    def unsupported(*args, **kwargs):
+        raise RuntimeError("Unsupported FX nodes: {'fsr.some_op': ...}\n(a long report follows)")
+
+    monkeypatch.setattr(torch.onnx, "export", unsupported)
+    checkpoint = _checkpoint(tmp_path, MAMBAIR_ONE_BLOCK)
+    with pytest.raises(SystemExit, match=r"^error: no ONNX route for this network: Unsupported FX nodes: .*\.\.\.}$"):
+        main(["--checkpoint", checkpoint, "--format", "onnx", "--out", str(tmp_path / "net.onnx")])
+    assert not (tmp_path / "net.onnx").exists()
