@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch._higher_order_ops.scan import scan as scan_operator  # the prototype torch.scan (no public alias yet)
+from torch._higher_order_ops import scan as scan_operator  # torch's prototype scan (no public alias in 2.14)
 
 from utils.precision import autocast_off
 
@@ -74,7 +74,7 @@ def linear_scan_loop(log_decay: torch.Tensor, drive: torch.Tensor, h0: torch.Ten
     ld = log_decay.reshape(nc, chunk, *lead)
     dr = drive.reshape(nc, chunk, *lead)
     _, h = scan_operator(_step, torch.zeros_like(dr[:, 0]), (torch.exp(ld).transpose(0, 1), dr.transpose(0, 1)))
-    h = h.transpose(0, 1)  # pass 1, step-major inside the loop: (nc, chunk, ...)
+    h = h.transpose(0, 1)  # pass 1 ran step-major; back to (nc, chunk, ...)
     cum = torch.cumsum(ld, dim=1)
     _, carry_in = scan_operator(_enter, h0, (torch.exp(cum[:, -1]), h[:, -1]))  # pass 2
     return torch.addcmul(h, torch.exp(cum), carry_in.unsqueeze(1)).reshape(length, *lead)  # pass 3
