@@ -4,13 +4,14 @@ Formats: ``exported-program`` (``torch.export``, saved with ``torch.export.save`
 backend's operator, so loading it needs ``import model.ssm`` and, for the CPU kernel, its build),
 ``aoti`` (an AOTInductor package from ``torch._inductor.aoti_compile_and_package``, run with
 ``torch._inductor.aoti_load_package``) and ``onnx`` (``torch.onnx.export(dynamo=True, optimize=False)``;
-needs the onnx and onnxscript packages; onnxscript's graph optimiser is skipped: on the unrolled scan it ran
-over 23 minutes for a tiny HybriMamba, which exports in about 8 without it, and onnxruntime optimises the graph
-when it loads it). ONNX and AOTInductor have no selective-scan operator, so for them the
-scan is bound to the chunked pure-PyTorch forward, which exports as ordinary tensor operations (the
-time loop unrolled: the graph grows with the image size). The export runs in eval mode on CPU on a
-(batch, C, S, S) input, S = ``data.val.hr_size`` of the checkpoint's config (over ``scale`` for networks that take
-the LR itself) unless ``--size``; the artifact is then run on that input and its largest difference from the eager network is printed.
+needs the onnx and onnxscript packages; onnxruntime optimises the graph when it loads it). ONNX and
+AOTInductor have no selective-scan operator, so for them the scan is bound to the chunked pure-PyTorch
+forward with its two time loops as ``torch.ops.higher_order.scan`` (``selective_scan_chunked_loop``):
+AOTInductor compiles them as while loops, the ONNX exporter writes ONNX ``Scan`` nodes, so the artifact
+does not grow with the image size. The export runs in eval mode on CPU on a (batch, C, S, S) input,
+S = ``data.val.hr_size`` of the checkpoint's config (over ``scale`` for networks that take the LR itself)
+unless ``--size``; the artifact is then run on that input and its largest difference from the eager
+network is printed.
 """
 
 from __future__ import annotations
@@ -23,10 +24,13 @@ import torch
 
 from model.build import bind_scan, load_network
 from model.ssm import Scan
-from model.ssm.chunked_scan import selective_scan_chunked_inline
+from model.ssm.chunked_scan import selective_scan_chunked_loop
 from utils.cli import ArgumentParser, run_cli
 
 FORMATS = ("exported-program", "aoti", "onnx")
+# One build per export: inductor's precompiled headers (two extra header compiles on a cold cache, about 8 of 46 CPU
+# seconds for the test's network) would only pay off over later builds with the same flags.
+AOTI_CONFIGS = {"aot_inductor.precompile_headers": False}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,12 +46,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.batch < 1 or (args.size is not None and args.size < 1):
         p.error(f"--batch and --size must be >= 1, got {args.batch} and {args.size}")
+    if args.format == "aoti" and args.out.suffix != ".pt2":
+        p.error(f"--format aoti writes a .pt2 package: --out must end in .pt2, got {args.out}")
     return args
 
 
-def portable_scan() -> object:
-    """The chunked pure-PyTorch forward as a bound scan: traces into ordinary aten operations."""
-    return Scan("torch (pure PyTorch, inline)", selective_scan_chunked_inline)
+def portable_scan() -> Scan:
+    """The chunked pure-PyTorch forward as a bound scan: aten operations and two ``higher_order.scan`` loops."""
+    return Scan("torch (pure PyTorch, scan loops)", selective_scan_chunked_loop)
 
 
 def export_program(net: torch.nn.Module, x: torch.Tensor, strict: bool) -> torch.export.ExportedProgram:
@@ -56,7 +62,7 @@ def export_program(net: torch.nn.Module, x: torch.Tensor, strict: bool) -> torch
 
 
 def _onnx_missing() -> str | None:
-    for name in ("onnx", "onnxscript"):
+    for name in ("onnx", "onnxscript", "onnx_ir", "onnxruntime"):
         try:
             __import__(name)
         except ImportError:
@@ -67,33 +73,42 @@ def _onnx_missing() -> str | None:
 def export(args: argparse.Namespace) -> float:
     """Write the artifact; returns the largest |artifact(x) - eager(x)|."""
     net, cfg, _ = load_network(args.checkpoint, args.config, not args.no_ema, "cpu")
-    if args.format != "exported-program":
-        bind_scan(net, portable_scan())
     size = args.size or cfg["data"]["val"]["hr_size"] // (cfg["scale"] if getattr(net, "lr_input", False) else 1)
     x = torch.rand(
         args.batch, cfg["model"].get("in_channels", 3), size, size, generator=torch.Generator().manual_seed(0)
     )
     with torch.no_grad():
-        want = net(x)
+        want = net(x)  # with the checkpoint's own scan backend: the artifact is compared with the network as trained
+    if args.format != "exported-program":
+        bind_scan(net, portable_scan())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         got = _write_and_run(args, net, x)
     return float((got - want).abs().max())
 
 
+def _write_and_run_onnx(net: torch.nn.Module, x: torch.Tensor, out: Path) -> torch.Tensor:
+    missing = _onnx_missing()
+    if missing:
+        raise SystemExit(missing)
+    import onnxruntime  # optional: onnx, onnxscript, onnx_ir, onnxruntime (requirements-dev.txt), --format onnx
+    from onnx_ir.passes.common import NameFixPass
+
+    try:
+        program = torch.onnx.export(net, (x,), dynamo=True, optimize=False)
+    except Exception as err:  # noqa: BLE001 - an unsupported operator: say which, in one line
+        raise SystemExit(f"error: no ONNX route for this network: {str(err).strip().splitlines()[0]}") from None
+    # torch.onnx names a node's output after its aten op, which can be a buffer's name too (mambair's `mean`):
+    # onnxruntime rejects the duplicate, so make every name unique
+    NameFixPass()(program.model)
+    program.save(str(out), external_data=False)
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
+
+
 def _write_and_run(args: argparse.Namespace, net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     if args.format == "onnx":
-        missing = _onnx_missing()
-        if missing:
-            raise SystemExit(missing)
-        import onnxruntime  # optional: onnxruntime (requirements-dev.txt), --format onnx
-
-        try:
-            torch.onnx.export(net, (x,), str(args.out), dynamo=True, external_data=False, optimize=False)
-        except Exception as err:  # noqa: BLE001 - an unsupported operator: say which, in one line
-            raise SystemExit(f"error: no ONNX route for this network: {str(err).strip().splitlines()[0]}") from None
-        session = onnxruntime.InferenceSession(str(args.out), providers=["CPUExecutionProvider"])
-        return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
+        return _write_and_run_onnx(net, x, args.out)
     program = export_program(net, x, args.strict)
     if args.format == "exported-program":
         torch.export.save(program, args.out)
@@ -101,7 +116,7 @@ def _write_and_run(args: argparse.Namespace, net: torch.nn.Module, x: torch.Tens
     # inductor is slow to import; only --format aoti
     from torch._inductor import aoti_compile_and_package, aoti_load_package
 
-    aoti_compile_and_package(program, package_path=str(args.out))
+    aoti_compile_and_package(program, package_path=str(args.out), inductor_configs=AOTI_CONFIGS)
     return aoti_load_package(str(args.out))(x)
 
 

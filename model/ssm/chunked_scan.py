@@ -16,14 +16,17 @@ block per chunk, and grouped B, C broadcast over d/G without copies.
 
 Forward and backward are the operators ``fsr::chunked_scan_fwd`` / ``fsr::chunked_scan_bwd``
 (``torch.library.custom_op`` with fake kernels and the autograd formula), so a network compiles
-around one opaque call per scan; ``selective_scan_chunked_inline`` runs the same forward as plain
-PyTorch operations, for exports that must not contain a Python operator (AOTInductor, ONNX).
+around one opaque call per scan; ``selective_scan_chunked_loop`` runs the same forward with its two
+sequential passes as ``torch.ops.higher_order.scan`` (one loop over the chunk's steps, one over the chunks,
+a single segment), for exports that must not contain a Python operator: AOTInductor lowers it to a
+``while_loop``, the ONNX exporter to an ONNX ``Scan``, so the graph's size does not depend on L.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch._higher_order_ops import scan as scan_operator  # torch's prototype scan (no public alias in 2.14)
 
 from utils.precision import autocast_off
 
@@ -49,6 +52,32 @@ def linear_scan(log_decay: torch.Tensor, drive: torch.Tensor, h0: torch.Tensor, 
         carry_in[c].addcmul_(chunk_decay[c - 1], carry_in[c - 1])
     h.addcmul_(torch.exp(cum), carry_in.unsqueeze(1))  # pass 3
     return h.reshape(length, *lead)
+
+
+def _step(h: torch.Tensor, xs: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of h = a h + b; returns (the next state, a copy as this step's output)."""
+    decay, drive = xs
+    h = torch.addcmul(drive, decay, h)
+    return h, h.clone()  # scan's outputs must not alias its carry
+
+
+def _enter(h: torch.Tensor, xs: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """One chunk of pass 2: (the state entering the next chunk, the state entering this one)."""
+    chunk_decay, chunk_end = xs
+    return torch.addcmul(chunk_end, chunk_decay, h), h.clone()
+
+
+def linear_scan_loop(log_decay: torch.Tensor, drive: torch.Tensor, h0: torch.Tensor, chunk: int) -> torch.Tensor:
+    """``linear_scan`` with its two time loops as scan operators (passes 1 and 2 as loops, not unrolled)."""
+    length, *lead = drive.shape
+    nc = length // chunk
+    ld = log_decay.reshape(nc, chunk, *lead)
+    dr = drive.reshape(nc, chunk, *lead)
+    _, h = scan_operator(_step, torch.zeros_like(dr[:, 0]), (torch.exp(ld).transpose(0, 1), dr.transpose(0, 1)))
+    h = h.transpose(0, 1)  # pass 1 ran step-major; back to (nc, chunk, ...)
+    cum = torch.cumsum(ld, dim=1)
+    _, carry_in = scan_operator(_enter, h0, (torch.exp(cum[:, -1]), h[:, -1]))  # pass 2
+    return torch.addcmul(h, torch.exp(cum), carry_in.unsqueeze(1)).reshape(length, *lead)  # pass 3
 
 
 def _segment_length(elements_per_step: int, length: int, chunk: int, device: torch.device) -> int:
@@ -102,6 +131,13 @@ class _Inputs:
         return t[: self.length].movedim(0, -1)
 
 
+def _skip_and_gate(inp: _Inputs, y: torch.Tensor) -> torch.Tensor:
+    """y + D u, times silu(z), where the scan has them."""
+    if inp.D is not None:
+        y = torch.addcmul(y, inp.u, inp.D)
+    return y * F.silu(inp.z) if inp.z is not None else y
+
+
 def _forward(inp: _Inputs, chunk: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """y (Lp, b, G, d/G), the last state (b, G, d/G, N) and the state entering every segment."""
     padded, batch, groups, per_group = inp.u.shape
@@ -117,11 +153,7 @@ def _forward(inp: _Inputs, chunk: int) -> tuple[torch.Tensor, torch.Tensor, torc
         h = linear_scan(log_decay, drive, h_last, chunk)
         ys.append(torch.linalg.vecdot(h, Cs))
         h_last = h[-1].clone()
-    y = torch.cat(ys)
-    if inp.D is not None:
-        y = torch.addcmul(y, inp.u, inp.D)
-    if inp.z is not None:
-        y = y * F.silu(inp.z)
+    y = _skip_and_gate(inp, torch.cat(ys))
     # Pad steps have delta = u = 0, so they leave the state unchanged: h_last is h_{L-1}.
     return y, h_last, torch.stack(entries)
 
@@ -296,7 +328,7 @@ def selective_scan_chunked(
     return (y, last) if return_last_state else y
 
 
-def selective_scan_chunked_inline(
+def selective_scan_chunked_loop(
     u: torch.Tensor,
     delta: torch.Tensor,
     A: torch.Tensor,
@@ -309,9 +341,14 @@ def selective_scan_chunked_inline(
     return_last_state: bool = False,
     chunk: int = CHUNK,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """The chunked forward as plain PyTorch operations (no custom operator): for exports; autograd runs through it."""
+    """The chunked forward over the whole sequence (one segment) with scan operators for its time loops, no custom
+    operator: for exports (AOTInductor, ONNX); autograd runs through it."""
     with autocast_off(u.device.type):
         inp = _Inputs(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk)
-        y, h_last, _ = _forward(inp, chunk)
+        batch, groups, per_group = inp.u.shape[1:]
+        log_decay, drive, Cs = inp.segment(0, inp.padded)
+        h = linear_scan_loop(log_decay, drive, inp.u.new_zeros(batch, groups, per_group, inp.A.shape[-1]), chunk)
+        y = _skip_and_gate(inp, torch.linalg.vecdot(h, Cs))
     y = inp.channels_last_time(y).to(u.dtype)
-    return (y, h_last.reshape(u.shape[0], u.shape[1], A.shape[1])) if return_last_state else y
+    # Pad steps have delta = u = 0, so they leave the state unchanged: h[-1] is h_{L-1}.
+    return (y, h[-1].reshape(u.shape[0], u.shape[1], A.shape[1])) if return_last_state else y
