@@ -12,7 +12,7 @@ with FWM and symmetry, or Mamba1D), rhmc ``depth=1`` (all nine HMC stages, each 
 ConvFFN; the three SFBs), swinir one stage of two layers (plain and shifted windows; drop path on the second),
 mambair one group of two blocks (drop path on the second), dic two steps (the first block, then the feedback
 block), wfen one bottleneck FDT (shifted windows stay in the encoder and decoder), sfmnet one ResBlock per group
-(its 14 stages per branch are fixed), sparnet one body unit per level.
+(its 14 stages per branch are fixed), sparnet ``res_depth=1`` at 32 px (two down, two body and two up units).
 """
 
 from __future__ import annotations
