@@ -8,6 +8,9 @@
   and training step (the network compiled, ``model.build.compile_network``; loss and optimizer eager);
   ``--regional`` compiles each scanning module instead of the whole network, with static shapes (blocks of
   one shape share one compiled graph: one compile per distinct block, which bounds compile time);
+- ``--profile N``: ``torch.profiler`` over N compiled training steps after the timing: the top operators by
+  self CPU time (inductor's C++ kernels named, ``cpp.enable_kernel_profile``), where the compiled step's
+  time goes;
 - ``--dispatch``: the host cost of one ``selective_scan`` call's backend choice, a bound ``Scan`` vs a name
   resolved per call (what every call paid before networks were bound).
 
@@ -91,6 +94,14 @@ def _first_and_rate(run, batch: int, repeats: int) -> tuple[float, float]:
     return first, batch / median_time(run, torch.device("cpu"), repeats)
 
 
+def profile_table(run, steps: int, rows: int = 15) -> str:
+    """The top ``rows`` operators by self CPU time over ``steps`` calls of ``run``, as torch.profiler prints them."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            run()
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+
+
 def measure(name: str, args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(0)
     cfg = {"model": model_config(name, args.tiny), "ssm": {"backend": "torch"}}
@@ -120,6 +131,8 @@ def measure(name: str, args: argparse.Namespace) -> dict[str, Any]:
             row[label] = rate
             if compiled:
                 row[f"{kind}_compile_s"] = first
+                if kind == "step" and args.profile:
+                    row["step_profile"] = profile_table(run, args.profile)
         row[f"{kind}_ratio"] = row[f"{kind}_compiled"] / row[f"{kind}_eager"]
     return row
 
@@ -153,6 +166,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--regional", action="store_true", help="compile each scanning module, not the whole network")
     p.add_argument("--tiny", action="store_true", help="tiny widths at 32x32")
     p.add_argument("--no-breaks", dest="breaks", action="store_false", help="skip the graph-break count")
+    p.add_argument("--profile", type=int, default=0, metavar="N", help="profile N compiled training steps")
     p.add_argument("--dispatch", action="store_true", help="only the per-call backend choice cost")
     return p.parse_args(argv)
 
@@ -168,6 +182,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         f"bench.compile: CPU, {torch.get_num_threads()} threads, {size}x{size}, batch {args.batch}, mode {args.mode}"
         f"{', regional' if args.regional else ''}, torch {torch.__version__}"
     )
+    if args.profile:  # inductor's C++ kernels as named profiler events (set before anything compiles)
+        torch._inductor.config.cpp.enable_kernel_profile = True
     rows = []
     for name in args.models:
         row = measure(name, args)
@@ -180,6 +196,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             f"compile {row['step_compile_s']:.0f} s)",
             flush=True,
         )
+        if "step_profile" in row:
+            print(f"{name}: compiled training step, {args.profile} steps, top operators by self CPU time")
+            print(row["step_profile"], flush=True)
     return rows
 
 

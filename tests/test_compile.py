@@ -1,8 +1,18 @@
-"""torch.compile and torch.export readiness of the scanning networks (tiny widths, 16x16 inputs).
+"""torch.compile and torch.export readiness of the networks (tiny widths, 8-32 px inputs).
 
 Tracing is checked with ``torch._dynamo.explain`` and numerics with the ``aot_eager`` backend (forward
 and backward graphs as AOTAutograd makes them for inductor, run eagerly); inductor itself is left to
 ``python -m bench.compile`` (minutes per model on a CPU).
+
+The cost of this file is the number of traced operations (dynamo's bytecode interpretation, AOTAutograd's
+fake dispatch, strict export's static-shape guards), not the input size, so every network is built at its
+minimal depth and each trace serves every check it can. Minimal depth keeps one block of every kind:
+hybrimamba and mamba1d ``depth=1, n_layers=1`` (all seven U-Net stages, each one mixer + one LEM: MambaBlock
+with FWM and symmetry, or Mamba1D), rhmc ``depth=1`` (all nine HMC stages, each one HMCB: RSSM, RMoE, FAM,
+ConvFFN; the three SFBs), swinir one stage of two layers (plain and shifted windows; drop path on the second),
+mambair one group of two blocks (drop path on the second), dic two steps (the first block, then the feedback
+block), wfen one bottleneck FDT (shifted windows stay in the encoder and decoder), sfmnet one ResBlock per group
+(its 14 stages per branch are fixed), sparnet ``res_depth=1`` at 32 px (two down, two body and two up units).
 """
 
 from __future__ import annotations
@@ -41,6 +51,21 @@ def _input(batch: int = 2, seed: int = 1) -> torch.Tensor:
     return torch.rand(batch, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
 
 
+@pytest.fixture(scope="module")
+def eval_case():
+    """``get(name)``: the eval network, a batch-1 input and the eager output, built once for the module's checks."""
+    cases: dict[str, tuple[torch.nn.Module, torch.Tensor, torch.Tensor]] = {}
+
+    def get(name: str) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+        if name not in cases:
+            net, x = _net(name).eval(), _input(1)
+            with torch.no_grad():
+                cases[name] = (net, x, net(x))
+        return cases[name]
+
+    return get
+
+
 def test_backend_is_bound_to_every_scanning_module() -> None:
     net = _net("hybrimamba")
     scans = scanning_modules(net)
@@ -60,55 +85,54 @@ class CountingAotEager:
         return self.aot_eager(gm, example_inputs)
 
 
-@pytest.mark.parametrize("name", ["hybrimamba", "rhmc", "mamba1d"])
-def test_aot_eager_training_step_matches_eager(name: str) -> None:
+def _l1_loss(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return (net(x) - y).abs().mean()
+
+
+@pytest.mark.parametrize(
+    "name, batches",
+    [("hybrimamba", (2,)), ("rhmc", (2,)), ("mamba1d", (2, 3))],
+    ids=["hybrimamba", "rhmc", "mamba1d-dynamic-batch"],
+)
+def test_aot_eager_training_step_matches_eager(name: str, batches: tuple[int, ...]) -> None:
     """Forward + L1 + backward + AdamW step, the loss compiled with fullgraph=True: the train-mode forward and the
-    loss trace as one graph with no break (a break raises), and loss, gradients and updated weights equal eager."""
+    loss trace as one graph with no break (a break raises), and loss, gradients and updated weights equal eager.
+    With two batch sizes the batch is marked dynamic: the second step reuses the one graph (no recompile)."""
     eager = _net(name)
     compiled = copy.deepcopy(eager)
-    x, y = _input(), _input(seed=2)
-
-    def loss_fn(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return (net(x) - y).abs().mean()
-
     backend = CountingAotEager()
-    compiled_loss = torch.compile(loss_fn, backend=backend, fullgraph=True)
-    results = []
-    for net, fn in ((eager, loss_fn), (compiled, compiled_loss)):
-        opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
-        loss = fn(net, x, y)
-        loss.backward()
-        grads = [p.grad.clone() for p in net.parameters()]
-        opt.step()
-        results.append((loss.detach(), grads, [p.detach().clone() for p in net.parameters()]))
-    (loss_e, grads_e, params_e), (loss_c, grads_c, params_c) = results
-    assert len(backend.graphs) == 1
-    torch.testing.assert_close(loss_c, loss_e, rtol=1e-5, atol=1e-5)
-    for got, want in zip(grads_c + params_c, grads_e + params_e):
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-
-
-def test_dynamic_batch_compiles_once() -> None:
-    net = _net("mamba1d").eval()
-    backend = CountingAotEager()
-    compiled = torch.compile(net, backend=backend, fullgraph=True, dynamic=False)
-    with torch.no_grad():
-        for batch in (2, 3):
-            x = _input(batch)
+    steps = ((eager, _l1_loss), (compiled, torch.compile(_l1_loss, backend=backend, fullgraph=True)))
+    optimizers = [torch.optim.AdamW(net.parameters(), lr=1e-3) for net, _ in steps]
+    for batch in batches:
+        x, y = _input(batch), _input(batch, seed=2)
+        if len(batches) > 1:
             torch._dynamo.mark_dynamic(x, 0)
-            torch.testing.assert_close(compiled(x), net(x), rtol=1e-5, atol=1e-5)
-    assert len(backend.graphs) == 1
+            torch._dynamo.mark_dynamic(y, 0)
+        results = []
+        for (net, fn), opt in zip(steps, optimizers):
+            opt.zero_grad(set_to_none=True)
+            loss = fn(net, x, y)
+            loss.backward()
+            grads = [p.grad.clone() for p in net.parameters()]
+            opt.step()
+            results.append((loss.detach(), grads, [p.detach().clone() for p in net.parameters()]))
+        (loss_e, grads_e, params_e), (loss_c, grads_c, params_c) = results
+        assert len(backend.graphs) == 1
+        torch.testing.assert_close(loss_c, loss_e, rtol=1e-5, atol=1e-5)
+        for got, want in zip(grads_c + params_c, grads_e + params_e):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
 # bf16 autocast: aot_eager may re-order or fuse bf16 products; allowed: one bf16 rounding (2**-8 = 3.9e-3,
-# relative and absolute). Measured on CPU, torch 2.14.1: 0.0 for both networks (the same aten ops in the same order).
+# relative and absolute). Measured on CPU, torch 2.14.1: 0.0 (the same aten ops in the same order). HybriMamba holds
+# every autocast-specific path of the networks: the scan's and the wavelets' autocast-off regions (model.wavelet's
+# DWT2d/IDWT2d, which RHMC's STB/SFB use too), FWM's FFT promoted to fp32 and the dtype casts around it.
 BF16_TOLERANCE = dict(rtol=2**-8, atol=2**-8)
 
 
-@pytest.mark.parametrize("name", ["hybrimamba", "rhmc"])
-def test_bf16_autocast_forward_is_one_graph_and_matches_eager(name: str) -> None:
+def test_bf16_autocast_forward_is_one_graph_and_matches_eager() -> None:
     """Under CPU bf16 autocast (eval): fullgraph=True (0 breaks), one graph, aot_eager equal to eager within bf16."""
-    net = _net(name).eval()
+    net = _net("hybrimamba").eval()
     x = _input(1)
     backend = CountingAotEager()
     compiled = torch.compile(net, backend=backend, fullgraph=True)
@@ -172,12 +196,11 @@ def test_triton_operators_have_fake_kernels_for_cuda() -> None:
     [("hybrimamba", False), ("hybrimamba", True), ("rhmc", False), ("rhmc", True), ("mamba1d", True)],
     ids=["hybrimamba-non-strict", "hybrimamba-strict", "rhmc-non-strict", "rhmc-strict", "mamba1d-strict"],
 )
-def test_export_in_eval_mode(name: str, strict: bool) -> None:
-    net = _net(name).eval()
-    x = _input(1)
+def test_export_in_eval_mode(name: str, strict: bool, eval_case) -> None:
+    net, x, want = eval_case(name)
     with torch.no_grad():
         program = torch.export.export(net, (x,), strict=strict)
-        torch.testing.assert_close(program.module()(x), net(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(program.module()(x), want, rtol=1e-5, atol=1e-5)
 
 
 def test_portable_scan_exports_to_aten_only() -> None:
@@ -245,14 +268,16 @@ def test_fwm_polar_matches_abs_and_angle_with_gradients() -> None:
         torch.testing.assert_close(xb.grad, xa.grad, rtol=1e-5, atol=1e-5)
 
 
-# The Table 1 networks (tiny widths, each at the input it takes): the training step traces with 0 breaks, the
-# network runs on fake tensors, and strict and non-strict export equal eager.
+# The Table 1 networks (minimal depth, see the module docstring; each at the input it takes): the train-mode
+# forward and L1 trace as one graph with 0 breaks (what torch.compile traces of a training step: AOTAutograd makes
+# the backward, and the scanning networks' test above runs it), the eval network runs on fake tensors, and strict and
+# non-strict export equal eager. One network and one eager output per network serve all of them.
 TABLE1 = {
-    "swinir": ({"name": "swinir", "embed_dim": 12, "depths": (2, 2), "num_heads": (2, 3), "window_size": 4}, 8),
-    "mambair": ({"name": "mambair", "embed_dim": 30, "depths": (1, 2), "d_state": 2}, 8),
+    "swinir": ({"name": "swinir", "embed_dim": 12, "depths": (2,), "num_heads": (2,), "window_size": 4}, 8),
+    "mambair": ({"name": "mambair", "embed_dim": 30, "depths": (2,), "d_state": 2}, 8),
     "dic": ({"name": "dic", "dim": 8, "n_steps": 2, "groups": 2, "hg_dim": 16, "n_fusion": 1}, 16),
     "sfmnet": ({"name": "sfmnet", "dim": 8, "n_resblocks": 1}, 32),
-    "wfen": ({"name": "wfen", "min_ch": 8, "res_depth": 2}, 32),
+    "wfen": ({"name": "wfen", "min_ch": 8, "res_depth": 1}, 32),
     "sparnet": (MODELS["sparnet"], SIZE),
 }
 
@@ -262,31 +287,33 @@ def _l1_to_half(out: object) -> torch.Tensor:
     return sum((leaf - 0.5).abs().mean() for leaf in torch.utils._pytree.tree_leaves(out))
 
 
-@pytest.mark.parametrize("name", TABLE1)
-def test_table1_networks_trace_fake_and_export(name: str) -> None:
-    cfg, size = TABLE1[name]
+@pytest.fixture(scope="module", params=list(TABLE1))
+def table1_case(request) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """A Table 1 network (left in eval mode), its input and its eager eval output."""
+    cfg, size = TABLE1[request.param]
     torch.manual_seed(0)
-    net = build_network({"model": cfg})
+    net = build_network({"model": cfg}).eval()
     x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
-
-    def forward_backward() -> torch.Tensor:
-        loss = _l1_to_half(net(x))
-        loss.backward()
-        return loss.detach()
-
-    # The training step (train mode: forward, L1, backward as one traced function; it contains the forward,
-    # so 0 breaks here is 0 breaks in the forward too). optimizer.step is a graph of its own for any network.
-    with torch._dynamo.config.patch(trace_autograd_ops=True):
-        explained = torch._dynamo.explain(forward_backward)()
-    torch._dynamo.reset()
-    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
-    net.zero_grad(set_to_none=True)
-    net.eval()
-    y, _, _ = _fake_forward_backward(net, "cpu", backward=False, x_shape=x.shape)
     with torch.no_grad():
-        want = net(x)
-        assert y.shape == want.shape
-        for strict in (False, True):
-            exported = torch.export.export(net, (x,), strict=strict)
-            torch._dynamo.reset()
-            torch.testing.assert_close(exported.module()(x), want, rtol=1e-5, atol=1e-5)
+        return net, x, net(x)
+
+
+def test_table1_training_forward_is_one_graph(table1_case) -> None:
+    net, x, _ = table1_case
+    net = copy.deepcopy(net).train()  # a copy: the train-mode run updates norm statistics the other checks share
+    explained = torch._dynamo.explain(lambda: _l1_to_half(net(x)))()
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+
+
+def test_table1_networks_run_on_fake_tensors(table1_case) -> None:
+    net, x, want = table1_case
+    y, _, _ = _fake_forward_backward(net, "cpu", backward=False, x_shape=x.shape)
+    assert y.shape == want.shape
+
+
+@pytest.mark.parametrize("strict", [False, True], ids=["non-strict", "strict"])
+def test_table1_networks_export(table1_case, strict: bool) -> None:
+    net, x, want = table1_case
+    with torch.no_grad():
+        program = torch.export.export(net, (x,), strict=strict)
+        torch.testing.assert_close(program.module()(x), want, rtol=1e-5, atol=1e-5)

@@ -23,6 +23,7 @@ import hashlib
 import logging
 import os
 import platform
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -115,6 +116,15 @@ def _load_or_build(cpp_extension: Any, flags: list[str]) -> None:
         )
 
 
+def _reason(exc: Exception, width: int = 300) -> str:
+    """One line for a failed build: the compiler's or linker's first ``error`` line of the build output
+    (torch's message starts with the whole ninja command line), else the message's first line; at most
+    ``width`` characters."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
+    line = next((ln for ln in lines[1:] if re.search(r"\berror\b", ln, re.IGNORECASE)), lines[0])
+    return line if len(line) <= width else line[: width - 3] + "..."
+
+
 def _build() -> object | None:
     if os.environ.get("FSR_SSM_NO_COMPILE", "") not in ("", "0"):
         return None
@@ -133,11 +143,11 @@ def _build() -> object | None:
             except Exception as exc:  # the OpenMP build failed: the next flags, or the outer fallback
                 if threading_flags is THREADING[-1]:
                     raise
-                logger.info("CPU selective scan: no OpenMP build (%s); one thread", str(exc).splitlines()[0])
+                logger.info("CPU selective scan: no OpenMP build (%s); one thread", _reason(exc))
         _register_op_rules()
         return torch.ops.fsr_selective_scan
     except Exception as exc:  # no compiler, no ninja, a failed build: the pure-PyTorch path runs
-        logger.warning("compiled CPU selective scan unavailable, using pure PyTorch (%s)", str(exc).splitlines()[0])
+        logger.warning("compiled CPU selective scan unavailable, using pure PyTorch (%s)", _reason(exc))
         return None
 
 
