@@ -203,7 +203,7 @@ def test_export_in_eval_mode(name: str, strict: bool, eval_case) -> None:
         torch.testing.assert_close(program.module()(x), want, rtol=1e-5, atol=1e-5)
 
 
-def test_portable_scan_exports_to_aten_only() -> None:
+def test_portable_scan_exports_without_project_operators() -> None:
     from tools.export import portable_scan
 
     net = _net("mamba1d").eval()
