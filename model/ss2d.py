@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.layout import to_nchw, to_nhwc
-from model.ssm import Scan, cross_selective_scan
+from model.ssm import Scan, cross_selective_scan, fuses_cross
 from model.ssm.cross import K_DIRECTIONS, cross_merge, cross_scan, direction_order
 
 __all__ = ["SS2D", "cross_merge", "cross_scan", "init_linear_vmamba", "mamba_a_log", "mamba_dt_bias"]
@@ -96,13 +96,21 @@ class SS2D(nn.Module):
         """Selective scan of the map in its 4 cross-scan orders, merged: (B, Di, H, W) -> same."""
         batch, _, height, width = x.shape
         length = height * width
-        # x_proj in spatial order, one batched matmul (K*c, Di) @ (B, Di, L) (the weight expanded, not copied, and
-        # no transposed copies of x as a 2D @ 3D matmul makes); then only the small (B, K, c, L) x_dbl is put in
-        # each direction's order (equal to projecting the cross-scanned sequences, which never exist).
-        weight = self.x_proj_weight.flatten(0, 1).expand(batch, -1, -1)
-        x_dbl = torch.bmm(weight, x.flatten(2)).view(batch, K_DIRECTIONS, -1, length)
-        parts = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=2)
-        dts, Bs, Cs = (direction_order(p, height, width) for p in parts)
+        split = [self.dt_rank, self.d_state, self.d_state]
+        sequences = None
+        if fuses_cross(self.scan_backend, x.device):
+            # x_proj in spatial order, one batched matmul (K*c, Di) @ (B, Di, L) (the weight expanded, not copied,
+            # and no transposed copies of x as a 2D @ 3D matmul makes); then only the small (B, K, c, L) x_dbl is
+            # put in each direction's order (equal to projecting the cross-scanned sequences, which never exist).
+            weight = self.x_proj_weight.flatten(0, 1).expand(batch, -1, -1)
+            x_dbl = torch.bmm(weight, x.flatten(2)).view(batch, K_DIRECTIONS, -1, length)
+            dts, Bs, Cs = (direction_order(p, height, width) for p in torch.split(x_dbl, split, dim=2))
+        else:
+            # composed: the scan needs the cross-scanned sequences anyway; per-direction projections as broadcast
+            # matmuls (K, c, d) @ (B, K, d, L), without transposed copies of the sequences
+            sequences = cross_scan(x)
+            dts, Bs, Cs = torch.split(torch.matmul(self.x_proj_weight, sequences), split, dim=2)
+            Bs, Cs = Bs.contiguous(), Cs.contiguous()
         dts = torch.matmul(self.dt_projs_weight, dts)
         return cross_selective_scan(
             x,
@@ -114,6 +122,7 @@ class SS2D(nn.Module):
             delta_bias=self.dt_projs_bias.float().view(-1),
             delta_softplus=True,
             backend=self.scan_backend,
+            sequences=sequences,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -248,6 +248,11 @@ def selective_scan(
     return fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
 
 
+def fuses_cross(backend: Scan | None, device: torch.device) -> bool:
+    """Whether ``cross_selective_scan`` runs a fused kernel for this bound backend (None: ``auto`` on ``device``)."""
+    return (backend if backend is not None else _unbound_scan(device)).name in _FUSED_CROSS
+
+
 def cross_selective_scan(
     x: torch.Tensor,
     delta: torch.Tensor,
@@ -258,12 +263,14 @@ def cross_selective_scan(
     delta_bias: torch.Tensor | None = None,
     delta_softplus: bool = False,
     backend: Scan | str | None = None,
+    sequences: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """SS2D's core: the selective scan of the map ``x`` (B, Di, H, W) in its 4 cross-scan orders, the outputs
     merged back on the map (B, Di, H, W). delta (B, 4 x Di, H*W), B, C (B, 4, N, H*W), A (4 x Di, N), D and
     delta_bias (4 x Di,) are per direction, in direction k's order. ``cross_scan`` + ``selective_scan`` +
     ``cross_merge`` on every backend but those with a fused kernel (triton: the map read in each order inside
-    the kernel, the merge summed in place, in fp32), which take the bound scan's keywords (``deterministic``)."""
+    the kernel, the merge summed in place, in fp32), which take the bound scan's keywords (``deterministic``).
+    ``sequences``: ``cross_scan(x)`` when the caller has made it (the composed path then uses it)."""
     if x.dim() != 4:
         raise ValueError(f"cross_selective_scan: x must be (batch, Di, H, W), got shape {tuple(x.shape)}")
     batch, di, height, width = x.shape
@@ -281,7 +288,7 @@ def cross_selective_scan(
         scan = resolve_backend(backend, x.device)
     fused = _FUSED_CROSS.get(scan.name)  # a plain lookup: decided when the backend was resolved
     if fused is None:
-        xs = cross_scan(x).reshape(delta.shape)
+        xs = (cross_scan(x) if sequences is None else sequences).reshape(delta.shape)
         y = selective_scan(xs, delta, A, B, C, D, None, delta_bias, delta_softplus, backend=scan)
         return cross_merge(y.view(batch, K_DIRECTIONS, di, -1), height, width)
     if _flop_records:
@@ -299,6 +306,7 @@ __all__ = [
     "Scan",
     "count_scan_flops",
     "cross_selective_scan",
+    "fuses_cross",
     "resolve_backend",
     "scan_flops",
     "selective_scan",
