@@ -81,7 +81,7 @@ def _recording(calls: list[ScanCall]) -> Iterator[None]:
         y = torch.zeros_like(u)
         return (y, u.new_zeros(u.shape[0], u.shape[1], A.shape[1])) if return_last_state else y
 
-    def record_cross(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False, backend=None):
+    def record_cross(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False, backend=None, sequences=None):
         """SS2D's core: the fused kernels in both merge modes, and the unfused call (other backends' path)."""
         plain = ScanCall(delta.shape[1], delta.shape[2], A.shape[1], 4, D is not None, False,
                          delta_bias is not None, bool(delta_softplus), False)  # fmt: skip
