@@ -92,7 +92,7 @@ def _write_and_run_onnx(net: torch.nn.Module, x: torch.Tensor, out: Path) -> tor
     if missing:
         raise SystemExit(missing)
     import onnxruntime  # optional: onnx, onnxscript, onnx_ir, onnxruntime (requirements-dev.txt), --format onnx
-    from onnx_ir.passes.common import NameFixPass
+    from onnx_ir.passes.common import NameFixPass  # optional, as onnxruntime above
 
     try:
         program = torch.onnx.export(net, (x,), dynamo=True, optimize=False)

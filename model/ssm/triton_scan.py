@@ -51,16 +51,15 @@ def interpreting() -> bool:
 
 
 class _Launchers:
-    """The kernels of ``triton_kernels`` as attributes, each behind ``wrap_triton`` (traceable launches)."""
+    """The kernels of ``triton_kernels`` as attributes, each behind ``wrap_triton`` (traceable launches). Wrapped
+    at every launch, not cached: a wrapper holds its index in torch's kernel side table, which
+    ``torch._dynamo.reset()`` clears, and a stale index fails the next trace ("kernel_idx mismatch")."""
 
     def __init__(self, module: Any) -> None:
         self._module = module
-        self._wrapped: dict[str, Any] = {}
 
     def __getattr__(self, name: str) -> Any:
-        if name not in self._wrapped:
-            self._wrapped[name] = wrap_triton(getattr(self._module, name))
-        return self._wrapped[name]
+        return wrap_triton(getattr(self._module, name))
 
 
 @functools.cache
