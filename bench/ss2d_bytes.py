@@ -1,12 +1,12 @@
 """DRAM bytes of SS2D's core (``forward_core``: the map (B, Di, H, W) in, the merged map out), forward and
-backward, before and after the fused cross-scan: counted, not measured (no GPU runs).
+backward, composed and fused: counted, not measured (no GPU runs).
 
     .venv/bin/python -m bench.ss2d_bytes [--batch 32] [--dtypes fp32 bf16] [--configs CONFIG.yaml ...]
 
-Three paths per SS2D call the models make at their training size: ``before`` (the core as it was: cross_scan
-materialises the (B, 4, Di, L) sequences, x_proj per direction, the scan, cross_merge), ``composed`` (what every
-non-fused backend runs now: x_proj in spatial order, x_dbl put in direction order, cross_scan + scan +
-cross_merge inside ``cross_selective_scan``) and ``fused`` (triton: no sequences, no four outputs).
+Two paths per SS2D call the models make at their training size: ``composed`` (what every non-fused backend
+runs, and what every backend ran before the fused kernels: cross_scan materialises the (B, 4, Di, L) sequences,
+x_proj per direction, the scan, cross_merge) and ``fused`` (triton: x_proj in spatial order, x_dbl put in
+direction order, no sequences, no four outputs), the latter with the atomic or the ordered merge.
 
 Method. The PyTorch operations around the kernels are counted from the operations themselves: the core runs on
 fake tensors (batch and map of the real call, nothing allocated) under a dispatch mode that adds, for every
@@ -42,7 +42,6 @@ import model.ssm as ssm
 from bench.triton_compile import MODEL_CONFIGS, ScanCall, _recording
 from model import build_model
 from model.ss2d import SS2D
-from model.ssm.cross import cross_merge, cross_scan
 from model.ssm.triton_scan import CHUNK, tile
 from utils.cli import ArgumentParser, run_cli
 from utils.config import load_config
@@ -194,21 +193,6 @@ def wrapper_bytes(m: int, e: int, bc_numel: int, fused: bool, ordered: bool) -> 
     return out
 
 
-def unfused_core(block: SS2D, x: torch.Tensor, scan: ssm.Scan) -> torch.Tensor:
-    """SS2D.forward_core before the fused operator (main 61b85b0): cross-scanned sequences, x_proj per direction."""
-    batch, di, height, width = x.shape
-    xs = cross_scan(x)
-    x_dbl = torch.matmul(block.x_proj_weight, xs)
-    dts, Bs, Cs = torch.split(x_dbl, [block.dt_rank, block.d_state, block.d_state], dim=2)
-    dts = torch.matmul(block.dt_projs_weight, dts)
-    y = ssm.selective_scan(
-        xs.reshape(batch, -1, height * width), dts.reshape(batch, -1, height * width), -torch.exp(block.A_logs),
-        Bs.contiguous(), Cs.contiguous(), D=block.Ds, delta_bias=block.dt_projs_bias.view(-1), delta_softplus=True,
-        backend=scan,
-    )  # fmt: skip
-    return cross_merge(y.view(batch, 4, di, -1), height, width)
-
-
 @contextlib.contextmanager
 def _fused_stand_in(fn: Callable) -> Iterator[None]:
     saved = ssm._FUSED_CROSS.get("triton")
@@ -223,7 +207,7 @@ def _fused_stand_in(fn: Callable) -> Iterator[None]:
 
 
 def count(core: Core, batch: int, dtype: torch.dtype, path: str, ordered: bool = False) -> dict:
-    """Forward and backward bytes of one core call on ``path`` (``before``, ``composed``, ``fused``; ``ordered``:
+    """Forward and backward bytes of one core call on ``path`` (``composed`` or ``fused``; ``ordered``:
     the deterministic merge), with the per-operation and per-kernel figures."""
     length, n = core.height * core.width, core.d_state
     counter = ByteCount()
@@ -248,7 +232,7 @@ def count(core: Core, batch: int, dtype: torch.dtype, path: str, ordered: bool =
         block.scan_backend = ssm.Scan("triton" if path == "fused" else "stand-in", unfused)
         leaves = [x, *block.parameters()]
         with _fused_stand_in(fused), counter:
-            y = unfused_core(block, x, block.scan_backend) if path == "before" else block.forward_core(x)
+            y = block.forward_core(x)
             forward = counter.total()
             torch.autograd.grad(y, leaves, torch.empty_like(y), allow_unused=True)
         backward = counter.total() - forward
@@ -285,7 +269,6 @@ def rows(configs: list[str], batch: int, dtypes: list[str]) -> list[dict]:
         for name in dtypes:
             dtype = DTYPES[name]
             figures = {
-                "before": count(core, batch, dtype, "before"),
                 "composed": count(core, batch, dtype, "composed"),
                 "fused": count(core, batch, dtype, "fused"),
                 "fused ordered": count(core, batch, dtype, "fused", ordered=True),
@@ -307,18 +290,18 @@ def rows(configs: list[str], batch: int, dtypes: list[str]) -> list[dict]:
 
 def format_table(table: list[dict], batch: int) -> str:
     mb = lambda v: f"{v / 1e6:.0f}"  # noqa: E731
-    head = ("models", "call", "dtype", "before f/b", "composed f/b", "fused f/b", "ordered f/b", "after/before")
-    head += ("reuse MB f/b", "H100 ms before/fused")
+    head = ("models", "call", "dtype", "composed f/b", "fused f/b", "ordered f/b", "fused/composed")
+    head += ("reuse MB f/b", "H100 ms composed/fused")
     lines = [head]
     for r in table:
-        before = r["before forward"] + r["before backward"]
+        composed = r["composed forward"] + r["composed backward"]
         fused = r["fused forward"] + r["fused backward"]
         lines.append((
             r["models"], r["call"], r["dtype"],
-            *(f"{mb(r[p + ' forward'])}/{mb(r[p + ' backward'])}" for p in ("before", "composed", "fused", "fused ordered")),
-            f"{fused / before:.2f}",
+            *(f"{mb(r[p + ' forward'])}/{mb(r[p + ' backward'])}" for p in ("composed", "fused", "fused ordered")),
+            f"{fused / composed:.2f}",
             f"{mb(r['reuse_fwd'])}/{mb(r['reuse_bwd'])}" + (" > L2" if r["reuse_bwd"] > L2_BYTES else ""),
-            f"{before / H100_BYTES_PER_MS:.2f}/{fused / H100_BYTES_PER_MS:.2f}",
+            f"{composed / H100_BYTES_PER_MS:.2f}/{fused / H100_BYTES_PER_MS:.2f}",
         ))  # fmt: skip
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
     text = "\n".join("  ".join(str(v).ljust(w) for v, w in zip(line, widths)).rstrip() for line in lines)
@@ -326,9 +309,9 @@ def format_table(table: list[dict], batch: int) -> str:
     for r in table:
         for model_name, n in r["calls"].items():
             acc = totals.setdefault((model_name, r["dtype"]), [0, 0])
-            acc[0] += n * (r["before forward"] + r["before backward"])
+            acc[0] += n * (r["composed forward"] + r["composed backward"])
             acc[1] += n * (r["fused forward"] + r["fused backward"])
-    text += "\n\nper network forward+backward, every SS2D call (GB before -> fused):"
+    text += "\n\nper network forward+backward, every SS2D call (GB composed -> fused):"
     for (model_name, dtype), (b, f) in totals.items():
         text += f"\n  {model_name} {dtype}: {b / 1e9:.1f} -> {f / 1e9:.1f} ({f / b:.2f})"
     title = f"DRAM MB per SS2D core call (forward/backward) at batch {batch}: COUNTS, no GPU (method: module docstring)"
