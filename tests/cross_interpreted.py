@@ -3,21 +3,20 @@
 
     TRITON_INTERPRET=1 python -m tests.cross_interpreted [CASE ...]
 
-Run in its own process by ``tests/test_cross_scan.py`` (triton reads TRITON_INTERPRET at import). Prints one
-JSON object: case name -> tensor name -> max abs error, max relative error, worst excess over the tolerance.
+Run in its own process by ``tests/test_cross_scan.py`` (triton reads TRITON_INTERPRET at import); prints the
+JSON that ``tests.helpers.interpreted.main`` describes.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 
 import torch
 
 import model.ssm as ssm
 from model.ssm.triton_scan import cross_selective_scan_triton
-from tests.triton_interpreted import GRAD_SCALE, TOLERANCES, _compare
+from tests.helpers.interpreted import GRAD_SCALE, TOLERANCES, compare, leaves, main, weighted_grads
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,12 +67,9 @@ def make_inputs(case: CrossCase, seed: int = 0) -> dict[str, torch.Tensor | None
 
 def outputs_and_grads(fn, inputs: dict, softplus: bool) -> dict[str, torch.Tensor]:
     """y and the gradient of every given input for the loss sum(y * w), w a fixed random map."""
-    leaves = {k: None if v is None else v.clone().requires_grad_() for k, v in inputs.items()}
-    y = fn(**leaves, delta_softplus=softplus)
-    weight = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(y.device)
-    names = [k for k, v in leaves.items() if v is not None]
-    grads = torch.autograd.grad((y.float() * weight).sum(), [leaves[k] for k in names])
-    return {"y": y.detach().cpu(), **{"d" + k: g.cpu() for k, g in zip(names, grads)}}
+    inp = leaves(inputs)
+    y = fn(**inp, delta_softplus=softplus)
+    return {"y": y.detach().cpu(), **weighted_grads((y,), inp)}
 
 
 def run_case(case: CrossCase, device: str = "cpu") -> dict[str, dict[str, float]]:
@@ -92,15 +88,9 @@ def run_case(case: CrossCase, device: str = "cpu") -> dict[str, dict[str, float]
         got = fused[name]
         assert got.dtype == want.dtype and got.shape == want.shape, (name, got.dtype, want.dtype, got.shape)
         r, a = GRAD_SCALE.get("du" if name == "dx" else name, (1, 1))
-        results[name] = _compare(got, want, r * rtol, a * atol)
+        results[name] = compare(got, want, r * rtol, a * atol)
     return results
 
 
-def main(names: list[str]) -> None:
-    torch.set_num_threads(1)
-    cases = [c for c in CASES if not names or c.name in names]
-    print(json.dumps({c.name: run_case(c) for c in cases}))
-
-
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main(CASES, run_case, sys.argv[1:])

@@ -2,22 +2,21 @@
 
     TRITON_INTERPRET=1 python -m tests.triton_interpreted [CASE ...]
 
-Triton decides between compiling and interpreting when it is first imported, so the interpreted cases
-run in their own process (``tests/test_ssm_triton.py`` starts it). Prints one JSON object: case name ->
-tensor name -> max abs error, max relative error, worst excess over the tolerance (<= 0 passes).
+Run in its own process by ``tests/test_ssm_triton.py`` (triton reads TRITON_INTERPRET at import); prints the
+JSON that ``tests.helpers.interpreted.main`` describes.
 Sizes are tiny: the interpreter costs milliseconds per program per chunk step.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 
 import torch
 
 from model.ssm.reference import selective_scan_reference
 from model.ssm.triton_scan import selective_scan_triton
+from tests.helpers.interpreted import GRAD_SCALE, TOLERANCES, compare, leaves, main, weighted_grads
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,11 +94,6 @@ CUDA_CASES += (
     Case("cuda-fp32-L300-N16", d=8, n=16, length=300, chunk=2048, groups=None, tolerance=(6e-4, 2e-3)),
 )
 
-# (rtol, atol) per input dtype, from docs SSM_BACKENDS.md; fp32 tighter (same fp32 arithmetic on one CPU).
-# Gradients: du 2x, ddelta 5x rtol and 10x atol, as mamba_ssm's tests do.
-TOLERANCES = {torch.float32: (1e-4, 1e-5), torch.float16: (3e-3, 5e-3), torch.bfloat16: (3e-2, 5e-2)}
-GRAD_SCALE = {"du": (2, 2), "ddelta": (5, 10)}
-
 
 def make_inputs(case: Case, seed: int = 0) -> dict[str, torch.Tensor | None]:
     g = torch.Generator().manual_seed(seed)
@@ -128,61 +122,32 @@ def make_inputs(case: Case, seed: int = 0) -> dict[str, torch.Tensor | None]:
     return {k: None if v is None else v.to(case.dtype if k in low else torch.float32) for k, v in x.items()}
 
 
-def _leaves(inputs: dict) -> dict[str, torch.Tensor | None]:
-    return {k: None if v is None else v.clone().requires_grad_() for k, v in inputs.items()}
-
-
-def _compare(got: torch.Tensor, want: torch.Tensor, rtol: float, atol: float) -> dict[str, float]:
-    got, want = got.detach().double(), want.detach().double()
-    if want.numel() == 0:
-        return {"abs": 0.0, "rel": 0.0, "excess": float(got.shape != want.shape)}
-    err = (got - want).abs()
-    return {
-        "abs": err.max().item(),
-        "rel": (err / want.abs().clamp_min(1e-6)).max().item(),
-        "excess": (err - atol - rtol * want.abs()).max().item(),
-    }
-
-
 def run_case(case: Case, device: str = "cpu") -> dict[str, dict[str, float]]:
     """Forward values, last state, and the gradient of every input, Triton (on ``device``) vs reference."""
     inputs = make_inputs(case)
-    g = torch.Generator().manual_seed(1)
     rtol, atol = case.tolerance or TOLERANCES[case.dtype]
-    results, grads = {}, []
-    outputs = []
+    results, grads, outputs = {}, [], []
     ours = {"chunk": case.chunk, "deterministic": case.deterministic}
     for fn, kwargs, dev in ((selective_scan_triton, ours, device), (selective_scan_reference, {}, "cpu")):
-        leaves = _leaves({k: None if v is None else v.to(dev) for k, v in inputs.items()})
-        out = fn(**leaves, delta_softplus=case.softplus, return_last_state=case.last_state, **kwargs)
+        inp = leaves(inputs, dev)
+        out = fn(**inp, delta_softplus=case.softplus, return_last_state=case.last_state, **kwargs)
         y, last = out if case.last_state else (out, None)
         outputs.append((y, last))
-        g.manual_seed(1)
-        loss = (y.float() * torch.randn(y.shape, generator=g).to(dev)).sum()
-        if last is not None:
-            loss = loss + (last * torch.randn(last.shape, generator=g).to(dev)).sum()
-        names = [k for k, v in leaves.items() if v is not None]
-        grads.append({k: gr.cpu() for k, gr in zip(names, torch.autograd.grad(loss, [leaves[k] for k in names]))})
+        grads.append(weighted_grads((y, last), inp))
     (y, last), (y_ref, last_ref) = outputs
     y, last = y.cpu(), None if last is None else last.cpu()
     assert y.dtype == y_ref.dtype == case.dtype, (y.dtype, y_ref.dtype)
-    results["y"] = _compare(y, y_ref, rtol, atol)
+    results["y"] = compare(y, y_ref, rtol, atol)
     if last is not None:
         assert last.dtype == torch.float32
-        results["last_state"] = _compare(last, last_ref, rtol, atol)
+        results["last_state"] = compare(last, last_ref, rtol, atol)
     for name, grad in grads[0].items():
         ref = grads[1][name]
         assert grad.dtype == ref.dtype and grad.shape == ref.shape, (name, grad.dtype, ref.dtype, grad.shape)
-        r, a = GRAD_SCALE.get("d" + name, (1, 1))
-        results["d" + name] = _compare(grad, ref, r * rtol, a * atol)
+        r, a = GRAD_SCALE.get(name, (1, 1))
+        results[name] = compare(grad, ref, r * rtol, a * atol)
     return results
 
 
-def main(names: list[str]) -> None:
-    torch.set_num_threads(1)
-    cases = [c for c in CASES if not names or c.name in names]
-    print(json.dumps({c.name: run_case(c) for c in cases}))
-
-
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main(CASES, run_case, sys.argv[1:])
