@@ -32,6 +32,7 @@ import triton
 import triton.language as tl
 
 LOG2E = tl.constexpr(1.4426950408889634)
+HAS_GATHER = tl.constexpr(hasattr(tl, "gather"))  # triton 3.3+
 
 
 @triton.jit
@@ -103,14 +104,28 @@ def _scan_back(decay, b, j, S: tl.constexpr):
 
 
 @triton.jit
+def _flip(x):
+    """x [R] in reverse thread order: one shuffle a value (triton's reverse scan flips its inputs and outputs with
+    log2(R) shuffles each)."""
+    R: tl.constexpr = x.shape[0]
+    return tl.gather(x, R - 1 - tl.arange(0, R), axis=0)
+
+
+@triton.jit
 def _enter(agg_a, agg_b, x0, REVERSE: tl.constexpr):
     """Per thread, from the threads' aggregate maps (x -> agg_a x + agg_b) in time order (REVERSE: from the
-    last thread down): the value entering its steps and the value leaving them, ``x0`` entering the first."""
+    last thread down): the value entering its steps and the value leaving them, ``x0`` entering the first.
+    REVERSE with ``tl.gather`` (triton 3.3+): a forward scan of the flipped maps, flipped back."""
     one = tl.full(agg_a.shape, 1.0, tl.float32)
     zero = tl.zeros(agg_a.shape, tl.float32)
-    ia, ib, ea, eb = tl.associative_scan((agg_a, agg_b, one, zero), axis=0, combine_fn=_combine_excl,
-                                         reverse=REVERSE)  # fmt: skip
-    return eb + ea * x0, ib + ia * x0
+    if REVERSE and HAS_GATHER:
+        ia, ib, ea, eb = tl.associative_scan((_flip(agg_a), _flip(agg_b), one, zero), axis=0, combine_fn=_combine_excl)
+        enter, leave = _flip(eb + ea * x0), _flip(ib + ia * x0)
+    else:
+        ia, ib, ea, eb = tl.associative_scan((agg_a, agg_b, one, zero), axis=0, combine_fn=_combine_excl,
+                                             reverse=REVERSE)  # fmt: skip
+        enter, leave = eb + ea * x0, ib + ia * x0
+    return enter, leave
 
 
 @triton.jit
