@@ -178,15 +178,23 @@ def _direction_program(pid, d, k0, nk, CROSS: tl.constexpr):
 
 
 @triton.jit
-def _at(ptr, row, tt, pid, d, L, H, W, CROSS: tl.constexpr):
+def _at(ptr, row, tt, first, j, pid, d, L, H, W, CROSS: tl.constexpr, RUNS: tl.constexpr):
     """Pointers to steps ``tt`` of u (and y, dy, du): ``ptr + row + tt``; CROSS: the (b, c) map's (B, Di, H, W)
-    positions in direction k's order (0 rows, 1 columns, 2 and 3 their reverses; SS2D's cross-scan)."""
+    positions in direction k's order (0 rows, 1 columns, 2 and 3 their reverses; SS2D's cross-scan). RUNS (H a
+    multiple of a thread's steps, so they never wrap to the next column): from the position of each thread's
+    ``first`` step and the direction's stride (+-1, +-W), ``j`` the step index in the thread; otherwise per step."""
     if CROSS:
         di = d // 4
         k = (pid % d) // di
-        t = tl.where(k >= 2, L - 1 - tt, tt)
-        t = tl.where(k % 2 == 1, (t % H) * W + t // H, t)
-        ptrs = ptr + ((pid // d) * di + pid % di).to(tl.int64) * L + t
+        base = ptr + ((pid // d) * di + pid % di).to(tl.int64) * L
+        if RUNS:
+            t0 = tl.where(k >= 2, L - 1 - first, first)
+            t0 = tl.where(k % 2 == 1, (t0 % H) * W + t0 // H, t0)
+            stride = tl.where(k % 2 == 1, W, 1)
+            ptrs = base + t0 + j * tl.where(k >= 2, -stride, stride)
+        else:
+            t = tl.where(k >= 2, L - 1 - tt, tt)
+            ptrs = base + tl.where(k % 2 == 1, (t % H) * W + t // H, t)
     else:
         ptrs = ptr + row + tt
     return ptrs
@@ -243,6 +251,7 @@ def scan_fwd_kernel(
     EVEN: tl.constexpr,
     CROSS: tl.constexpr,
     ATOMIC: tl.constexpr,
+    RUNS: tl.constexpr,
 ):
     """y (u's dtype), the fp32 state entering every SAVE steps (b*d, n_tiles, N: the backward's tiles; a tile
     here is K = T / SAVE of them) and the last state (b*d, N)."""
@@ -257,6 +266,7 @@ def scan_fwd_kernel(
     n = tl.arange(0, BLOCK_N)
     bias, Dv = _channel(bias_ptr, D_ptr, ch, HAS_BIAS, HAS_D)
     p, q, r, step = _parts(P, Q, R, one, CONTIG)
+    jj = p[:, :, None] * Q + q  # a thread's step index
     state_row = pid.to(tl.int64) * n_tiles * N
     # the threads whose steps start a saved state's span (not the first: that state is the tile's entry)
     save_slot = r * S // SAVE
@@ -268,7 +278,8 @@ def scan_fwd_kernel(
     for c in range(tl.cdiv(L, T)):
         tt = c * T + step
         tmask = (tt < L) | EVEN  # EVEN: L a multiple of the tile, no step masked
-        u = tl.load(_at(u_ptr, row, tt, pid, d, L, H, W, CROSS), mask=tmask, other=0.0).to(tl.float32)
+        first = c * T + r * S
+        u = tl.load(_at(u_ptr, row, tt, first, jj, pid, d, L, H, W, CROSS, RUNS), mask=tmask, other=0.0).to(tl.float32)
         dt, _ = _delta(delta_ptr + row, tt, tmask, bias, HAS_BIAS, SOFTPLUS)
         dtu = dt * u
         y = Dv * u
@@ -298,7 +309,7 @@ def scan_fwd_kernel(
         if HAS_Z:
             zv = tl.load(z_ptr + row + tt, mask=tmask, other=0.0).to(tl.float32)
             y = y * zv * tl.sigmoid(zv)
-        _put(_at(y_ptr, row, tt, pid, d, L, H, W, CROSS), y, tmask, k0, CROSS, ATOMIC)
+        _put(_at(y_ptr, row, tt, first, jj, pid, d, L, H, W, CROSS, RUNS), y, tmask, k0, CROSS, ATOMIC)
 
 
 @triton.jit(do_not_specialize=["one", "k0"])
@@ -347,6 +358,7 @@ def scan_bwd_kernel(
     EVEN: tl.constexpr,
     CROSS: tl.constexpr,
     ATOMIC: tl.constexpr,
+    RUNS: tl.constexpr,
 ):
     """Gradients: du, ddelta, dz per element; dA (b*d, N), dD, dbias (b*d,) per program; dB, dC fp32, either
     (b, G, N, L) summed over a group's channels with atomic adds or, DETERMINISTIC, (b*d, N, L) per channel.
@@ -378,11 +390,14 @@ def scan_bwd_kernel(
     for i in range(n_tiles):
         c = n_tiles - 1 - i
         tt = c * T + step
+        first = c * T + r * S
         tmask = (tt < L) | EVEN  # EVEN: L a multiple of the tile, no step masked
-        u = tl.load(_at(u_ptr, row, tt, pid, d, L, H, W, CROSS), mask=tmask, other=0.0).to(tl.float32)
+        u = tl.load(_at(u_ptr, row, tt, first, j, pid, d, L, H, W, CROSS, RUNS), mask=tmask, other=0.0).to(tl.float32)
         dt, _pre = _delta(delta_ptr + row, tt, tmask, bias, HAS_BIAS, SOFTPLUS)
         dtu = dt * u
-        dout = tl.load(_at(dy_ptr, row, tt, pid, d, L, H, W, CROSS), mask=tmask, other=0.0).to(tl.float32)
+        dout = tl.load(_at(dy_ptr, row, tt, first, j, pid, d, L, H, W, CROSS, RUNS), mask=tmask, other=0.0).to(
+            tl.float32
+        )
         if HAS_Z:
             zv = tl.load(z_ptr + row + tt, mask=tmask, other=0.0).to(tl.float32)
             dout = dout * zv * tl.sigmoid(zv)
@@ -423,11 +438,13 @@ def scan_bwd_kernel(
             dA_all = tl.where(n == s, dA_all + tl.sum(tl.sum(lam_hprev * dt, axis=0), axis=0), dA_all)
         tl.debug_barrier()
         # u and delta again (cached): cheaper than holding them in registers across the state loop
-        u = tl.load(_at(u_ptr, row, tt, pid, d, L, H, W, CROSS), mask=tmask, other=0.0).to(tl.float32)
+        u = tl.load(_at(u_ptr, row, tt, first, j, pid, d, L, H, W, CROSS, RUNS), mask=tmask, other=0.0).to(tl.float32)
         pre = tl.load(delta_ptr + row + tt, mask=tmask, other=0.0).to(tl.float32) + bias
         if HAS_Z:
             zv = tl.load(z_ptr + row + tt, mask=tmask, other=0.0).to(tl.float32)
-            dy = tl.load(_at(dy_ptr, row, tt, pid, d, L, H, W, CROSS), mask=tmask, other=0.0).to(tl.float32)
+            dy = tl.load(_at(dy_ptr, row, tt, first, j, pid, d, L, H, W, CROSS, RUNS), mask=tmask, other=0.0).to(
+                tl.float32
+            )
             sig = tl.sigmoid(zv)
             dz = dy * out * sig * (1.0 + zv * (1.0 - sig))
             tl.store(dz_ptr + row + tt, dz.to(dz_ptr.dtype.element_ty), mask=tmask)
@@ -440,7 +457,7 @@ def scan_bwd_kernel(
             ddt = ddt * tl.where(pre <= 20.0, tl.sigmoid(pre), 1.0)
         ddt = tl.where(tmask, ddt, 0.0)
         dbias_acc += tl.sum(ddt, axis=0)
-        _put(_at(du_ptr, row, tt, pid, d, L, H, W, CROSS), du, tmask, k0, CROSS, ATOMIC)
+        _put(_at(du_ptr, row, tt, first, j, pid, d, L, H, W, CROSS, RUNS), du, tmask, k0, CROSS, ATOMIC)
         tl.store(ddelta_ptr + row + tt, ddt.to(ddelta_ptr.dtype.element_ty), mask=tmask)
     tl.store(dA_ptr + pid.to(tl.int64) * N + n, dA_all, mask=nmask)
     if HAS_D:
