@@ -108,7 +108,7 @@ def _flip(x):
     """x [R] in reverse thread order: one shuffle a value (triton's reverse scan flips its inputs and outputs with
     log2(R) shuffles each)."""
     R: tl.constexpr = x.shape[0]
-    return tl.gather(x, R - 1 - tl.arange(0, R), axis=0)
+    return tl.gather(x, tl.arange(0, R) * -1 + (R - 1), axis=0)
 
 
 @triton.jit
@@ -137,6 +137,16 @@ def _steps(S: tl.constexpr, R: tl.constexpr, one, CONTIG: tl.constexpr):
     if not CONTIG:
         offs = offs * one
     return j, r, offs
+
+
+@triton.jit
+def _steps_in(tt, L, EVEN: tl.constexpr):
+    """The mask of steps ``tt`` < L; EVEN (L a multiple of the tile): a constant true one, nothing masked (set
+    explicitly: ``tensor | constexpr`` fails in the interpreters of triton 3.2-3.3)."""
+    mask = tt < L
+    if EVEN:
+        mask = tl.full(tt.shape, True, tl.int1)
+    return mask
 
 
 @triton.jit
@@ -277,7 +287,7 @@ def scan_fwd_kernel(
     tl.debug_barrier()
     for c in range(tl.cdiv(L, T)):
         tt = c * T + step
-        tmask = (tt < L) | EVEN  # EVEN: L a multiple of the tile, no step masked
+        tmask = _steps_in(tt, L, EVEN)
         first = c * T + r * S
         u = tl.load(_at(u_ptr, row, tt, first, jj, pid, d, L, H, W, CROSS, RUNS), mask=tmask, other=0.0).to(tl.float32)
         dt, _ = _delta(delta_ptr + row, tt, tmask, bias, HAS_BIAS, SOFTPLUS)
@@ -391,7 +401,7 @@ def scan_bwd_kernel(
         c = n_tiles - 1 - i
         tt = c * T + step
         first = c * T + r * S
-        tmask = (tt < L) | EVEN  # EVEN: L a multiple of the tile, no step masked
+        tmask = _steps_in(tt, L, EVEN)
         u = tl.load(_at(u_ptr, row, tt, first, j, pid, d, L, H, W, CROSS, RUNS), mask=tmask, other=0.0).to(tl.float32)
         dt, _pre = _delta(delta_ptr + row, tt, tmask, bias, HAS_BIAS, SOFTPLUS)
         dtu = dt * u
