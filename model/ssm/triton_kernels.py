@@ -23,7 +23,12 @@ masked.
 
 ``CROSS`` (SS2D's fused cross-scan, ``cross_selective_scan``): u, dy are read from the (B, Di, H, W) map in
 direction k's order and y, du added into one fp32 map (``_direction_program``, ``_at``, ``_put``); every other
-tensor stays in direction order. Off, the kernels compile as without it.
+tensor stays in direction order; ``RUNS`` (H a multiple of a thread's steps): a thread's positions are its first
+step's and the direction's stride. Off, the kernels compile as without it.
+
+The reverse scan over the threads (the adjoint) is a forward scan of the lane-flipped maps (``_flip``: ``tl.gather``,
+triton 3.3+, one shuffle a value); triton's ``reverse=True`` (kept before 3.3) flips inputs and outputs with log2(R)
+shuffles each.
 
 Loaded by ``model.ssm.triton_scan`` (compiled or interpreted), never imported at package import time.
 """
