@@ -42,6 +42,12 @@ CASES = (
     CrossCase("bf16-3x6-atomic", 3, 6, dtype=torch.bfloat16, n=4, chunk=16),
     CrossCase("bf16-5x4-deterministic", 5, 4, dtype=torch.bfloat16, chunk=16, deterministic=True),
     CrossCase("fp32-1x6-plain", 1, 6, di=1, n=2, chunk=4, D=False, bias=False, softplus=False),
+    # H a multiple of a thread's steps (the models' maps): each thread's positions are one position and the
+    # direction's stride (RUNS). 4 steps a thread both ways over 3 tiles; bf16's backward 8 steps; the
+    # models' forward tile, 16 steps a thread (4 fp32 parts) over 512, with a backward of 4 tiles.
+    CrossCase("fp32-8x6-runs", 8, 6, n=3, chunk=16),
+    CrossCase("bf16-8x12-runs-deterministic", 8, 12, dtype=torch.bfloat16, chunk=32, deterministic=True),
+    CrossCase("fp32-16x32-runs-fwd16", 16, 32, di=1, n=2, chunk=512),
 )
 
 

@@ -77,6 +77,29 @@ def test_composed_core_equals_the_formula_it_replaced() -> None:
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_cross_launch_options_follow_the_map() -> None:
+    """RUNS (a thread's positions from one position and the direction's stride) exactly where H is a multiple of
+    its steps; 128 registers at most for the 16-step forward and the 8-step (16-bit) backward, no cap otherwise."""
+    from model.ssm.triton_scan import CHUNK, cross_backward_launch, cross_forward_launch
+
+    def metas(height: int, width: int, dtype: torch.dtype) -> tuple[dict, dict]:
+        x = torch.empty(1, 2, height, width, dtype=dtype)
+        delta, B = torch.empty(1, 8, height * width, dtype=dtype), torch.empty(1, 4, 4, height * width, dtype=dtype)
+        A, D = torch.empty(8, 4), torch.empty(8)
+        _, fwd, (_, states) = cross_forward_launch(x, delta, A, B, B, D, D, True, CHUNK, False)
+        _, bwd, _ = cross_backward_launch((x, delta, A, B, B, D, D, states), x, True, CHUNK, True)
+        return fwd, bwd
+
+    for height, width, dtype, runs in ((128, 128, torch.float32, True), (32, 48, torch.bfloat16, True),
+                                       (24, 32, torch.float32, False), (5, 7, torch.float32, False)):  # fmt: skip
+        fwd, bwd = metas(height, width, dtype)
+        assert fwd["RUNS"] == (height % fwd["S"] == 0) == runs and bwd["RUNS"] == (height % bwd["S"] == 0)
+        assert fwd.get("maxnreg") == (128 if fwd["S"] == 16 else None)
+        assert bwd.get("maxnreg") == (128 if dtype == torch.bfloat16 else None) and bwd["S"] == 16 // dtype.itemsize
+        assert fwd["CROSS"] and bwd["CROSS"] and fwd["ATOMIC"] and not bwd["ATOMIC"]
+    assert metas(128, 128, torch.float32)[0]["S"] == 16 and metas(5, 7, torch.float32)[0]["S"] == 4
+
+
 def test_bad_shapes_are_named() -> None:
     x = torch.zeros(1, 2, 3, 4)
     delta, A, B = torch.zeros(1, 8, 12), torch.zeros(8, 3), torch.zeros(1, 4, 3, 12)

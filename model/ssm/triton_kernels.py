@@ -23,7 +23,12 @@ masked.
 
 ``CROSS`` (SS2D's fused cross-scan, ``cross_selective_scan``): u, dy are read from the (B, Di, H, W) map in
 direction k's order and y, du added into one fp32 map (``_direction_program``, ``_at``, ``_put``); every other
-tensor stays in direction order. Off, the kernels compile as without it.
+tensor stays in direction order; ``RUNS`` (H a multiple of a thread's steps): a thread's positions are its first
+step's and the direction's stride. Off, the kernels compile as without it.
+
+The reverse scan over the threads (the adjoint) is a forward scan of the lane-flipped maps (``_flip``: ``tl.gather``,
+triton 3.3+, one shuffle a value); triton's ``reverse=True`` (kept before 3.3) flips inputs and outputs with log2(R)
+shuffles each.
 
 Loaded by ``model.ssm.triton_scan`` (compiled or interpreted), never imported at package import time.
 """
@@ -32,6 +37,7 @@ import triton
 import triton.language as tl
 
 LOG2E = tl.constexpr(1.4426950408889634)
+HAS_GATHER = tl.constexpr(hasattr(tl, "gather"))  # triton 3.3+
 
 
 @triton.jit
@@ -103,14 +109,28 @@ def _scan_back(decay, b, j, S: tl.constexpr):
 
 
 @triton.jit
+def _flip(x):
+    """x [R] in reverse thread order: one shuffle a value (triton's reverse scan flips its inputs and outputs with
+    log2(R) shuffles each)."""
+    R: tl.constexpr = x.shape[0]
+    return tl.gather(x, tl.arange(0, R) * -1 + (R - 1), axis=0)
+
+
+@triton.jit
 def _enter(agg_a, agg_b, x0, REVERSE: tl.constexpr):
     """Per thread, from the threads' aggregate maps (x -> agg_a x + agg_b) in time order (REVERSE: from the
-    last thread down): the value entering its steps and the value leaving them, ``x0`` entering the first."""
+    last thread down): the value entering its steps and the value leaving them, ``x0`` entering the first.
+    REVERSE with ``tl.gather`` (triton 3.3+): a forward scan of the flipped maps, flipped back."""
     one = tl.full(agg_a.shape, 1.0, tl.float32)
     zero = tl.zeros(agg_a.shape, tl.float32)
-    ia, ib, ea, eb = tl.associative_scan((agg_a, agg_b, one, zero), axis=0, combine_fn=_combine_excl,
-                                         reverse=REVERSE)  # fmt: skip
-    return eb + ea * x0, ib + ia * x0
+    if REVERSE and HAS_GATHER:
+        ia, ib, ea, eb = tl.associative_scan((_flip(agg_a), _flip(agg_b), one, zero), axis=0, combine_fn=_combine_excl)
+        enter, leave = _flip(eb + ea * x0), _flip(ib + ia * x0)
+    else:
+        ia, ib, ea, eb = tl.associative_scan((agg_a, agg_b, one, zero), axis=0, combine_fn=_combine_excl,
+                                             reverse=REVERSE)  # fmt: skip
+        enter, leave = eb + ea * x0, ib + ia * x0
+    return enter, leave
 
 
 @triton.jit
@@ -122,6 +142,16 @@ def _steps(S: tl.constexpr, R: tl.constexpr, one, CONTIG: tl.constexpr):
     if not CONTIG:
         offs = offs * one
     return j, r, offs
+
+
+@triton.jit
+def _steps_in(tt, L, EVEN: tl.constexpr):
+    """The mask of steps ``tt`` < L; EVEN (L a multiple of the tile): a constant true one, nothing masked (set
+    explicitly: ``tensor | constexpr`` fails in the interpreters of triton 3.2-3.3)."""
+    mask = tt < L
+    if EVEN:
+        mask = tl.full(tt.shape, True, tl.int1)
+    return mask
 
 
 @triton.jit
@@ -163,15 +193,23 @@ def _direction_program(pid, d, k0, nk, CROSS: tl.constexpr):
 
 
 @triton.jit
-def _at(ptr, row, tt, pid, d, L, H, W, CROSS: tl.constexpr):
+def _at(ptr, row, tt, first, j, pid, d, L, H, W, CROSS: tl.constexpr, RUNS: tl.constexpr):
     """Pointers to steps ``tt`` of u (and y, dy, du): ``ptr + row + tt``; CROSS: the (b, c) map's (B, Di, H, W)
-    positions in direction k's order (0 rows, 1 columns, 2 and 3 their reverses; SS2D's cross-scan)."""
+    positions in direction k's order (0 rows, 1 columns, 2 and 3 their reverses; SS2D's cross-scan). RUNS (H a
+    multiple of a thread's steps, so they never wrap to the next column): from the position of each thread's
+    ``first`` step and the direction's stride (+-1, +-W), ``j`` the step index in the thread; otherwise per step."""
     if CROSS:
         di = d // 4
         k = (pid % d) // di
-        t = tl.where(k >= 2, L - 1 - tt, tt)
-        t = tl.where(k % 2 == 1, (t % H) * W + t // H, t)
-        ptrs = ptr + ((pid // d) * di + pid % di).to(tl.int64) * L + t
+        base = ptr + ((pid // d) * di + pid % di).to(tl.int64) * L
+        if RUNS:
+            t0 = tl.where(k >= 2, L - 1 - first, first)
+            t0 = tl.where(k % 2 == 1, (t0 % H) * W + t0 // H, t0)
+            stride = tl.where(k % 2 == 1, W, 1)
+            ptrs = base + t0 + j * tl.where(k >= 2, -stride, stride)
+        else:
+            t = tl.where(k >= 2, L - 1 - tt, tt)
+            ptrs = base + tl.where(k % 2 == 1, (t % H) * W + t // H, t)
     else:
         ptrs = ptr + row + tt
     return ptrs
@@ -228,6 +266,7 @@ def scan_fwd_kernel(
     EVEN: tl.constexpr,
     CROSS: tl.constexpr,
     ATOMIC: tl.constexpr,
+    RUNS: tl.constexpr,
 ):
     """y (u's dtype), the fp32 state entering every SAVE steps (b*d, n_tiles, N: the backward's tiles; a tile
     here is K = T / SAVE of them) and the last state (b*d, N)."""
@@ -242,6 +281,7 @@ def scan_fwd_kernel(
     n = tl.arange(0, BLOCK_N)
     bias, Dv = _channel(bias_ptr, D_ptr, ch, HAS_BIAS, HAS_D)
     p, q, r, step = _parts(P, Q, R, one, CONTIG)
+    jj = p[:, :, None] * Q + q  # a thread's step index
     state_row = pid.to(tl.int64) * n_tiles * N
     # the threads whose steps start a saved state's span (not the first: that state is the tile's entry)
     save_slot = r * S // SAVE
@@ -252,8 +292,9 @@ def scan_fwd_kernel(
     tl.debug_barrier()
     for c in range(tl.cdiv(L, T)):
         tt = c * T + step
-        tmask = (tt < L) | EVEN  # EVEN: L a multiple of the tile, no step masked
-        u = tl.load(_at(u_ptr, row, tt, pid, d, L, H, W, CROSS), mask=tmask, other=0.0).to(tl.float32)
+        tmask = _steps_in(tt, L, EVEN)
+        first = c * T + r * S
+        u = tl.load(_at(u_ptr, row, tt, first, jj, pid, d, L, H, W, CROSS, RUNS), mask=tmask, other=0.0).to(tl.float32)
         dt, _ = _delta(delta_ptr + row, tt, tmask, bias, HAS_BIAS, SOFTPLUS)
         dtu = dt * u
         y = Dv * u
@@ -283,7 +324,7 @@ def scan_fwd_kernel(
         if HAS_Z:
             zv = tl.load(z_ptr + row + tt, mask=tmask, other=0.0).to(tl.float32)
             y = y * zv * tl.sigmoid(zv)
-        _put(_at(y_ptr, row, tt, pid, d, L, H, W, CROSS), y, tmask, k0, CROSS, ATOMIC)
+        _put(_at(y_ptr, row, tt, first, jj, pid, d, L, H, W, CROSS, RUNS), y, tmask, k0, CROSS, ATOMIC)
 
 
 @triton.jit(do_not_specialize=["one", "k0"])
@@ -332,6 +373,7 @@ def scan_bwd_kernel(
     EVEN: tl.constexpr,
     CROSS: tl.constexpr,
     ATOMIC: tl.constexpr,
+    RUNS: tl.constexpr,
 ):
     """Gradients: du, ddelta, dz per element; dA (b*d, N), dD, dbias (b*d,) per program; dB, dC fp32, either
     (b, G, N, L) summed over a group's channels with atomic adds or, DETERMINISTIC, (b*d, N, L) per channel.
@@ -363,11 +405,14 @@ def scan_bwd_kernel(
     for i in range(n_tiles):
         c = n_tiles - 1 - i
         tt = c * T + step
-        tmask = (tt < L) | EVEN  # EVEN: L a multiple of the tile, no step masked
-        u = tl.load(_at(u_ptr, row, tt, pid, d, L, H, W, CROSS), mask=tmask, other=0.0).to(tl.float32)
+        first = c * T + r * S
+        tmask = _steps_in(tt, L, EVEN)
+        u = tl.load(_at(u_ptr, row, tt, first, j, pid, d, L, H, W, CROSS, RUNS), mask=tmask, other=0.0).to(tl.float32)
         dt, _pre = _delta(delta_ptr + row, tt, tmask, bias, HAS_BIAS, SOFTPLUS)
         dtu = dt * u
-        dout = tl.load(_at(dy_ptr, row, tt, pid, d, L, H, W, CROSS), mask=tmask, other=0.0).to(tl.float32)
+        dout = tl.load(_at(dy_ptr, row, tt, first, j, pid, d, L, H, W, CROSS, RUNS), mask=tmask, other=0.0).to(
+            tl.float32
+        )
         if HAS_Z:
             zv = tl.load(z_ptr + row + tt, mask=tmask, other=0.0).to(tl.float32)
             dout = dout * zv * tl.sigmoid(zv)
@@ -408,11 +453,13 @@ def scan_bwd_kernel(
             dA_all = tl.where(n == s, dA_all + tl.sum(tl.sum(lam_hprev * dt, axis=0), axis=0), dA_all)
         tl.debug_barrier()
         # u and delta again (cached): cheaper than holding them in registers across the state loop
-        u = tl.load(_at(u_ptr, row, tt, pid, d, L, H, W, CROSS), mask=tmask, other=0.0).to(tl.float32)
+        u = tl.load(_at(u_ptr, row, tt, first, j, pid, d, L, H, W, CROSS, RUNS), mask=tmask, other=0.0).to(tl.float32)
         pre = tl.load(delta_ptr + row + tt, mask=tmask, other=0.0).to(tl.float32) + bias
         if HAS_Z:
             zv = tl.load(z_ptr + row + tt, mask=tmask, other=0.0).to(tl.float32)
-            dy = tl.load(_at(dy_ptr, row, tt, pid, d, L, H, W, CROSS), mask=tmask, other=0.0).to(tl.float32)
+            dy = tl.load(_at(dy_ptr, row, tt, first, j, pid, d, L, H, W, CROSS, RUNS), mask=tmask, other=0.0).to(
+                tl.float32
+            )
             sig = tl.sigmoid(zv)
             dz = dy * out * sig * (1.0 + zv * (1.0 - sig))
             tl.store(dz_ptr + row + tt, dz.to(dz_ptr.dtype.element_ty), mask=tmask)
@@ -425,7 +472,7 @@ def scan_bwd_kernel(
             ddt = ddt * tl.where(pre <= 20.0, tl.sigmoid(pre), 1.0)
         ddt = tl.where(tmask, ddt, 0.0)
         dbias_acc += tl.sum(ddt, axis=0)
-        _put(_at(du_ptr, row, tt, pid, d, L, H, W, CROSS), du, tmask, k0, CROSS, ATOMIC)
+        _put(_at(du_ptr, row, tt, first, j, pid, d, L, H, W, CROSS, RUNS), du, tmask, k0, CROSS, ATOMIC)
         tl.store(ddelta_ptr + row + tt, ddt.to(ddelta_ptr.dtype.element_ty), mask=tmask)
     tl.store(dA_ptr + pid.to(tl.int64) * N + n, dA_all, mask=nmask)
     if HAS_D:

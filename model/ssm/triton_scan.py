@@ -28,6 +28,7 @@ from torch.library import triton_op, wrap_triton
 CHUNK = 1024  # time steps per tile (at most; a shorter sequence gets one tile of its length)
 _FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 NO_CROSS = (1, 1, 0, 1)  # the kernels' (H, W, k0, nk) when they do not read a cross-scanned map
+CROSS_MAXNREG = 128  # the fused kernels' register cap where a thread's steps would take ptxas to it (_cross_meta)
 
 
 @functools.cache
@@ -191,6 +192,7 @@ def kernel_meta(
         **tiling(steps, length, dtype, has_z, forward),
         CROSS=False,
         ATOMIC=False,
+        RUNS=False,
     )
 
 
@@ -430,7 +432,7 @@ def cross_forward_launch(
     args, meta, (_, states, _) = forward_launch(
         x, delta, A32, B, C, D32, None, bias32, softplus, chunk, acc, _first_geometry(x, deterministic)
     )
-    return args, {**meta, "CROSS": True, "ATOMIC": not deterministic}, (acc, states)
+    return args, _cross_meta(meta, x, deterministic), (acc, states)
 
 
 def cross_backward_launch(
@@ -443,7 +445,18 @@ def cross_backward_launch(
     full = (x, delta, A32, B, C, D32, None, bias32, states)
     geometry = _first_geometry(x, deterministic)
     args, meta, grads = backward_launch(full, dy, None, softplus, chunk, deterministic, du=acc, cross=geometry)
-    return args, {**meta, "CROSS": True, "ATOMIC": not deterministic}, grads
+    return args, _cross_meta(meta, x, deterministic), grads
+
+
+def _cross_meta(meta: dict, x: torch.Tensor, deterministic: bool) -> dict:
+    """The cross-scan's constexprs and options: ``RUNS`` where a thread's S steps never wrap past a column
+    (H % S == 0), so its positions are one position and a stride (the models' maps), else a position per step;
+    ``maxnreg`` 128 where a thread holds 16 steps (forward) or 8 (16-bit backward): unbounded, ptxas takes 162-168
+    registers for that forward and spills one for RHMC's bf16 backward on sm_90; capped, neither spills (the
+    forward: 2-3% more instructions, 16 one-warp programs an SM instead of 12)."""
+    wide = meta["S"] == (16 if "P" in meta else 8)
+    cap = {"maxnreg": CROSS_MAXNREG} if wide else {}
+    return {**meta, **cap, "CROSS": True, "ATOMIC": not deterministic, "RUNS": x.shape[2] % meta["S"] == 0}
 
 
 def _first_geometry(x: torch.Tensor, deterministic: bool) -> tuple[int, int, int, int]:
