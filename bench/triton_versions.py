@@ -5,9 +5,9 @@
 Installs ``triton==VERSION`` (and, below 3.7, ``numpy<2``: the interpreters of triton 3.0-3.6 need it)
 with ``pip install --target`` into its own folder, then, with that folder first on PYTHONPATH: imports it,
 runs the interpreter cases (``tests.triton_interpreted``) and compiles every model kernel for sm_80 and
-sm_90 with ``bench.triton_compile`` (which rebuilds the JIT's specialisation for 3.0-3.1 and 3.4+; 3.2-3.3
-are refused by name). Prints one table row: version, cases passed, kernels compiled, max registers,
-kernels with spills.
+sm_90 with ``bench.triton_compile`` (which rebuilds each version's JIT specialisation: 3.0-3.1 and 3.2 an
+AttrsDescriptor of two kinds, 3.3+ attributes by argument path). Prints one table row: version, cases passed,
+kernels compiled, max registers, kernels with spills.
 """
 
 from __future__ import annotations
