@@ -11,6 +11,13 @@ accumulated in L2 and written once; ours saves the fp32 state entering each back
 ``save`` steps), mamba_ssm an fp32
 (decay, state) pair per 2048-step chunk). The estimate is the larger of the two; latency, occupancy and
 L2 traffic are not modelled. sm_90 rows are priced on an H100 SXM, sm_80 rows on an A100 SXM 80 GB.
+
+Fused rows (SS2D's core, ``cross`` atomic / ordered): one core call, all 4 directions (the ordered merge's 4
+launches together): elements = batch x 4 Di x H W x N, bytes as ``bench.ss2d_bytes.fused_kernel_bytes`` counts
+the kernels (the map read once per direction, the fp32 merge written once, ordered: 3 more read-and-writes; the
+operator's zero fill and cast around the kernels are not in the row; the column gathers assumed served by L2).
+Their mamba_ssm figure is its scan kernel on the same (B, 4 Di, L) sequences alone: the cross-scan and merge
+passes a mamba_ssm-based SS2D adds around it are in ``bench.ss2d_bytes``, not here.
 """
 
 from __future__ import annotations
@@ -19,6 +26,9 @@ import json
 import os
 import re
 
+import torch
+
+from bench.ss2d_bytes import DTYPES, fused_kernel_bytes
 from bench.triton_sass import report
 from utils.cli import ArgumentParser, run_cli
 
@@ -35,8 +45,21 @@ def _shape(row: dict) -> tuple[int, int, int, int]:
     return int(f["d"]), int(f["L"]), int(f["N"]), 1 if f["G"] == "-" else int(f["G"])
 
 
+def fused_bytes(row: dict, batch: int) -> int:
+    """DRAM bytes of a fused row's kernels over one SS2D core call, counted by ``bench.ss2d_bytes``."""
+    d, length, n, _ = _shape(row)
+    height, width = map(int, re.search(r"cross (\d+)x(\d+)", row["first_call"]).groups())
+    dtype = DTYPES[row["dtype"]]
+    x = torch.empty(batch, d // 4, height, width, dtype=dtype, device="meta")
+    B = torch.empty(batch, 4, n, length, dtype=dtype, device="meta")
+    return fused_kernel_bytes(x, B, n, backward=row["kernel"].endswith("bwd"), ordered=row["cross"] == "ordered")
+
+
 def dram_bytes(row: dict, batch: int, ours: bool) -> float:
-    """DRAM bytes one launch of ``row``'s kernel moves at ``batch`` (module docstring)."""
+    """DRAM bytes one launch (a fused row: one core call) of ``row``'s kernel moves at ``batch`` (module
+    docstring)."""
+    if ours and row.get("cross"):
+        return fused_bytes(row, batch)
     d, length, n, groups = _shape(row)
     s = 2 if row["dtype"] == "bf16" else 4
     per_ch = batch * d * length * s  # one (batch, d, L) tensor in the input dtype
@@ -91,7 +114,9 @@ def main(argv: list[str] | None = None) -> None:
         rows, skipped = report((90, 80), args.mamba_src)
         if skipped:
             print(skipped)
-    print(f"ESTIMATE, not a measurement (no GPU ran): milliseconds per launch at batch {args.batch}")
+    print(
+        f"ESTIMATE, not a measurement (no GPU ran): milliseconds per launch (fused rows: per SS2D core call) at batch {args.batch}"
+    )
     print(table(rows, args.batch))
 
 
