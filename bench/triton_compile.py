@@ -166,29 +166,34 @@ class ASTSourceArgs:
         )
 
 
-def _specialiser(backend):
-    """``(arg, specialize_value) -> (kind, attr)`` as triton's JIT has it: native from 3.6, Python in 3.4-3.5."""
-    try:
+def _specialiser(backend, version: tuple[int, int]):
+    """``(arg, specialize_value) -> (kind, attr)`` as triton's JIT has it: native from 3.6, Python in 3.3-3.5
+    (3.3's impl takes the backend's ``get_arg_specialization`` per call, 3.4-3.5's when it is made)."""
+    if version >= (3, 6):
         from triton.runtime.jit import native_specialize_impl  # triton >= 3.6; version-dependent API
-    except ImportError:
-        from triton.runtime.jit import create_specialize_impl  # triton 3.4, 3.5
 
+        return lambda arg, value: native_specialize_impl(type(backend), arg, False, value, True)
+    from triton.runtime.jit import create_specialize_impl  # triton 3.3-3.5
+
+    if version >= (3, 4):
         impl = create_specialize_impl(backend.get_arg_specialization)
         return lambda arg, value: impl(arg, False, value, True)
-    return lambda arg, value: native_specialize_impl(type(backend), arg, False, value, True)
+    impl = create_specialize_impl()
+    return lambda arg, value: impl(arg, backend.get_arg_specialization, False, value, True)
 
 
-def specialise(kernel, args: list, meta: dict, backend) -> tuple[ASTSourceArgs, dict]:
-    """ASTSource arguments (signature, constexprs, attrs) and compile options, as triton's JIT derives them."""
+def specialise(kernel, args: list, meta: dict, backend, version: tuple[int, int]) -> tuple[ASTSourceArgs, dict]:
+    """ASTSource arguments (signature, constexprs, attrs) and compile options, as triton's JIT (3.3+) derives
+    them."""
     names = kernel.arg_names
-    spec = _specialiser(backend)
+    spec = _specialiser(backend, version)
     signature, constexprs, attrs = {}, {}, {}
     for i, (name, arg) in enumerate(zip(names, args)):
         kind, attr = spec(arg, not kernel.params[i].do_not_specialize)
         signature[name] = kind
         if kind == "constexpr":
             constexprs[name] = attr
-        elif attr:
+        elif isinstance(attr, str):  # "" too, as the JIT: an empty attribute list
             attrs[(i,)] = backend.parse_attr(attr)
     options = {k: v for k, v in meta.items() if k not in names}
     for name in names[len(args) :]:
@@ -218,6 +223,28 @@ def legacy_source(kernel, args: list, meta: dict):
     options = {k: v for k, v in meta.items() if k not in names}
     key = json.dumps([signature, sorted(map(str, constants.items())), div16, one])
     return ASTSource(kernel, signature, constants, AttrsDescriptor(tuple(div16), tuple(one))), key, options
+
+
+def attrs_source(kernel, args: list, meta: dict, backend):
+    """triton 3.2's ASTSource as its JIT builds it: signature of the non-constexpr arguments by name (None as
+    ``*i8``), constants (constexprs, None and equal-to-1 arguments), and the backend's AttrsDescriptor of every
+    argument; a key for it; compile options as ``specialise``."""
+    from triton.compiler import ASTSource  # triton 3.2's signature (fn, signature, constants, attrs)
+    from triton.runtime.jit import mangle_type  # triton 3.2's JIT helper
+
+    names = kernel.arg_names
+    values = list(args) + [meta[name] for name in names[len(args) :]]
+    attrs = backend.get_attrs_descriptor(kernel.params, values)
+    equal = attrs.get_constants()
+    signature = {
+        p.name: "*i8" if v is None else mangle_type(v, p.is_const)
+        for p, v in zip(kernel.params, values)
+        if not p.is_constexpr
+    }
+    constants = {p.name: v for p, v in zip(kernel.params, values) if p.is_constexpr or p.num in equal or v is None}
+    options = {k: v for k, v in meta.items() if k not in names}
+    key = json.dumps([signature, sorted(map(str, constants.items())), sorted(map(str, attrs.get_fn_attrs().items()))])
+    return ASTSource(kernel, signature, constants, attrs), key, options
 
 
 def _resources(cubin: bytes, cuobjdump: str) -> dict[str, int]:
@@ -267,9 +294,6 @@ def compile_all(
     if interpreting():
         raise RuntimeError("bench.triton_compile: unset TRITON_INTERPRET (the interpreter compiles nothing)")
     version = tuple(int(v) for v in triton.__version__.split(".")[:2])
-    if (3, 2) <= version < (3, 4):
-        why = "its AttrsDescriptor API (3.2-3.3) is not reproduced here; 3.0-3.1 and 3.4+ are"
-        raise RuntimeError(f"bench.triton_compile: triton {triton.__version__} not supported ({why})")
     cuobjdump = cuobjdump_path()
     calls = {}
     for config in configs:
@@ -285,8 +309,10 @@ def compile_all(
                     target = GPUTarget("cuda", arch, 32)
                     if version < (3, 2):
                         src, src_key, options = legacy_source(kernel, args, meta)
+                    elif version < (3, 3):
+                        src, src_key, options = attrs_source(kernel, args, meta, make_backend(target))
                     else:
-                        src_args, options = specialise(kernel, args, meta, make_backend(target))
+                        src_args, options = specialise(kernel, args, meta, make_backend(target), version)
                         src_key = src_args.key()
                         src = ASTSource(fn=kernel, signature=src_args.signature, constexprs=src_args.constexprs,
                                         attrs=src_args.attrs)  # fmt: skip

@@ -11,6 +11,15 @@ accumulated in L2 and written once; ours saves the fp32 state entering each back
 ``save`` steps), mamba_ssm an fp32
 (decay, state) pair per 2048-step chunk). The estimate is the larger of the two; latency, occupancy and
 L2 traffic are not modelled. sm_90 rows are priced on an H100 SXM, sm_80 rows on an A100 SXM 80 GB.
+
+Fused rows (SS2D's core, ``cross`` atomic / ordered): one core call, all 4 directions (the ordered merge's 4
+launches together): elements = batch x 4 Di x H W x N, bytes as ``bench.ss2d_bytes.fused_kernel_bytes`` counts
+the kernels (the map read once per direction, the fp32 merge written once, ordered: 3 more read-and-writes; the
+operator's zero fill and cast around the kernels are not in the row; the column gathers assumed served by L2).
+Their mamba_ssm figure is its scan kernel on the same (B, 4 Di, L) sequences alone: the cross-scan and merge
+passes a mamba_ssm-based SS2D adds around it are in ``bench.ss2d_bytes``, not here. The second table puts
+them together per SS2D core call (forward + backward): the kernels' estimates plus the bytes
+``bench.ss2d_bytes`` counts for every other operation of the call (eager, no fusion), at peak bandwidth.
 """
 
 from __future__ import annotations
@@ -19,6 +28,11 @@ import json
 import os
 import re
 
+import torch
+
+from bench.ss2d_bytes import DTYPES, fused_kernel_bytes
+from bench.ss2d_bytes import rows as ss2d_rows
+from bench.triton_compile import MODEL_CONFIGS
 from bench.triton_sass import report
 from utils.cli import ArgumentParser, run_cli
 
@@ -35,8 +49,21 @@ def _shape(row: dict) -> tuple[int, int, int, int]:
     return int(f["d"]), int(f["L"]), int(f["N"]), 1 if f["G"] == "-" else int(f["G"])
 
 
+def fused_bytes(row: dict, batch: int) -> int:
+    """DRAM bytes of a fused row's kernels over one SS2D core call, counted by ``bench.ss2d_bytes``."""
+    d, length, n, _ = _shape(row)
+    height, width = map(int, re.search(r"cross (\d+)x(\d+)", row["first_call"]).groups())
+    dtype = DTYPES[row["dtype"]]
+    x = torch.empty(batch, d // 4, height, width, dtype=dtype, device="meta")
+    B = torch.empty(batch, 4, n, length, dtype=dtype, device="meta")
+    return fused_kernel_bytes(x, B, n, backward=row["kernel"].endswith("bwd"), ordered=row["cross"] == "ordered")
+
+
 def dram_bytes(row: dict, batch: int, ours: bool) -> float:
-    """DRAM bytes one launch of ``row``'s kernel moves at ``batch`` (module docstring)."""
+    """DRAM bytes one launch (a fused row: one core call) of ``row``'s kernel moves at ``batch`` (module
+    docstring)."""
+    if ours and row.get("cross"):
+        return fused_bytes(row, batch)
     d, length, n, groups = _shape(row)
     s = 2 if row["dtype"] == "bf16" else 4
     per_ch = batch * d * length * s  # one (batch, d, L) tensor in the input dtype
@@ -78,6 +105,45 @@ def table(rows: list[dict], batch: int) -> str:
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip() for line in lines)
 
 
+def core_table(rows: list[dict], batch: int, configs: list[str]) -> str:
+    """Per SS2D core call of ``configs``' networks (``bench.ss2d_bytes``): the composed path (the unfused scan
+    kernel, ours or mamba_ssm's, and the eager cross-scan / merge / projection operations around it) against
+    the fused one (the atomic kernels and their operations), forward + backward ms: the kernels' estimates
+    above plus the operations' counted bytes at peak bandwidth."""
+    head = ("models", "SS2D call", "dtype", "gpu", "ours composed", "mamba_ssm composed", "ours fused", "fused/mamba")
+    lines = [head]
+    for core in ss2d_rows(configs, batch, list(DTYPES)):
+        di, height, width, n = map(int, re.match(r"Di=(\d+) (\d+)x(\d+) N=(\d+)", core["call"]).groups())
+        for arch, (gpu, *_, tbs) in GPUS.items():
+            found = {}
+            for r in rows:
+                d, length, n_r, _ = _shape(r)
+                if (d, length, n_r, r["dtype"], r["arch"]) == (4 * di, height * width, n, core["dtype"], arch):
+                    found[(r["cross"] or "plain", r["kernel"][-3:])] = r
+            plain = [found.get(("plain", k)) for k in ("fwd", "bwd")]
+            fused = [found.get(("atomic", k)) for k in ("fwd", "bwd")]
+            if None in plain + fused:
+                continue
+            kernels = core["detail"]
+            ops = {
+                p: sum(core[f"{p} {w}"] for w in ("forward", "backward")) - sum(kernels[p]["kernels"].get(f"{name} {k}", 0)
+                for k in ("fwd", "bwd")) for p, name in (("composed", "scan kernel"), ("fused", "fused kernel"))
+            }  # fmt: skip
+            ops_ms = {p: v / (tbs * 1e12) * 1e3 for p, v in ops.items()}
+            ours = sum(estimate(r, batch, r["per_elem"], True)["est_ms"] for r in plain) + ops_ms["composed"]
+            own = sum(estimate(r, batch, r["per_elem"], True)["est_ms"] for r in fused) + ops_ms["fused"]
+            cells = [core["models"], core["call"], core["dtype"], gpu, f"{ours:.2f}"]
+            if all("theirs_per_elem" in r for r in plain):
+                theirs = sum(estimate(r, batch, r["theirs_per_elem"], False)["est_ms"] for r in plain)
+                theirs += ops_ms["composed"]
+                cells += [f"{theirs:.2f}", f"{own:.2f}", f"{own / theirs:.2f}"]
+            else:
+                cells += ["-", f"{own:.2f}", "-"]
+            lines.append(tuple(cells))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip() for line in lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sass-json", help="rows printed by `python -m bench.triton_sass --json` (else compiled now)")
@@ -91,8 +157,14 @@ def main(argv: list[str] | None = None) -> None:
         rows, skipped = report((90, 80), args.mamba_src)
         if skipped:
             print(skipped)
-    print(f"ESTIMATE, not a measurement (no GPU ran): milliseconds per launch at batch {args.batch}")
+    print(
+        f"ESTIMATE, not a measurement (no GPU ran): milliseconds per launch (fused rows: per SS2D core call) at batch {args.batch}"
+    )
     print(table(rows, args.batch))
+    print(
+        "\nper SS2D core call, forward + backward, ms (ESTIMATE: kernels as above, other operations at peak bandwidth)"
+    )
+    print(core_table(rows, args.batch, list(MODEL_CONFIGS[:2])))
 
 
 if __name__ == "__main__":

@@ -4,10 +4,11 @@
 
 Installs ``triton==VERSION`` (and, below 3.7, ``numpy<2``: the interpreters of triton 3.0-3.6 need it)
 with ``pip install --target`` into its own folder, then, with that folder first on PYTHONPATH: imports it,
-runs the interpreter cases (``tests.triton_interpreted``) and compiles every model kernel for sm_80 and
-sm_90 with ``bench.triton_compile`` (which rebuilds the JIT's specialisation for 3.0-3.1 and 3.4+; 3.2-3.3
-are refused by name). Prints one table row: version, cases passed, kernels compiled, max registers,
-kernels with spills.
+runs the interpreter cases (``tests.triton_interpreted``; SS2D's fused core: ``tests.cross_interpreted``)
+and compiles every model kernel, unfused and fused, for sm_80 and sm_90 with ``bench.triton_compile``
+(which rebuilds each version's JIT specialisation: an AttrsDescriptor of two kinds in 3.0-3.1 and 3.2,
+attributes by argument path from 3.3). Prints one table row: version, cases passed, kernels compiled,
+forward / backward registers, kernels with spills (unfused and fused apart).
 """
 
 from __future__ import annotations
@@ -31,8 +32,37 @@ def _run(args: list[str], target: Path, interpret: bool, timeout: int = 3600) ->
     return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+INTERPRETED = ("tests.triton_interpreted", "tests.cross_interpreted")  # the unfused scan; SS2D's fused core
+
+
+def _interpreted(module: str, target: Path, cases: list[str]) -> str:
+    """``module``'s interpreter cases (those named in ``cases``, or all) under ``target``'s triton: passed / run."""
+    got = _run(["-m", module, *cases], target, True)
+    if got.returncode != 0:
+        return "fails: " + (got.stderr.strip().splitlines() or ["?"])[-1][:100]
+    res = json.loads(got.stdout.splitlines()[-1])
+    ok = sum(all(v["excess"] <= 0 for v in r.values()) for r in res.values())
+    return f"{ok}/{len(res)} pass"
+
+
+def summarise(rows: list[dict]) -> str:
+    """Compile rows -> per family (unfused, fused SS2D core): kernels, forward / backward register range, spills."""
+    parts = []
+    for label, family in (("kernels", [r for r in rows if not r["cross"]]), ("fused", [r for r in rows if r["cross"]])):
+        if not family:
+            continue
+        regs = []
+        for kind in ("fwd", "bwd"):
+            got = [r["regs"] for r in family if r["kernel"].endswith(kind)]
+            regs.append(f"{kind} {min(got)}-{max(got)}" if got else f"{kind} -")
+        spilled = sum(bool(r["local"] or r["stack"]) for r in family)
+        parts.append(f"{len(family)} {label}, regs {' / '.join(regs)}, {spilled} spill")
+    return "; ".join(parts)
+
+
 def check(version: str, target: Path, cases: list[str]) -> dict:
-    """Install ``version`` into ``target`` (once) and check it; the result row."""
+    """Install ``version`` into ``target`` (once) and check it; the result row (the compile rows are kept in
+    ``target``/compile_rows.json)."""
     if not (target / "triton").is_dir():
         pkgs = [f"triton=={version}"] + (["numpy<2"] if tuple(map(int, version.split(".")[:2])) < (3, 7) else [])
         pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), *pkgs]
@@ -40,18 +70,13 @@ def check(version: str, target: Path, cases: list[str]) -> dict:
     row: dict = {"triton": version}
     got = _run(["-c", "import triton; print(triton.__version__)"], target, False)
     row["imports"] = got.stdout.strip() or got.stderr.strip().splitlines()[-1][:80]
-    interp = _run(["-m", "tests.triton_interpreted", *cases], target, True)
-    if interp.returncode == 0:
-        res = json.loads(interp.stdout.splitlines()[-1])
-        ok = sum(all(v["excess"] <= 0 for v in r.values()) for r in res.values())
-        row["interpreter"] = f"{ok}/{len(res)} cases pass"
-    else:
-        row["interpreter"] = "fails: " + (interp.stderr.strip().splitlines() or ["?"])[-1][:100]
+    for module in INTERPRETED:
+        row[module.removeprefix("tests.")] = _interpreted(module, target, cases)
     comp = _run(["-m", "bench.triton_compile", "--json"], target, False)
     if comp.stdout.startswith("["):
         rows = json.loads(comp.stdout.splitlines()[0])
-        spilled = [r for r in rows if r["local"] or r["stack"]]
-        row["compile"] = f"{len(rows)} kernels, max {max(r['regs'] for r in rows)} regs, {len(spilled)} spill"
+        (target / "compile_rows.json").write_text(json.dumps(rows))
+        row["compile"] = summarise(rows)
     else:
         row["compile"] = "n/a: " + (comp.stderr.strip().splitlines() or ["?"])[-1][:100]
     return row
