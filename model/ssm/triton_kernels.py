@@ -223,7 +223,8 @@ def _put(ptr, val, mask, k0, CROSS: tl.constexpr, ATOMIC: tl.constexpr):
         if ATOMIC:
             tl.atomic_add(ptr, val, mask=mask, sem="relaxed")
         else:
-            prev = tl.load(ptr, mask=mask & (k0 > 0), other=0.0)
+            first = tl.full(mask.shape, k0, tl.int32) > 0  # not `mask & (k0 > 0)`: triton 3.9's interpreter fails
+            prev = tl.load(ptr, mask=mask & first, other=0.0)
             tl.store(ptr, prev + val, mask=mask)
     else:
         tl.store(ptr, val.to(ptr.dtype.element_ty), mask=mask)
