@@ -115,11 +115,13 @@ def core_table(rows: list[dict], batch: int, configs: list[str]) -> str:
     for core in ss2d_rows(configs, batch, list(DTYPES)):
         di, height, width, n = map(int, re.match(r"Di=(\d+) (\d+)x(\d+) N=(\d+)", core["call"]).groups())
         for arch, (gpu, *_, tbs) in GPUS.items():
-            found = {}
+            found = {}  # the kernels compiled for this call (d is not specialised: a row serves every d)
             for r in rows:
-                d, length, n_r, _ = _shape(r)
-                if (d, length, n_r, r["dtype"], r["arch"]) == (4 * di, height * width, n, core["dtype"], arch):
-                    found[(r["cross"] or "plain", r["kernel"][-3:])] = r
+                _, length, n_r, groups = _shape(r)
+                call = (length, n_r, groups, r["has_z"], r["dtype"], r["arch"])
+                if call == (height * width, n, 4, False, core["dtype"], arch):  # SS2D: 4 groups, no z
+                    at_d = re.sub(r"\bd=\d+", f"d={4 * di}", r["first_call"])
+                    found[(r["cross"] or "plain", r["kernel"][-3:])] = dict(r, first_call=at_d)
             plain = [found.get(("plain", k)) for k in ("fwd", "bwd")]
             fused = [found.get(("atomic", k)) for k in ("fwd", "bwd")]
             if None in plain + fused:
