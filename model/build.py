@@ -69,11 +69,12 @@ def load_network(
     return net.to(device).eval(), cfg, info
 
 
-# Inductor's fusion search tries each scheduler node with up to this many later nodes of every buffer it shares
-# (torch's default 64). On one graph of a whole network that search was most of the scheduler's time (tiny
-# HybriMamba forward: 265k pair checks, 84 s; the paper config's did not finish in 22 CPU min); at 8 the same
-# graph gave byte-identical code from 55k checks. README "torch.compile and export" has the measurements.
-WHOLE_NETWORK_INDUCTOR = {"max_fusion_buffer_group_pairwise_attempts": 8}
+# Two inductor scheduler passes grow faster than one graph of a whole network. The fusion search tries each node
+# with up to this many later nodes of every buffer it shares (torch's default 64; tiny HybriMamba forward: 265k
+# pair checks, 84 s; at 8: 55k, 28 s, byte-identical code). The peak-memory reorder (on since torch 2.6) scans
+# the whole ready set at every step: over 3.5 CPU min on the paper config once fusion was bounded.
+# README "Bounding the whole-network compile" has the measurements.
+WHOLE_NETWORK_INDUCTOR = {"max_fusion_buffer_group_pairwise_attempts": 8, "reorder_for_peak_memory": False}
 
 
 def compile_network(net: nn.Module, mode: str = "default", regional: bool = False) -> nn.Module:

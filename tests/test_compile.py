@@ -237,6 +237,7 @@ def test_whole_network_compile_bounds_inductor_fusion_search(monkeypatch) -> Non
     [(module, options)] = calls
     assert module is net and options["options"]["max_autotune"] is True  # the mode's own options kept
     assert options["options"]["max_fusion_buffer_group_pairwise_attempts"] == 8
+    assert options["options"]["reorder_for_peak_memory"] is False
     calls.clear()
     compile_network(net, "default", regional=True)
     assert [m for m, _ in calls] == scanning_modules(net)
