@@ -5,7 +5,9 @@
 - graph breaks (``torch._dynamo.explain``) of the forward and of a training step (forward, L1 and
   backward as one function with ``trace_autograd_ops``, then the AdamW step);
 - the first call's time (compile) and the median img/s of eager and compiled forward (eval, no_grad)
-  and training step (the network compiled, ``model.build.compile_network``; loss and optimizer eager);
+  and training step (``--kinds``; the network compiled, ``model.build.compile_network``; loss and optimizer
+  eager), with inductor's phases of that first call (seconds in its scheduler's fusion pass, its code
+  generation and the wait for the C++ builds, from ``torch._dynamo.utils.compilation_time_metrics``);
   ``--regional`` compiles each scanning module instead of the whole network, with static shapes (blocks of
   one shape share one compiled graph: one compile per distinct block, which bounds compile time);
 - ``--profile N``: ``torch.profiler`` over N compiled training steps after the timing: the top operators by
@@ -94,6 +96,14 @@ def _first_and_rate(run, batch: int, repeats: int) -> tuple[float, float]:
     return first, batch / median_time(run, torch.device("cpu"), repeats)
 
 
+PHASES = {"fusion": "Scheduler.fused_nodes", "codegen": "Scheduler.codegen", "c++": "async_compile.wait"}
+
+
+def _phase_totals() -> dict[str, float]:
+    metrics = torch._dynamo.utils.compilation_time_metrics
+    return {label: sum(metrics.get(key, ())) for label, key in PHASES.items()}
+
+
 def profile_table(run, steps: int, rows: int = 15) -> str:
     """The top ``rows`` operators by self CPU time over ``steps`` calls of ``run``, as torch.profiler prints them."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
@@ -111,7 +121,7 @@ def measure(name: str, args: argparse.Namespace) -> dict[str, Any]:
     row: dict[str, Any] = {"model": name}
     if args.breaks:
         row["breaks_forward"], row["breaks_step"] = graph_breaks(build_network(cfg), x, y)
-    for kind in ("forward", "step"):
+    for kind in args.kinds:
         for compiled in (False, True):
             torch._dynamo.reset()
             torch.manual_seed(0)
@@ -126,11 +136,13 @@ def measure(name: str, args: argparse.Namespace) -> dict[str, Any]:
                         net(x)
             else:
                 run = _step_fn(net, torch.optim.AdamW(net.parameters(), lr=1e-4), x, y)
+            phases = _phase_totals()
             first, rate = _first_and_rate(run, args.batch, args.repeats)
             label = f"{kind}_{'compiled' if compiled else 'eager'}"
             row[label] = rate
             if compiled:
                 row[f"{kind}_compile_s"] = first
+                row[f"{kind}_phases"] = {k: v - phases[k] for k, v in _phase_totals().items()}
                 if kind == "step" and args.profile:
                     row["step_profile"] = profile_table(run, args.profile)
         row[f"{kind}_ratio"] = row[f"{kind}_compiled"] / row[f"{kind}_eager"]
@@ -163,6 +175,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--mode", choices=("default", "max-autotune"), default="default")
+    p.add_argument("--kinds", nargs="+", choices=("forward", "step"), default=("forward", "step"))
     p.add_argument("--regional", action="store_true", help="compile each scanning module, not the whole network")
     p.add_argument("--tiny", action="store_true", help="tiny widths at 32x32")
     p.add_argument("--no-breaks", dest="breaks", action="store_false", help="skip the graph-break count")
@@ -188,14 +201,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     for name in args.models:
         row = measure(name, args)
         rows.append(row)
-        breaks = f"breaks fwd {row['breaks_forward']} step {row['breaks_step']}; " if args.breaks else ""
-        print(
-            f"{name:<11}{breaks}forward {row['forward_eager']:.2f} -> {row['forward_compiled']:.2f} img/s "
-            f"({row['forward_ratio']:.2f}x, compile {row['forward_compile_s']:.0f} s); step "
-            f"{row['step_eager']:.2f} -> {row['step_compiled']:.2f} img/s ({row['step_ratio']:.2f}x, "
-            f"compile {row['step_compile_s']:.0f} s)",
-            flush=True,
-        )
+        parts = [f"breaks fwd {row['breaks_forward']} step {row['breaks_step']}"] if args.breaks else []
+        for kind in args.kinds:
+            phases = ", ".join(f"{k} {v:.0f} s" for k, v in row[f"{kind}_phases"].items())
+            parts.append(
+                f"{kind} {row[f'{kind}_eager']:.2f} -> {row[f'{kind}_compiled']:.2f} img/s "
+                f"({row[f'{kind}_ratio']:.2f}x, compile {row[f'{kind}_compile_s']:.0f} s: {phases})"
+            )
+        print(f"{name:<11}" + "; ".join(parts), flush=True)
         if "step_profile" in row:
             print(f"{name}: compiled training step, {args.profile} steps, top operators by self CPU time")
             print(row["step_profile"], flush=True)

@@ -69,20 +69,31 @@ def load_network(
     return net.to(device).eval(), cfg, info
 
 
+# Two inductor scheduler passes grow faster than one graph of a whole network. The fusion search tries each node
+# with up to this many later nodes of every buffer it shares (torch's default 64; tiny HybriMamba forward: 265k
+# pair checks, 84 s; at 8: 55k, 28 s, byte-identical code). The peak-memory reorder (on since torch 2.6) scans
+# the whole ready set at every step: over 3.5 CPU min on the paper config once fusion was bounded.
+# README "Bounding the whole-network compile" has the measurements.
+WHOLE_NETWORK_INDUCTOR = {"max_fusion_buffer_group_pairwise_attempts": 8, "reorder_for_peak_memory": False}
+
+
 def compile_network(net: nn.Module, mode: str = "default", regional: bool = False) -> nn.Module:
     """``torch.compile`` ``net`` in place (its state dict keeps its keys, so checkpoints load uncompiled).
 
-    ``mode``: one of ``COMPILE_MODES`` (``none`` returns ``net`` as it is). ``regional`` compiles each module
-    that scans instead of the whole network, with static shapes: blocks of one shape share one compiled graph
-    (one compile per distinct block, e.g. 6 for HybriMamba's 7 stages; automatic dynamic shapes would recompile
-    most of them as dynamic graphs instead), and the glue between them runs eagerly."""
+    ``mode``: one of ``COMPILE_MODES`` (``none`` returns ``net`` as it is). The whole network compiles with
+    ``mode``'s inductor options plus ``WHOLE_NETWORK_INDUCTOR``. ``regional`` compiles each module that scans
+    instead, with static shapes: blocks of one shape share one compiled graph (one compile per distinct block,
+    e.g. 6 for HybriMamba's 7 stages; automatic dynamic shapes would recompile most of them as dynamic graphs
+    instead), and the glue between them runs eagerly."""
     if mode not in COMPILE_MODES:
         raise ValueError(f"compile mode must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
     if mode == "none":
         return net
-    options = {} if mode == "default" else {"mode": mode}
     if regional:
-        options["dynamic"] = False
-    for module in scanning_modules(net) if regional else [net]:
-        module.compile(**options)
+        for module in scanning_modules(net):
+            module.compile(mode=mode, dynamic=False)
+        return net
+    import torch._inductor  # only when compiling: its import takes about 2 s that other entry points need not pay
+
+    net.compile(options={**torch._inductor.list_mode_options(mode), **WHOLE_NETWORK_INDUCTOR})
     return net

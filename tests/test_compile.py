@@ -229,6 +229,21 @@ def test_compile_network_keeps_state_dict_keys() -> None:
         compile_network(net, "fast")
 
 
+def test_whole_network_compile_bounds_inductor_fusion_search(monkeypatch) -> None:
+    calls: list[tuple[torch.nn.Module, dict]] = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **options: calls.append((self, options)))
+    net = _net("mamba1d")
+    compile_network(net, "max-autotune")
+    [(module, options)] = calls
+    assert module is net and options["options"]["max_autotune"] is True  # the mode's own options kept
+    assert options["options"]["max_fusion_buffer_group_pairwise_attempts"] == 8
+    assert options["options"]["reorder_for_peak_memory"] is False
+    calls.clear()
+    compile_network(net, "default", regional=True)
+    assert [m for m, _ in calls] == scanning_modules(net)
+    assert all(o == {"mode": "default", "dynamic": False} for _, o in calls)
+
+
 def test_train_compile_key_is_validated() -> None:
     from utils.config import ConfigError, resolve_config
 
