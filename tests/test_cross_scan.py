@@ -80,7 +80,9 @@ def test_composed_core_equals_the_formula_it_replaced() -> None:
 def test_cross_launch_options_follow_the_map() -> None:
     """RUNS (a thread's positions from one position and the direction's stride) exactly where H is a multiple of
     its steps; 128 registers at most for the 16-step forward and the 8-step (16-bit) backward, no cap otherwise."""
-    from model.ssm.triton_scan import CHUNK, cross_backward_launch, cross_forward_launch
+    from model.ssm.triton_scan import CHUNK, _register_cap_checked, cross_backward_launch, cross_forward_launch
+
+    cap = 128 if _register_cap_checked() else None
 
     def metas(height: int, width: int, dtype: torch.dtype) -> tuple[dict, dict]:
         x = torch.empty(1, 2, height, width, dtype=dtype)
@@ -94,10 +96,28 @@ def test_cross_launch_options_follow_the_map() -> None:
                                        (24, 32, torch.float32, False), (5, 7, torch.float32, False)):  # fmt: skip
         fwd, bwd = metas(height, width, dtype)
         assert fwd["RUNS"] == (height % fwd["S"] == 0) == runs and bwd["RUNS"] == (height % bwd["S"] == 0)
-        assert fwd.get("maxnreg") == (128 if fwd["S"] == 16 else None)
-        assert bwd.get("maxnreg") == (128 if dtype == torch.bfloat16 else None) and bwd["S"] == 16 // dtype.itemsize
+        assert fwd.get("maxnreg") == (cap if fwd["S"] == 16 else None)
+        assert bwd.get("maxnreg") == (cap if dtype == torch.bfloat16 else None) and bwd["S"] == 16 // dtype.itemsize
         assert fwd["CROSS"] and bwd["CROSS"] and fwd["ATOMIC"] and not bwd["ATOMIC"]
     assert metas(128, 128, torch.float32)[0]["S"] == 16 and metas(5, 7, torch.float32)[0]["S"] == 4
+
+
+@pytest.mark.parametrize(
+    ("version", "capped"), [("3.8.0", True), ("3.9.0", False), ("3.0.0", False), ("3.10.1", False)]
+)
+def test_register_cap_only_on_checked_triton(monkeypatch: pytest.MonkeyPatch, version: str, capped: bool) -> None:
+    """The 128-register cap only on a triton release whose compiles under it were checked spill-free."""
+    import triton
+
+    from model.ssm import triton_scan
+
+    monkeypatch.setattr(triton, "__version__", version)
+    triton_scan._register_cap_checked.cache_clear()
+    try:
+        meta = triton_scan._cross_meta({"S": 16, "P": 4}, torch.empty(1, 2, 32, 32), deterministic=False)
+    finally:
+        triton_scan._register_cap_checked.cache_clear()
+    assert meta.get("maxnreg") == (128 if capped else None)
 
 
 def test_bad_shapes_are_named() -> None:

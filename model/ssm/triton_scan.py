@@ -29,6 +29,9 @@ CHUNK = 1024  # time steps per tile (at most; a shorter sequence gets one tile o
 _FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 NO_CROSS = (1, 1, 0, 1)  # the kernels' (H, W, k0, nk) when they do not read a cross-scanned map
 CROSS_MAXNREG = 128  # the fused kernels' register cap where a thread's steps would take ptxas to it (_cross_meta)
+# Triton releases whose compiles under that cap were checked spill-free (bench.triton_versions); elsewhere no cap:
+# triton 3.9's fused forward spills 32-232 bytes under it and takes 168 registers without it, spilling none.
+CROSS_MAXNREG_CHECKED = ("3.8.",)
 
 
 @functools.cache
@@ -453,10 +456,19 @@ def _cross_meta(meta: dict, x: torch.Tensor, deterministic: bool) -> dict:
     (H % S == 0), so its positions are one position and a stride (the models' maps), else a position per step;
     ``maxnreg`` 128 where a thread holds 16 steps (forward) or 8 (16-bit backward): unbounded, ptxas takes 162-168
     registers for that forward and spills one for RHMC's bf16 backward on sm_90; capped, neither spills (the
-    forward: 2-3% more instructions, 16 one-warp programs an SM instead of 12)."""
+    forward: 2-3% more instructions, 16 one-warp programs an SM instead of 12). The cap only on the triton
+    releases of ``CROSS_MAXNREG_CHECKED``."""
     wide = meta["S"] == (16 if "P" in meta else 8)
-    cap = {"maxnreg": CROSS_MAXNREG} if wide else {}
+    cap = {"maxnreg": CROSS_MAXNREG} if wide and _register_cap_checked() else {}
     return {**meta, **cap, "CROSS": True, "ATOMIC": not deterministic, "RUNS": x.shape[2] % meta["S"] == 0}
+
+
+@functools.cache
+def _register_cap_checked() -> bool:
+    """True when the installed triton is one whose compiles under ``CROSS_MAXNREG`` were checked spill-free."""
+    import triton  # optional: triton (CUDA wheels); only a launch, which has it, asks
+
+    return triton.__version__.startswith(CROSS_MAXNREG_CHECKED)
 
 
 def _first_geometry(x: torch.Tensor, deterministic: bool) -> tuple[int, int, int, int]:
