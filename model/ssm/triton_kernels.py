@@ -108,12 +108,14 @@ def _scan_back(decay, b, j, S: tl.constexpr):
     return out_a, out_b
 
 
-@triton.jit
-def _flip(x):
-    """x [R] in reverse thread order: one shuffle a value (triton's reverse scan flips its inputs and outputs with
-    log2(R) shuffles each)."""
-    R: tl.constexpr = x.shape[0]
-    return tl.gather(x, tl.arange(0, R) * -1 + (R - 1), axis=0)
+if HAS_GATHER:  # defined only where tl.gather exists: triton 3.0-3.2's JIT resolves every tl.name a kernel reads
+
+    @triton.jit
+    def _flip(x):
+        """x [R] in reverse thread order: one shuffle a value (triton's reverse scan flips its inputs and outputs
+        with log2(R) shuffles each)."""
+        R: tl.constexpr = x.shape[0]
+        return tl.gather(x, tl.arange(0, R) * -1 + (R - 1), axis=0)
 
 
 @triton.jit
