@@ -483,7 +483,8 @@ def _launch_cross(kernel: str, x: torch.Tensor, args: list, meta: dict, determin
                 getattr(kernel_module(not x.is_cuda), kernel)[(programs,)](*args, **meta)
 
 
-def cross_forward(
+@triton_op("fsr::triton_cross_scan_fwd", mutates_args=())
+def triton_cross_scan_fwd(
     x: torch.Tensor,
     delta: torch.Tensor,
     A32: torch.Tensor,
@@ -502,35 +503,6 @@ def cross_forward(
     return acc.to(x.dtype), states
 
 
-def cross_backward(
-    saved: tuple[torch.Tensor | None, ...], dy: torch.Tensor, softplus: bool, chunk: int, deterministic: bool
-) -> tuple[torch.Tensor | None, ...]:
-    """The backward kernel for ``saved`` (as ``cross_backward_launch``): (dx (x's dtype, its 4 directions summed
-    in fp32), ddelta, dA, dB, dC, dD, dbias) summed as ``scan_backward``'s."""
-    x, B = saved[0], saved[3]
-    args, meta, grads = cross_backward_launch(saved, dy, softplus, chunk, deterministic)
-    _launch_cross("scan_bwd_kernel", x, args, meta, deterministic)
-    dx, ddelta, dA, dB, dC, dD, _, dbias = _reduce_grads(grads, B, deterministic)
-    return dx.to(x.dtype), ddelta, dA, dB, dC, dD, dbias
-
-
-@triton_op("fsr::triton_cross_scan_fwd", mutates_args=())
-def triton_cross_scan_fwd(
-    x: torch.Tensor,
-    delta: torch.Tensor,
-    A32: torch.Tensor,
-    B: torch.Tensor,
-    C: torch.Tensor,
-    D32: torch.Tensor | None,
-    bias32: torch.Tensor | None,
-    softplus: bool,
-    chunk: int,
-    deterministic: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``cross_forward`` as an operator: (merged y, tile states)."""
-    return cross_forward(x, delta, A32, B, C, D32, bias32, softplus, chunk, deterministic)
-
-
 @triton_op("fsr::triton_cross_scan_bwd", mutates_args=())
 def triton_cross_scan_bwd(
     x: torch.Tensor,
@@ -546,12 +518,14 @@ def triton_cross_scan_bwd(
     chunk: int,
     deterministic: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``cross_backward`` as an operator: (dx, ddelta, dA, dB, dC, dD, dbias), empty for absent inputs."""
-    dx, ddelta, dA, dB, dC, dD, dbias = cross_backward(
-        (x, delta, A32, B, C, D32, bias32, states), dy, softplus, chunk, deterministic
-    )
+    """The backward kernel (saved as ``cross_backward_launch`` takes them): dx (x's dtype, its 4 directions summed
+    in fp32), ddelta, dA, dB, dC, dD, dbias summed as ``scan_backward``'s, empty for absent inputs."""
+    saved = (x, delta, A32, B, C, D32, bias32, states)
+    args, meta, grads = cross_backward_launch(saved, dy, softplus, chunk, deterministic)
+    _launch_cross("scan_bwd_kernel", x, args, meta, deterministic)
+    dx, ddelta, dA, dB, dC, dD, _, dbias = _reduce_grads(grads, B, deterministic)
     dB, dC = dB.to(dtype=B.dtype, copy=True), dC.to(dtype=C.dtype, copy=True)
-    return dx, ddelta, dA, dB, dC, _empty_or(dD, x), _empty_or(dbias, x)
+    return dx.to(x.dtype), ddelta, dA, dB, dC, _empty_or(dD, x), _empty_or(dbias, x)
 
 
 def _cross_setup_context(ctx, inputs, output) -> None:
